@@ -1,1 +1,95 @@
-//! placeholder
+//! # veltix: TCP without the boilerplate, in Rust
+//!
+//! Framed, CRC-checked TCP links with a version handshake, message-type routing,
+//! request/response correlation ([`Client::send_and_wait`]), built-in ping, client tags and
+//! broadcast, reconnects with backoff, keep-alive, and a handler pool, **wire-compatible with
+//! Python Veltix** 3.x (the default, [`Generation::Gen3`]) and 1.6.x ([`Generation::Gen1`]).
+//!
+//! The API is synchronous and thread-friendly (no async required): I/O runs on a shared tokio
+//! runtime in the background, handlers on a pool of worker threads.
+//!
+//! ```
+//! use std::time::Duration;
+//! use veltix::{Client, ClientConfig, MessageType, Request, Server, ServerConfig};
+//!
+//! const ECHO: MessageType = MessageType::new(200, "echo");
+//!
+//! let server = Server::new(ServerConfig::local());
+//! server.route(&ECHO, |client, msg| client.send(Request::new(&ECHO, msg.content().clone()).respond(&msg)));
+//! let addr = server.start()?;
+//!
+//! let client = Client::new(ClientConfig::new("127.0.0.1", addr.port()));
+//! client.connect()?;
+//! let reply = client.send_and_wait(Request::text(&ECHO, "hello"), Duration::from_secs(5))?;
+//! assert_eq!(reply.text()?, "hello");
+//! # Ok::<(), veltix::Error>(())
+//! ```
+//!
+//! ## Layout
+//! - [`server`]: [`Server`], [`ClientInfo`] (tags, per-client send), [`ServerSender`].
+//! - [`client`]: [`Client`], [`ClientSender`], the reconnect loop.
+//! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters,
+//!   keep-alive. Shared by both sides.
+//! - `pool` (private): the handler pool with one ordered queue per connection.
+//! - [`config`]: [`ServerConfig`], [`ClientConfig`], [`PerformanceMode`], [`KeepAlive`].
+//! - [`reconnect`]: [`ReconnectPolicy`], [`DisconnectState`].
+//! - [`message`]: [`Request`], [`Response`].
+//! - [`proto`]: the sans-I/O protocol crate (`veltix-proto`), re-exported.
+//!
+//! ## Guarantees (and where we differ from Python Veltix)
+//! - Messages of one connection are handled in arrival order; different connections in
+//!   parallel. PINGs are answered inline; replies to `send_and_wait` are matched per connection.
+//! - Every send returns a `Result`; a wait fails with [`Error::Disconnected`] as soon as its
+//!   connection drops.
+//! - A peer that fails the handshake, sends a corrupt frame, or exceeds `max_message_size` is
+//!   logged with its address and the reason, and disconnected; other connections are unaffected.
+//! - Outbound queues are bounded (`max_queued_bytes`): a peer that stops reading makes sends to it
+//!   fail with [`Error::QueueFull`] instead of growing memory. Inbound queues are bounded
+//!   (`max_inbound_queue`): when handlers fall behind, the connection stops being read (TCP
+//!   backpressure), nothing is dropped.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+mod conn;
+mod error;
+pub mod message;
+mod pool;
+pub mod reconnect;
+mod rt;
+pub mod server;
+
+pub use client::{Client, ClientSender};
+pub use config::{ClientConfig, Generation, KeepAlive, PerformanceMode, ServerConfig};
+pub use error::{Error, HandshakeError, Result};
+pub use message::{Request, Response, TypeCode};
+pub use reconnect::{Backoff, DisconnectReason, DisconnectState, ReconnectPolicy};
+pub use server::{ClientInfo, Server, ServerSender};
+pub use veltix_proto as proto;
+pub use veltix_proto::{MessageType, TypeRegistry, PING, PONG};
+
+/// What a handler may return: `()` or a `Result` whose error is logged with the peer's address.
+///
+/// ```
+/// use veltix::HandlerResult;
+/// assert!(().into_result().is_ok());
+/// assert!(Err::<(), _>("boom").into_result().is_err());
+/// ```
+pub trait HandlerResult {
+    /// Converts to a result; the error is only displayed.
+    fn into_result(self) -> std::result::Result<(), Box<dyn std::fmt::Display>>;
+}
+
+impl HandlerResult for () {
+    fn into_result(self) -> std::result::Result<(), Box<dyn std::fmt::Display>> {
+        Ok(())
+    }
+}
+
+impl<E: std::fmt::Display + 'static> HandlerResult for std::result::Result<(), E> {
+    fn into_result(self) -> std::result::Result<(), Box<dyn std::fmt::Display>> {
+        self.map_err(|e| Box::new(e) as Box<dyn std::fmt::Display>)
+    }
+}

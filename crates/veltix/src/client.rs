@@ -1,0 +1,604 @@
+//! The Veltix client: connect + handshake, routes, request/response, ping, reconnects.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn, Instrument};
+use veltix_proto::{Generation, Handshake, HandshakeConfig, IdAllocator};
+
+use crate::conn::{self, lock, CloseReason, Conn, ConnSettings};
+use crate::pool::{Pool, Runner, SerialQueue};
+use crate::{
+    ClientConfig, DisconnectReason, DisconnectState, Error, HandlerResult, Request, Response,
+    Result, TypeCode,
+};
+
+type ClientRoute = Arc<dyn Fn(Response) + Send + Sync>;
+
+#[derive(Default, Clone)]
+struct Handlers {
+    routes: HashMap<u16, ClientRoute>,
+    on_recv: Option<ClientRoute>,
+    on_connect: Vec<Arc<dyn Fn() + Send + Sync>>,
+    on_disconnect: Vec<Arc<dyn Fn(&DisconnectState) + Send + Sync>>,
+}
+
+enum Job {
+    Message(Response),
+    Connect,
+    Disconnect(DisconnectState),
+}
+
+struct Link {
+    conn: Arc<Conn>,
+    task: JoinHandle<()>,
+}
+
+struct State {
+    /// `disconnect()` was called: no automatic reconnects, no more events.
+    manual: bool,
+    /// A reconnect loop is running.
+    retrying: bool,
+    /// Failed attempts of the current (or last) loop.
+    fails: u32,
+}
+
+struct Shared {
+    config: ClientConfig,
+    handlers: RwLock<Arc<Handlers>>,
+    link: Mutex<Option<Link>>,
+    state: Mutex<State>,
+    cancel: AtomicBool,
+    cancel_notify: Notify,
+    closed: (Mutex<bool>, Condvar),
+    queue: Arc<SerialQueue<Job>>,
+    rt: Handle,
+    _pool: Pool,
+}
+
+impl Shared {
+    fn handlers(&self) -> Arc<Handlers> {
+        self.handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn update_handlers(&self, f: impl FnOnce(&mut Handlers)) {
+        let mut h = self.handlers.write().unwrap_or_else(|p| p.into_inner());
+        let mut new = (**h).clone();
+        f(&mut new);
+        *h = Arc::new(new);
+    }
+
+    fn run_job(&self, job: Job) {
+        let h = self.handlers();
+        match job {
+            Job::Message(msg) => match h.routes.get(&msg.message_type()).or(h.on_recv.as_ref()) {
+                Some(f) => f(msg),
+                None => warn!(
+                    "no handler for message type {} (id {}, {} bytes): dropped",
+                    msg.message_type(),
+                    msg.request_id(),
+                    msg.content().len()
+                ),
+            },
+            Job::Connect => h.on_connect.iter().for_each(|f| f()),
+            Job::Disconnect(state) => {
+                h.on_disconnect.iter().for_each(|f| f(&state));
+                if state.permanent {
+                    self.set_closed(true);
+                }
+            }
+        }
+    }
+
+    fn set_closed(&self, closed: bool) {
+        let (m, cv) = &self.closed;
+        *lock(m) = closed;
+        cv.notify_all();
+    }
+
+    fn emit(&self, permanent: bool, attempt: u32, retry_max: u32, reason: DisconnectReason) {
+        self.queue.push(
+            Job::Disconnect(DisconnectState {
+                permanent,
+                attempt,
+                retry_max,
+                reason,
+            }),
+            0,
+        );
+    }
+
+    fn settings(&self) -> ConnSettings {
+        let c = &self.config;
+        ConnSettings {
+            generation: c.generation,
+            max_message_size: c.max_message_size,
+            max_queued_bytes: c.max_queued_bytes,
+            buffer_size: c.buffer_size,
+            mode: c.performance_mode,
+            close_timeout: c.close_timeout,
+            keepalive: c.keepalive,
+        }
+    }
+
+    fn conn(&self) -> Result<Arc<Conn>> {
+        match &*lock(&self.link) {
+            Some(l) if l.conn.is_open() => Ok(l.conn.clone()),
+            _ => Err(Error::NotConnected),
+        }
+    }
+}
+
+fn failure_reason(e: &Error) -> DisconnectReason {
+    match e {
+        Error::ServerFull(_) => DisconnectReason::ServerFull,
+        Error::Handshake(_) | Error::HandshakeTimeout(_) => DisconnectReason::HandshakeFailed,
+        _ => DisconnectReason::Error,
+    }
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Resolves, connects, handshakes and starts the connection task. (Boxed: the connection task
+/// may reconnect, which calls this again.)
+fn connect_once(shared: Arc<Shared>) -> BoxFuture<Result<()>> {
+    Box::pin(connect_inner(shared))
+}
+
+async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
+    let cfg = &shared.config;
+    let target = format!("{}:{}", cfg.host, cfg.port);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target).await?.collect();
+    let addr = *addrs.first().ok_or_else(|| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{target} resolves to no address"),
+        ))
+    })?;
+    let mut stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await
+    {
+        Err(_) => {
+            return Err(Error::ConnectTimeout {
+                addr,
+                timeout: cfg.connect_timeout,
+            })
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(Error::ConnectionRefused { addr })
+        }
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let mut hs = Handshake::client(HandshakeConfig {
+        timestamp_ms: crate::rt::monotonic_ms(),
+        ..HandshakeConfig::new(cfg.generation)
+    });
+    let leftover =
+        match tokio::time::timeout(cfg.handshake_timeout, conn::run_handshake(&mut stream, &mut hs))
+            .await
+        {
+            Err(_) => return Err(Error::HandshakeTimeout(cfg.handshake_timeout)),
+            Ok(r) => r?,
+        };
+    debug!(%addr, peer_version = hs.peer_version().unwrap_or(""), "connected");
+    let ids = match cfg.generation {
+        Generation::Gen1 => IdAllocator::random(),
+        Generation::Gen3 => IdAllocator::client(),
+    };
+    let conn = Conn::new(addr, shared.settings(), ids);
+    // on_connect runs before any message of this connection.
+    shared.queue.push(Job::Connect, 0);
+    let mut link = lock(&shared.link);
+    let task = shared.rt.spawn(
+        run_link(shared.clone(), conn.clone(), stream, leftover)
+            .instrument(tracing::info_span!("veltix_client", server = %addr)),
+    );
+    *link = Some(Link { conn, task });
+    Ok(())
+}
+
+async fn run_link(shared: Arc<Shared>, conn: Arc<Conn>, stream: TcpStream, leftover: Vec<u8>) {
+    let reason = conn::drive(conn.clone(), stream, leftover, shared.queue.clone(), Job::Message).await;
+    conn.fail_pending();
+    {
+        let mut link = lock(&shared.link);
+        if link.as_ref().is_some_and(|l| Arc::ptr_eq(&l.conn, &conn)) {
+            *link = None;
+        }
+    }
+    if lock(&shared.state).manual {
+        return;
+    }
+    let why = match &reason {
+        CloseReason::KeepAliveTimeout(_) => DisconnectReason::KeepAliveTimeout,
+        _ => DisconnectReason::ServerClosed,
+    };
+    warn!("connection lost: {reason}");
+    let n = shared.config.reconnect.retries;
+    if n == 0 {
+        shared.emit(true, 0, 0, why);
+    } else {
+        let _ = retry_loop(shared, why, n).await;
+    }
+}
+
+/// Python's reconnect sequence: `(false, 0)`, then per failed attempt `(false, k)`, and
+/// `(true, fails)` when giving up. The first attempt is immediate, later ones follow the policy's
+/// delay. Returns the last error if every attempt failed.
+async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Result<()> {
+    {
+        let mut st = lock(&shared.state);
+        if st.retrying {
+            warn!("a reconnect loop is already running");
+            return Err(Error::NotConnected);
+        }
+        st.retrying = true;
+        st.fails = 0;
+    }
+    shared.cancel.store(false, Ordering::SeqCst);
+    shared.emit(false, 0, n, reason);
+    let mut last = Error::NotConnected;
+    let mut last_reason = reason;
+    let mut fails = 0;
+    for k in 1..=n {
+        if shared.cancel.load(Ordering::SeqCst) || lock(&shared.state).manual {
+            break;
+        }
+        info!(attempt = k, of = n, "reconnecting");
+        match connect_once(shared.clone()).await {
+            Ok(()) => {
+                if shared.cancel.load(Ordering::SeqCst) || lock(&shared.state).manual {
+                    // Cancelled while connecting: close again.
+                    if let Some(l) = lock(&shared.link).as_ref() {
+                        l.conn.close(false);
+                    }
+                    break;
+                }
+                let mut st = lock(&shared.state);
+                st.retrying = false;
+                st.fails = 0;
+                info!(attempt = k, "reconnected");
+                return Ok(());
+            }
+            Err(e) => {
+                fails = k;
+                lock(&shared.state).fails = k;
+                last_reason = failure_reason(&e);
+                warn!(attempt = k, of = n, "reconnect failed: {e}");
+                last = e;
+                shared.emit(false, k, n, last_reason);
+                if k == n {
+                    break;
+                }
+                let delay = shared.config.reconnect.delay(k, fastrand::f64());
+                let cancelled = shared.cancel_notify.notified();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancelled => {}
+                }
+            }
+        }
+    }
+    let manual = {
+        let mut st = lock(&shared.state);
+        st.retrying = false;
+        st.manual
+    };
+    if !manual {
+        shared.emit(true, fails, n, last_reason);
+    }
+    Err(last)
+}
+
+/// A Veltix client.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use veltix::{Client, ClientConfig, MessageType, Request};
+/// const CHAT: MessageType = MessageType::new(200, "chat");
+///
+/// let client = Client::new(ClientConfig::new("127.0.0.1", 8080));
+/// client.route(&CHAT, |msg| println!("chat: {}", msg.text().unwrap_or("?")));
+/// client.on_disconnect(|state| println!("disconnected: {state:?}"));
+/// client.connect()?;
+/// client.send(Request::text(&CHAT, "hello"))?;
+/// let rtt = client.ping_server(Duration::from_secs(2))?;
+/// println!("rtt {rtt:?}");
+/// client.disconnect();
+/// # Ok::<(), veltix::Error>(())
+/// ```
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &format!("{}:{}", self.shared.config.host, self.shared.config.port))
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client that is not connected yet (see [`Client::connect`]).
+    pub fn new(config: ClientConfig) -> Client {
+        Self::with_handle(config, crate::rt::handle())
+    }
+
+    /// A client whose I/O runs on the given tokio runtime.
+    pub fn with_handle(config: ClientConfig, rt: Handle) -> Client {
+        let pool = Pool::new(config.max_workers, "veltix-client-worker");
+        let limit = config.max_inbound_queue;
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+            let weak = weak.clone();
+            let runner: Runner<Job> = Arc::new(move |job| {
+                if let Some(s) = weak.upgrade() {
+                    s.run_job(job);
+                }
+            });
+            Shared {
+                handlers: RwLock::new(Arc::new(Handlers::default())),
+                link: Mutex::new(None),
+                state: Mutex::new(State {
+                    manual: false,
+                    retrying: false,
+                    fails: 0,
+                }),
+                cancel: AtomicBool::new(false),
+                cancel_notify: Notify::new(),
+                closed: (Mutex::new(true), Condvar::new()),
+                queue: SerialQueue::new(&pool, runner, limit),
+                rt,
+                _pool: pool,
+                config,
+            }
+        });
+        Client { shared }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.shared.config
+    }
+
+    /// Connects and completes the handshake. When it returns `Ok`, sending is safe.
+    ///
+    /// On failure with `reconnect.retries > 0`, it runs the reconnect loop before returning (as
+    /// Python does) and returns `Ok` if an attempt succeeded. A full server is not retried here.
+    /// Errors: [`Error::ConnectionRefused`], [`Error::ConnectTimeout`], [`Error::ServerFull`],
+    /// [`Error::Handshake`] (e.g. incompatible version), [`Error::HandshakeTimeout`].
+    pub fn connect(&self) -> Result<()> {
+        self.shared.config.validate()?;
+        if self.is_connected() {
+            return Ok(());
+        }
+        {
+            let mut st = lock(&self.shared.state);
+            st.manual = false;
+            st.fails = 0;
+        }
+        self.shared.set_closed(false);
+        let shared = self.shared.clone();
+        let r = crate::rt::block_on(&self.shared.rt, connect_once(shared.clone()));
+        let n = self.shared.config.reconnect.retries;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e @ Error::ServerFull(_)) => {
+                self.shared.emit(true, 0, n, DisconnectReason::ServerFull);
+                Err(e)
+            }
+            Err(e) if n == 0 => {
+                self.shared.emit(true, 0, 0, failure_reason(&e));
+                Err(e)
+            }
+            Err(e) => {
+                let reason = failure_reason(&e);
+                warn!("connect failed: {e}; retrying up to {n} times");
+                crate::rt::block_on(&self.shared.rt, retry_loop(shared, reason, n))
+            }
+        }
+    }
+
+    /// True while connected.
+    pub fn is_connected(&self) -> bool {
+        self.shared.conn().is_ok()
+    }
+
+    /// The server's address while connected.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        self.shared.conn().ok().map(|c| c.peer)
+    }
+
+    /// Registers the handler for a message type (replacing any previous one). Routes and all
+    /// callbacks survive reconnects.
+    pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
+    where
+        F: Fn(Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        let code = message_type.type_code();
+        let f: ClientRoute = Arc::new(move |m| {
+            if let Err(e) = handler(m).into_result() {
+                warn!("handler for type {code} failed: {e}");
+            }
+        });
+        self.shared.update_handlers(|h| {
+            h.routes.insert(code, f);
+        });
+        self
+    }
+
+    /// Removes the handler of a type; `true` if there was one.
+    pub fn unroute(&self, message_type: impl TypeCode) -> bool {
+        let mut removed = false;
+        self.shared.update_handlers(|h| {
+            removed = h.routes.remove(&message_type.type_code()).is_some();
+        });
+        removed
+    }
+
+    /// The fallback handler for messages without a route.
+    pub fn on_recv<F, R>(&self, handler: F) -> &Self
+    where
+        F: Fn(Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        let f: ClientRoute = Arc::new(move |m| {
+            if let Err(e) = handler(m).into_result() {
+                warn!("on_recv handler failed: {e}");
+            }
+        });
+        self.shared.update_handlers(|h| h.on_recv = Some(f));
+        self
+    }
+
+    /// Adds a callback run after every successful (re)connect, before that connection's
+    /// messages are handled.
+    pub fn on_connect(&self, f: impl Fn() + Send + Sync + 'static) -> &Self {
+        self.shared.update_handlers(|h| h.on_connect.push(Arc::new(f)));
+        self
+    }
+
+    /// Adds a callback receiving every [`DisconnectState`] notification.
+    pub fn on_disconnect(&self, f: impl Fn(&DisconnectState) + Send + Sync + 'static) -> &Self {
+        self.shared.update_handlers(|h| h.on_disconnect.push(Arc::new(f)));
+        self
+    }
+
+    /// Sends a message (a client-range id is assigned if it has none). Fails fast with
+    /// [`Error::NotConnected`] while disconnected or reconnecting.
+    pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
+        self.shared.conn()?.send(request.borrow()).map(|_| ())
+    }
+
+    /// Sends and blocks until the server answers with the same request id. Fails with
+    /// [`Error::Timeout`], or [`Error::Disconnected`] as soon as the link drops.
+    pub fn send_and_wait(&self, request: impl Borrow<Request>, timeout: Duration) -> Result<Response> {
+        self.shared.conn()?.request_blocking(request.borrow(), timeout)
+    }
+
+    /// PINGs the server; returns the round-trip time measured locally.
+    pub fn ping_server(&self, timeout: Duration) -> Result<Duration> {
+        self.shared.conn()?.ping_blocking(timeout)
+    }
+
+    /// A cloneable handle that sends from any thread (and inside handlers).
+    pub fn sender(&self) -> ClientSender {
+        ClientSender {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// Cancels a running reconnect loop (its current wait is interrupted).
+    pub fn stop_retry(&self) {
+        self.shared.cancel.store(true, Ordering::SeqCst);
+        self.shared.cancel_notify.notify_waiters();
+    }
+
+    /// Starts a reconnect loop in the background with `max` attempts (default: the configured
+    /// retries). Ignored (with a warning) if one is running or there are no attempts to make.
+    pub fn retry(&self, max: Option<u32>) {
+        let n = max.unwrap_or(self.shared.config.reconnect.retries);
+        if n == 0 {
+            warn!("retry: no attempts configured");
+            return;
+        }
+        if self.is_connected() {
+            return;
+        }
+        lock(&self.shared.state).manual = false;
+        self.shared.set_closed(false);
+        let shared = self.shared.clone();
+        self.shared.rt.spawn(async move {
+            let _ = retry_loop(shared, DisconnectReason::Error, n).await;
+        });
+    }
+
+    /// Closes the connection (flushing what was queued, bounded by `close_timeout`), cancels
+    /// reconnects and fires `on_disconnect` with `permanent: true, reason: Manual`. Blocks until
+    /// the connection is closed.
+    pub fn disconnect(&self) {
+        let fails = {
+            let mut st = lock(&self.shared.state);
+            if st.manual {
+                return;
+            }
+            st.manual = true;
+            st.fails
+        };
+        self.stop_retry();
+        let link = lock(&self.shared.link).take();
+        if let Some(l) = link {
+            l.conn.close(false);
+            let grace = self.shared.config.close_timeout + Duration::from_secs(1);
+            let task = l.task;
+            let _ = crate::rt::block_on(&self.shared.rt, async move {
+                tokio::time::timeout(grace, task).await
+            });
+        }
+        let n = self.shared.config.reconnect.retries;
+        self.shared.emit(true, fails, n, DisconnectReason::Manual);
+    }
+
+    /// Blocks until `disconnect()` is called or the client gives up reconnecting (after the
+    /// permanent `on_disconnect` callbacks ran).
+    pub fn wait_until_closed(&self) {
+        let (m, cv) = &self.shared.closed;
+        let mut closed = lock(m);
+        while !*closed {
+            closed = cv.wait(closed).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        lock(&self.shared.state).manual = true;
+        self.shared.cancel.store(true, Ordering::SeqCst);
+        self.shared.cancel_notify.notify_waiters();
+        if let Some(l) = lock(&self.shared.link).take() {
+            l.conn.close(false);
+        }
+    }
+}
+
+/// A cloneable handle to a client, for sending from other threads or from handlers.
+/// It does not keep the client alive.
+///
+/// ```no_run
+/// # use veltix::{Client, ClientConfig, Request};
+/// let client = Client::new(ClientConfig::new("127.0.0.1", 8080));
+/// let tx = client.sender();
+/// client.route(200u16, move |msg| tx.send(Request::text(201u16, "got it").respond(&msg)));
+/// ```
+#[derive(Clone)]
+pub struct ClientSender {
+    shared: Weak<Shared>,
+}
+
+impl ClientSender {
+    fn conn(&self) -> Result<Arc<Conn>> {
+        self.shared.upgrade().ok_or(Error::NotConnected)?.conn()
+    }
+    /// Sends a message.
+    pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
+        self.conn()?.send(request.borrow()).map(|_| ())
+    }
+    /// Sends and waits for the reply.
+    pub fn send_and_wait(&self, request: impl Borrow<Request>, timeout: Duration) -> Result<Response> {
+        self.conn()?.request_blocking(request.borrow(), timeout)
+    }
+}

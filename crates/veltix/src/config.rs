@@ -1,0 +1,287 @@
+//! Server and client settings.
+
+use std::time::Duration;
+
+pub use veltix_proto::Generation;
+
+use crate::{Error, Result};
+
+/// Default `max_message_size`: 10 MiB (header + content), as in Python Veltix.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = veltix_proto::DEFAULT_MAX_MESSAGE_SIZE;
+
+/// How the connection writer trades latency against system calls (the seed's
+/// `ServerConfig.performance_mode`, given a real effect).
+///
+/// Every send appends the encoded frame to the connection's outbound buffer; a writer task moves
+/// that buffer to the socket. The mode decides when:
+///
+/// | Mode | Writer behaviour | Effect |
+/// |---|---|---|
+/// | `High` | writes as soon as a frame is queued | lowest latency, one `write` per burst |
+/// | `Balanced` (default) | yields to the scheduler once before writing | frames queued by concurrent senders in the same instant share one `write` |
+/// | `Low` | waits up to 1 ms (or until 64 KiB are queued) before writing | fewest system calls and least CPU per message, up to 1 ms added latency |
+///
+/// `veltix bench latency` / `burst` with `--performance-mode` shows the difference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PerformanceMode {
+    /// Economical: coalesce writes for up to 1 ms.
+    Low,
+    /// The default.
+    #[default]
+    Balanced,
+    /// Lowest latency.
+    High,
+}
+
+impl std::str::FromStr for PerformanceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Ok(PerformanceMode::Low),
+            "balanced" => Ok(PerformanceMode::Balanced),
+            "high" => Ok(PerformanceMode::High),
+            o => Err(format!("unknown performance mode {o:?} (low, balanced, high)")),
+        }
+    }
+}
+
+/// Settings of a [`Server`](crate::Server). Build with `Default` and struct update.
+///
+/// ```
+/// use std::time::Duration;
+/// use veltix::ServerConfig;
+/// let cfg = ServerConfig {
+///     host: "127.0.0.1".into(),
+///     port: 0, // any free port
+///     max_connections: Some(100),
+///     handshake_timeout: Duration::from_secs(2),
+///     ..ServerConfig::default()
+/// };
+/// assert_eq!(cfg.max_workers, 4);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on (default `"0.0.0.0"`).
+    pub host: String,
+    /// Port (default 8080; 0 = any free port, see [`Server::local_addr`](crate::Server::local_addr)).
+    pub port: u16,
+    /// Bytes read from a socket at a time (default 8192).
+    pub buffer_size: usize,
+    /// Maximum simultaneous connections, handshaking ones included (default `None`: unlimited).
+    /// Gen 3: extra clients get `{"error": "server_full"}`; Gen 1: the server stops accepting
+    /// until a slot frees, as Python 1.6.9 does.
+    pub max_connections: Option<usize>,
+    /// Largest frame accepted or sent, header included (default 10 MiB).
+    pub max_message_size: usize,
+    /// Total deadline for a connection's handshake (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Handler pool size (default 4).
+    pub max_workers: usize,
+    /// Wire generation (default [`Generation::Gen3`]).
+    pub generation: Generation,
+    /// Gen 3: how many request ids the server allocates from 32768 (default 30000, max 32768).
+    pub id_window: u32,
+    /// Write coalescing policy.
+    pub performance_mode: PerformanceMode,
+    /// Per-connection limit of bytes queued for sending; beyond it sends fail with
+    /// [`Error::QueueFull`] (default 16 MiB; one message larger than this still goes through
+    /// when the queue is empty).
+    pub max_queued_bytes: usize,
+    /// Per-connection limit of received bytes waiting for handlers; beyond it the server stops
+    /// reading from that peer until handlers catch up (TCP backpressure; default 16 MiB).
+    pub max_inbound_queue: usize,
+    /// How long closing a connection may spend flushing what was queued (default 2 s).
+    pub close_timeout: Duration,
+    /// Keep-alive: PING an idle peer every `interval`, close it when nothing arrived for
+    /// `timeout` (default `None`: off, as in Python).
+    pub keepalive: Option<KeepAlive>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            buffer_size: 8192,
+            max_connections: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            handshake_timeout: Duration::from_secs(5),
+            max_workers: 4,
+            generation: Generation::Gen3,
+            id_window: veltix_proto::ids::DEFAULT_SERVER_ID_WINDOW,
+            performance_mode: PerformanceMode::Balanced,
+            max_queued_bytes: 16 * 1024 * 1024,
+            max_inbound_queue: 16 * 1024 * 1024,
+            close_timeout: Duration::from_secs(2),
+            keepalive: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A loopback config on a free port: handy in tests and examples.
+    pub fn local() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        check_common(self.buffer_size, self.max_message_size, self.max_workers, self.handshake_timeout, self.generation)?;
+        if self.max_connections == Some(0) {
+            return Err(Error::Config("max_connections must be >= 1 (None = unlimited)".into()));
+        }
+        if self.id_window == 0 {
+            return Err(Error::Config("id_window must be >= 1".into()));
+        }
+        if let Some(k) = &self.keepalive {
+            k.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Keep-alive settings (both sides): PING after `interval` without traffic, and close the link
+/// when nothing at all was received for `timeout`. Python peers answer PING automatically.
+///
+/// ```
+/// use std::time::Duration;
+/// let k = veltix::KeepAlive::default();
+/// assert_eq!((k.interval, k.timeout), (Duration::from_secs(5), Duration::from_secs(15)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Idle time after which a PING is sent.
+    pub interval: Duration,
+    /// Silence after which the link is declared dead and closed.
+    pub timeout: Duration,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl KeepAlive {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.interval.is_zero() || self.timeout < self.interval {
+            return Err(Error::Config(
+                "keepalive needs interval > 0 and timeout >= interval".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_common(
+    buffer_size: usize,
+    max_message_size: usize,
+    max_workers: usize,
+    handshake_timeout: Duration,
+    generation: Generation,
+) -> Result<()> {
+    if buffer_size == 0 {
+        return Err(Error::Config("buffer_size must be > 0".into()));
+    }
+    if max_message_size < generation.header_len() {
+        return Err(Error::Config(format!(
+            "max_message_size must be >= {} (the header)",
+            generation.header_len()
+        )));
+    }
+    if max_workers == 0 {
+        return Err(Error::Config("max_workers must be >= 1".into()));
+    }
+    if handshake_timeout.is_zero() {
+        return Err(Error::Config("handshake_timeout must be > 0".into()));
+    }
+    Ok(())
+}
+
+/// Settings of a [`Client`](crate::Client).
+///
+/// ```
+/// use veltix::ClientConfig;
+/// let cfg = ClientConfig { port: 9000, ..ClientConfig::default() };
+/// assert_eq!(cfg.host, "127.0.0.1");
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Server host name or address (default `"127.0.0.1"`).
+    pub host: String,
+    /// Server port (default 8080).
+    pub port: u16,
+    /// Bytes read from the socket at a time (default 8192).
+    pub buffer_size: usize,
+    /// Largest frame accepted or sent, header included (default 10 MiB).
+    pub max_message_size: usize,
+    /// Total deadline for the handshake (default 5 s).
+    pub handshake_timeout: Duration,
+    /// TCP connect deadline (default 5 s, like Python which uses the handshake timeout).
+    pub connect_timeout: Duration,
+    /// Handler pool size (default 4).
+    pub max_workers: usize,
+    /// Wire generation (default [`Generation::Gen3`]).
+    pub generation: Generation,
+    /// Write coalescing policy.
+    pub performance_mode: PerformanceMode,
+    /// Limit of bytes queued for sending (default 16 MiB), see [`ServerConfig::max_queued_bytes`].
+    pub max_queued_bytes: usize,
+    /// Limit of received bytes waiting for handlers (default 16 MiB).
+    pub max_inbound_queue: usize,
+    /// How long `disconnect` may spend flushing what was queued (default 2 s).
+    pub close_timeout: Duration,
+    /// Keep-alive (default `None`).
+    pub keepalive: Option<KeepAlive>,
+    /// What to do when the connection drops or cannot be made (default: no retry, like Python).
+    pub reconnect: crate::ReconnectPolicy,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            buffer_size: 8192,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            max_workers: 4,
+            generation: Generation::Gen3,
+            performance_mode: PerformanceMode::Balanced,
+            max_queued_bytes: 16 * 1024 * 1024,
+            max_inbound_queue: 16 * 1024 * 1024,
+            close_timeout: Duration::from_secs(2),
+            keepalive: None,
+            reconnect: crate::ReconnectPolicy::default(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// A config for `host:port`, everything else default.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        ClientConfig {
+            host: host.into(),
+            port,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        check_common(self.buffer_size, self.max_message_size, self.max_workers, self.handshake_timeout, self.generation)?;
+        if self.connect_timeout.is_zero() {
+            return Err(Error::Config("connect_timeout must be > 0".into()));
+        }
+        if let Some(k) = &self.keepalive {
+            k.validate()?;
+        }
+        self.reconnect.validate()
+    }
+}

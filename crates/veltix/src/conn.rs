@@ -1,0 +1,604 @@
+//! One live connection: the outbound buffer and its writer, the reader feeding the decoder, the
+//! waiters of `send_and_wait`/ping, and keep-alive. Shared by the server and the client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
+use veltix_proto::{
+    encode_parts, Decoded, Decoder, DecoderConfig, Frame, Generation, Handshake, IdAllocator,
+    Rejection, PING, PONG,
+};
+
+use crate::config::{KeepAlive, PerformanceMode};
+use crate::pool::SerialQueue;
+use crate::{Error, Request, Response, Result};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Per-connection settings taken from the server or client config.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnSettings {
+    pub generation: Generation,
+    pub max_message_size: usize,
+    pub max_queued_bytes: usize,
+    pub buffer_size: usize,
+    pub mode: PerformanceMode,
+    pub close_timeout: Duration,
+    pub keepalive: Option<KeepAlive>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stop {
+    Run,
+    /// Stop reading; flush what is queued, then close.
+    Close,
+    /// Stop everything now.
+    Abort,
+}
+
+enum Waiter {
+    Sync(std::sync::mpsc::SyncSender<Response>),
+    Async(oneshot::Sender<Response>),
+    /// Keep-alive PINGs: the PONG is absorbed.
+    Ignore,
+}
+
+struct Pending {
+    waiters: HashMap<u32, Waiter>,
+    ids: IdAllocator,
+    closed: bool,
+}
+
+struct Outbox {
+    buf: BytesMut,
+    closing: bool,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum CloseReason {
+    /// The peer closed (EOF).
+    PeerClosed,
+    /// Closed locally (close_client, close_all, disconnect).
+    Local,
+    /// Read or write error.
+    Io(std::io::Error),
+    /// The peer sent a frame we refuse.
+    Protocol(Rejection),
+    /// Keep-alive saw no traffic for its timeout.
+    KeepAliveTimeout(Duration),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed the connection"),
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::Protocol(r) => write!(f, "protocol violation: {r}"),
+            CloseReason::KeepAliveTimeout(d) => write!(f, "keep-alive: nothing received for {d:?}"),
+        }
+    }
+}
+
+/// Shared state of one connection. Cheap to share (`Arc`); all methods are thread-safe and
+/// none blocks on the network.
+pub(crate) struct Conn {
+    pub(crate) peer: SocketAddr,
+    pub(crate) settings: ConnSettings,
+    out: Mutex<Outbox>,
+    out_notify: Notify,
+    pending: Mutex<Pending>,
+    stop: watch::Sender<Stop>,
+    started: Instant,
+    last_rx_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("peer", &self.peer).finish()
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(peer: SocketAddr, settings: ConnSettings, ids: IdAllocator) -> Arc<Conn> {
+        Arc::new(Conn {
+            peer,
+            settings,
+            out: Mutex::new(Outbox {
+                buf: BytesMut::new(),
+                closing: false,
+            }),
+            out_notify: Notify::new(),
+            pending: Mutex::new(Pending {
+                waiters: HashMap::new(),
+                ids,
+                closed: false,
+            }),
+            stop: watch::channel(Stop::Run).0,
+            started: Instant::now(),
+            last_rx_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// True until the connection starts closing.
+    pub(crate) fn is_open(&self) -> bool {
+        !lock(&self.out).closing
+    }
+
+    fn extra(&self) -> u64 {
+        match self.settings.generation {
+            Generation::Gen3 => 0,
+            Generation::Gen1 => crate::rt::monotonic_ms(),
+        }
+    }
+
+    fn check_size(&self, content_len: usize) -> Result<()> {
+        let len = self.settings.generation.header_len() + content_len;
+        if len > self.settings.max_message_size {
+            return Err(Error::MessageTooLarge {
+                len,
+                limit: self.settings.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes a frame straight into the outbound buffer.
+    fn push_frame(&self, message_type: u16, id: u32, content: &[u8]) -> Result<()> {
+        let extra = self.extra();
+        {
+            let mut ob = lock(&self.out);
+            if ob.closing {
+                return Err(Error::Closed);
+            }
+            let queued = ob.buf.len();
+            if queued > 0 && queued + content.len() > self.settings.max_queued_bytes {
+                return Err(Error::QueueFull {
+                    queued,
+                    limit: self.settings.max_queued_bytes,
+                });
+            }
+            encode_parts(
+                self.settings.generation,
+                message_type,
+                id,
+                extra,
+                content,
+                &mut ob.buf,
+            )?;
+        }
+        self.out_notify.notify_one();
+        Ok(())
+    }
+
+    /// Queues already-encoded frame bytes (broadcast encodes once for everyone).
+    pub(crate) fn push_encoded(&self, bytes: &[u8]) -> Result<()> {
+        {
+            let mut ob = lock(&self.out);
+            if ob.closing {
+                return Err(Error::Closed);
+            }
+            let queued = ob.buf.len();
+            if queued > 0 && queued + bytes.len() > self.settings.max_queued_bytes {
+                return Err(Error::QueueFull {
+                    queued,
+                    limit: self.settings.max_queued_bytes,
+                });
+            }
+            ob.buf.extend_from_slice(bytes);
+        }
+        self.out_notify.notify_one();
+        Ok(())
+    }
+
+    fn next_id(p: &mut Pending) -> Result<u32> {
+        let waiters = &p.waiters;
+        Ok(p.ids.next(|id| waiters.contains_key(&id))?)
+    }
+
+    /// Sends a request (allocating an id if it has none). Returns the id used.
+    pub(crate) fn send(&self, req: &Request) -> Result<u32> {
+        self.check_size(req.content().len())?;
+        let id = match req.request_id() {
+            Some(id) => id,
+            None => Self::next_id(&mut lock(&self.pending))?,
+        };
+        self.push_frame(req.message_type(), id, req.content())?;
+        Ok(id)
+    }
+
+    fn register(&self, explicit: Option<u32>, waiter: Waiter) -> Result<u32> {
+        let mut p = lock(&self.pending);
+        if p.closed {
+            return Err(Error::Disconnected);
+        }
+        let id = match explicit {
+            Some(id) => {
+                if p.waiters.contains_key(&id) {
+                    return Err(veltix_proto::Error::DuplicatePending { id }.into());
+                }
+                id
+            }
+            None => Self::next_id(&mut p)?,
+        };
+        p.waiters.insert(id, waiter);
+        Ok(id)
+    }
+
+    fn unregister(&self, id: u32) {
+        lock(&self.pending).waiters.remove(&id);
+    }
+
+    fn send_registered(&self, req: &Request, waiter: Waiter) -> Result<u32> {
+        self.check_size(req.content().len())?;
+        let id = self.register(req.request_id(), waiter)?;
+        if let Err(e) = self.push_frame(req.message_type(), id, req.content()) {
+            self.unregister(id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Blocking request/response.
+    pub(crate) fn request_blocking(&self, req: &Request, timeout: Duration) -> Result<Response> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let id = self.send_registered(req, Waiter::Sync(tx))?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => Ok(r),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                self.unregister(id);
+                Err(Error::Timeout(timeout))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Disconnected),
+        }
+    }
+
+    /// Async request/response. Dropping the future releases the id.
+    pub(crate) async fn request(self: &Arc<Self>, req: &Request, timeout: Duration) -> Result<Response> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.send_registered(req, Waiter::Async(tx))?;
+        struct Release<'a>(&'a Conn, u32, bool);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                if !self.2 {
+                    self.0.unregister(self.1);
+                }
+            }
+        }
+        let mut guard = Release(self, id, false);
+        let r = tokio::time::timeout(timeout, rx).await;
+        match r {
+            Ok(Ok(resp)) => {
+                guard.2 = true;
+                Ok(resp)
+            }
+            Ok(Err(_)) => Err(Error::Disconnected),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    /// Blocking ping: round-trip time measured locally.
+    pub(crate) fn ping_blocking(&self, timeout: Duration) -> Result<Duration> {
+        let t0 = std::time::Instant::now();
+        self.request_blocking(&Request::new(PING, bytes::Bytes::new()), timeout)?;
+        Ok(t0.elapsed())
+    }
+
+    /// Async ping.
+    pub(crate) async fn ping(self: &Arc<Self>, timeout: Duration) -> Result<Duration> {
+        let t0 = std::time::Instant::now();
+        self.request(&Request::new(PING, bytes::Bytes::new()), timeout).await?;
+        Ok(t0.elapsed())
+    }
+
+    /// Routes a received frame to its waiter; gives it back if nobody waits for its id.
+    fn deliver(&self, frame: Frame) -> Option<Frame> {
+        let waiter = {
+            let mut p = lock(&self.pending);
+            if p.waiters.is_empty() {
+                return Some(frame);
+            }
+            p.waiters.remove(&frame.request_id)
+        };
+        match waiter {
+            None => Some(frame),
+            Some(Waiter::Ignore) => None,
+            Some(Waiter::Sync(tx)) => {
+                let _ = tx.try_send(Response::from_frame(frame));
+                None
+            }
+            Some(Waiter::Async(tx)) => {
+                let _ = tx.send(Response::from_frame(frame));
+                None
+            }
+        }
+    }
+
+    /// Fails every waiter with `Disconnected` and refuses new ones.
+    pub(crate) fn fail_pending(&self) {
+        let mut p = lock(&self.pending);
+        p.closed = true;
+        p.waiters.clear();
+    }
+
+    /// Starts closing: no more sends; the writer flushes what is queued (bounded by
+    /// `close_timeout`) unless `abort`.
+    pub(crate) fn close(&self, abort: bool) {
+        lock(&self.out).closing = true;
+        self.out_notify.notify_one();
+        let want = if abort { Stop::Abort } else { Stop::Close };
+        self.stop.send_if_modified(|s| {
+            if *s < want {
+                *s = want;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_rx_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_rx_ms.load(Ordering::Relaxed)))
+    }
+
+    fn keepalive_ping(&self) {
+        let mut p = lock(&self.pending);
+        if p.closed {
+            return;
+        }
+        let Ok(id) = Self::next_id(&mut p) else { return };
+        p.waiters.insert(id, Waiter::Ignore);
+        drop(p);
+        if self.push_frame(PING.code(), id, &[]).is_err() {
+            self.unregister(id);
+        }
+    }
+}
+
+/// Runs a handshake over `stream`; returns the bytes read past its end (they belong to the
+/// frame decoder).
+pub(crate) async fn run_handshake(stream: &mut TcpStream, hs: &mut Handshake) -> Result<Vec<u8>> {
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(b) = hs.poll_transmit() {
+            stream.write_all(&b).await?;
+        }
+        if hs.is_done() {
+            return Ok(Vec::new());
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(Error::Handshake(veltix_proto::HandshakeError::Eof));
+        }
+        let used = hs.feed(&buf[..n])?;
+        if used < n {
+            // Done with bytes to spare: flush our last message, hand the rest over.
+            while let Some(b) = hs.poll_transmit() {
+                stream.write_all(&b).await?;
+            }
+            return Ok(buf[used..n].to_vec());
+        }
+    }
+}
+
+/// What keep-alive should do after `idle` without receiving anything.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum KeepAliveAction {
+    Nothing,
+    Ping,
+    Close,
+}
+
+/// The keep-alive rule, a pure function of the idle time (unit-tested without a clock).
+pub(crate) fn keepalive_action(idle: Duration, ka: &KeepAlive) -> KeepAliveAction {
+    if idle >= ka.timeout {
+        KeepAliveAction::Close
+    } else if idle >= ka.interval {
+        KeepAliveAction::Ping
+    } else {
+        KeepAliveAction::Nothing
+    }
+}
+
+/// Drives a connection until it ends: reader, writer and keep-alive. Frames that are neither
+/// PINGs nor awaited replies are wrapped by `wrap` and queued on `queue` in arrival order.
+pub(crate) async fn drive<J: Send + 'static>(
+    conn: Arc<Conn>,
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    queue: Arc<SerialQueue<J>>,
+    wrap: impl Fn(Response) -> J + Send,
+) -> CloseReason {
+    let (read, write) = stream.into_split();
+    let mut decoder = Decoder::new(DecoderConfig {
+        max_message_size: conn.settings.max_message_size,
+        ..DecoderConfig::new(conn.settings.generation)
+    });
+    decoder.feed(&leftover);
+    conn.touch();
+    let reader = read_loop(&conn, read, decoder, &queue, wrap);
+    let writer = write_loop(&conn, write);
+    let keepalive = keepalive_loop(&conn);
+    tokio::pin!(reader, writer, keepalive);
+    let reason = tokio::select! {
+        r = &mut reader => r,
+        r = &mut keepalive => r,
+        w = &mut writer => {
+            conn.close(true);
+            let _ = (&mut reader).await;
+            return match w {
+                Some(e) => CloseReason::Io(e),
+                None => CloseReason::Local,
+            };
+        }
+    };
+    let abort = matches!(reason, CloseReason::Io(_));
+    conn.close(abort);
+    if tokio::time::timeout(conn.settings.close_timeout, &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::warn!(peer = %conn.peer, "could not flush queued data within {:?}; dropped", conn.settings.close_timeout);
+    }
+    reason
+}
+
+async fn read_loop<J: Send + 'static>(
+    conn: &Conn,
+    mut read: OwnedReadHalf,
+    mut decoder: Decoder,
+    queue: &Arc<SerialQueue<J>>,
+    wrap: impl Fn(Response) -> J,
+) -> CloseReason {
+    let mut stop = conn.stop.subscribe();
+    let mut batch: Vec<(J, usize)> = Vec::new();
+    let buffer_size = conn.settings.buffer_size;
+    loop {
+        // Frames already buffered (e.g. after the handshake) are handled before reading.
+        while let Some(d) = decoder.decode() {
+            match d {
+                Decoded::Frame(f) => {
+                    if f.message_type == PING.code() {
+                        let _ = conn.push_frame(PONG.code(), f.request_id, &[]);
+                    } else if let Some(f) = conn.deliver(f) {
+                        let weight = f.content.len() + 64;
+                        batch.push((wrap(Response::from_frame(f)), weight));
+                    }
+                }
+                Decoded::Rejected(r) => {
+                    queue.push_many(batch.drain(..));
+                    return CloseReason::Protocol(r);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            queue.push_many(batch.drain(..));
+        }
+        // Backpressure: stop reading while handlers are behind.
+        while queue.over_limit() {
+            tokio::select! {
+                _ = queue.space.notified() => {}
+                _ = stop.wait_for(|s| *s != Stop::Run) => return CloseReason::Local,
+            }
+        }
+        if decoder.buffered() == 0 {
+            // Idle connections keep no read buffer.
+            *decoder.buffer_mut() = BytesMut::new();
+        }
+        decoder.buffer_mut().reserve(buffer_size);
+        let n = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s != Stop::Run) => return CloseReason::Local,
+            r = read.read_buf(decoder.buffer_mut()) => r,
+        };
+        match n {
+            Ok(0) => {
+                if let Some(r) = decoder.finish() {
+                    return CloseReason::Protocol(r);
+                }
+                return CloseReason::PeerClosed;
+            }
+            Ok(n) => {
+                decoder.note_received(n);
+                conn.touch();
+            }
+            Err(e) => return CloseReason::Io(e),
+        }
+    }
+}
+
+/// Returns the write error, if the writer stopped because of one.
+async fn write_loop(conn: &Conn, mut write: OwnedWriteHalf) -> Option<std::io::Error> {
+    let mut stop = conn.stop.subscribe();
+    let mut spare = BytesMut::new();
+    loop {
+        let closing = {
+            let mut ob = lock(&conn.out);
+            std::mem::swap(&mut ob.buf, &mut spare);
+            ob.closing
+        };
+        if spare.is_empty() {
+            if closing {
+                break;
+            }
+            tokio::select! {
+                _ = conn.out_notify.notified() => {}
+                _ = stop.wait_for(|s| *s == Stop::Abort) => break,
+            }
+            match conn.settings.mode {
+                PerformanceMode::High => {}
+                PerformanceMode::Balanced => tokio::task::yield_now().await,
+                PerformanceMode::Low => {
+                    if lock(&conn.out).buf.len() < 64 * 1024 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            continue;
+        }
+        let r = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s == Stop::Abort) => break,
+            r = write.write_all(&spare) => r,
+        };
+        if let Err(e) = r {
+            return Some(e);
+        }
+        spare.clear();
+        if spare.capacity() > 1024 * 1024 {
+            spare = BytesMut::new();
+        }
+    }
+    let _ = write.shutdown().await;
+    None
+}
+
+async fn keepalive_loop(conn: &Conn) -> CloseReason {
+    let Some(ka) = conn.settings.keepalive else {
+        return std::future::pending().await;
+    };
+    let tick = (ka.interval / 2).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(tick).await;
+        match keepalive_action(conn.idle(), &ka) {
+            KeepAliveAction::Nothing => {}
+            KeepAliveAction::Ping => conn.keepalive_ping(),
+            KeepAliveAction::Close => return CloseReason::KeepAliveTimeout(ka.timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_rule() {
+        let ka = KeepAlive {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+        };
+        assert_eq!(keepalive_action(Duration::from_secs(4), &ka), KeepAliveAction::Nothing);
+        assert_eq!(keepalive_action(Duration::from_secs(5), &ka), KeepAliveAction::Ping);
+        assert_eq!(keepalive_action(Duration::from_secs(14), &ka), KeepAliveAction::Ping);
+        assert_eq!(keepalive_action(Duration::from_secs(15), &ka), KeepAliveAction::Close);
+    }
+}

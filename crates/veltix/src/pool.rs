@@ -1,0 +1,166 @@
+//! The handler pool: `max_workers` OS threads running user callbacks, with one ordered queue per
+//! connection so that messages of one connection are handled in arrival order while different
+//! connections are handled in parallel.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::Notify;
+
+/// How many jobs a worker runs from one connection before letting others have a turn.
+const BATCH: usize = 64;
+
+/// Something a worker can run.
+pub(crate) trait Task: Send + Sync {
+    fn run(self: Arc<Self>);
+}
+
+/// A fixed pool of worker threads fed by an MPMC channel.
+pub(crate) struct Pool {
+    tx: Sender<Arc<dyn Task>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    pub(crate) fn new(workers: usize, name: &str) -> Pool {
+        let (tx, rx): (Sender<Arc<dyn Task>>, Receiver<Arc<dyn Task>>) =
+            crossbeam_channel::unbounded();
+        let threads = (0..workers.max(1))
+            .map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("{name}-{i}"))
+                    .spawn(move || {
+                        while let Ok(task) = rx.recv() {
+                            task.run();
+                        }
+                    })
+                    .unwrap_or_else(|e| panic!("cannot spawn a veltix worker thread: {e}"))
+            })
+            .collect();
+        Pool { tx, threads }
+    }
+
+    pub(crate) fn sender(&self) -> Sender<Arc<dyn Task>> {
+        self.tx.clone()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Workers end once every queue holding a sender is gone and the channel is empty;
+        // they are detached so that dropping a Server from inside a handler cannot deadlock.
+        self.threads.clear();
+    }
+}
+
+/// Runs a job; errors are the runner's to log.
+pub(crate) type Runner<J> = Arc<dyn Fn(J) + Send + Sync>;
+
+struct QueueState<J> {
+    jobs: VecDeque<(J, usize)>,
+    scheduled: bool,
+    bytes: usize,
+}
+
+/// An ordered queue of jobs of one connection, executed on the pool one at a time.
+pub(crate) struct SerialQueue<J: Send + 'static> {
+    state: Mutex<QueueState<J>>,
+    runner: Runner<J>,
+    pool: Sender<Arc<dyn Task>>,
+    /// Signalled when the queue drains below half its byte limit (reader backpressure).
+    pub(crate) space: Notify,
+    limit: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent (plain pushes/pops).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<J: Send + 'static> SerialQueue<J> {
+    pub(crate) fn new(pool: &Pool, runner: Runner<J>, limit: usize) -> Arc<Self> {
+        Arc::new(SerialQueue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                scheduled: false,
+                bytes: 0,
+            }),
+            runner,
+            pool: pool.sender(),
+            space: Notify::new(),
+            limit,
+        })
+    }
+
+    /// Queues jobs (each with its weight in bytes) and schedules the queue if it was idle.
+    pub(crate) fn push_many(self: &Arc<Self>, jobs: impl IntoIterator<Item = (J, usize)>) {
+        let schedule = {
+            let mut st = lock(&self.state);
+            for (j, w) in jobs {
+                st.bytes += w;
+                st.jobs.push_back((j, w));
+            }
+            if st.scheduled || st.jobs.is_empty() {
+                false
+            } else {
+                st.scheduled = true;
+                true
+            }
+        };
+        if schedule {
+            let _ = self.pool.send(self.clone() as Arc<dyn Task>);
+        }
+    }
+
+    pub(crate) fn push(self: &Arc<Self>, job: J, weight: usize) {
+        self.push_many(std::iter::once((job, weight)));
+    }
+
+    /// True while more than `limit` bytes wait for handlers.
+    pub(crate) fn over_limit(&self) -> bool {
+        lock(&self.state).bytes > self.limit
+    }
+}
+
+impl<J: Send + 'static> Task for SerialQueue<J> {
+    fn run(self: Arc<Self>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        {
+            let mut st = lock(&self.state);
+            while batch.len() < BATCH {
+                match st.jobs.pop_front() {
+                    Some(j) => batch.push(j),
+                    None => break,
+                }
+            }
+        }
+        let mut done = 0;
+        for (job, w) in batch {
+            done += w;
+            let runner = &self.runner;
+            if catch_unwind(AssertUnwindSafe(|| runner(job))).is_err() {
+                tracing::error!("a veltix handler panicked; the connection and the pool go on");
+            }
+        }
+        let reschedule = {
+            let mut st = lock(&self.state);
+            st.bytes -= done;
+            if st.bytes <= self.limit / 2 {
+                self.space.notify_one();
+            }
+            if st.jobs.is_empty() {
+                st.scheduled = false;
+                false
+            } else {
+                true
+            }
+        };
+        if reschedule {
+            let _ = self.pool.send(self.clone() as Arc<dyn Task>);
+        }
+    }
+}

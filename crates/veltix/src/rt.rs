@@ -1,0 +1,49 @@
+//! The shared tokio runtime behind the synchronous API, and small clock helpers.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use tokio::runtime::{Handle, Runtime};
+
+/// The process-wide runtime used by the blocking API: one multi-threaded runtime for every
+/// `Server` and `Client`, so a program with many clients does not pay a runtime each.
+pub(crate) fn handle() -> Handle {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("veltix-io")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the veltix I/O runtime: {e}"))
+    })
+    .handle()
+    .clone()
+}
+
+/// Runs `fut` on `handle` and blocks the calling thread until it finishes. Works from any thread,
+/// including one that belongs to some tokio runtime (it parks the thread instead of nesting
+/// `block_on`, which would panic).
+pub(crate) fn block_on<F>(handle: &Handle, fut: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if Handle::try_current().is_err() {
+        return handle.block_on(fut);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .unwrap_or_else(|_| panic!("veltix runtime task was cancelled"))
+}
+
+/// `CLOCK_MONOTONIC` in milliseconds, what Python 1.6.9 writes in the Gen 1 header timestamp, so
+/// a Python 1.6.9 peer on the same host computes a sensible `Response.latency` from our frames.
+pub(crate) fn monotonic_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64) * 1000 + (t.tv_nsec as u64) / 1_000_000
+}

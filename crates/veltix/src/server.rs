@@ -1,0 +1,770 @@
+//! The Veltix server: accept loop, handshakes, per-connection tasks, handlers, tags, broadcast.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn, Instrument};
+use veltix_proto::handshake::server_full_message;
+use veltix_proto::{encode_parts, Generation, Handshake, HandshakeConfig, IdAllocator};
+
+use crate::conn::{self, lock, CloseReason, Conn, ConnSettings};
+use crate::pool::{Pool, Runner, SerialQueue};
+use crate::{Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode};
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A route or `on_recv` handler of a server.
+pub(crate) type ServerRoute = Arc<dyn Fn(&ClientInfo, Response) + Send + Sync>;
+type ClientCallback = Arc<dyn Fn(&ClientInfo) + Send + Sync>;
+
+#[derive(Default, Clone)]
+struct Handlers {
+    routes: HashMap<u16, ServerRoute>,
+    on_recv: Option<ServerRoute>,
+    on_connect: Vec<ClientCallback>,
+    on_disconnect: Vec<ClientCallback>,
+}
+
+struct ClientEntry {
+    id: u64,
+    addr: SocketAddr,
+    handshake_done: AtomicBool,
+    tags: Mutex<HashMap<String, Value>>,
+    conn: Arc<Conn>,
+}
+
+/// A connected client, as the server sees it: address, a stable id, tags, and a handle to send
+/// to it. Cheap to clone; every clone sees the same tags. Equality is by connection id.
+///
+/// ```no_run
+/// use veltix::{ClientInfo, MessageType, Request, Response, Server, ServerConfig};
+/// const JOIN: MessageType = MessageType::new(200, "join");
+/// let server = Server::new(ServerConfig::local());
+/// server.route(&JOIN, |client: &ClientInfo, msg: Response| {
+///     client.set_tag("room", msg.text().unwrap_or("lobby"));
+///     client.send(Request::text(&JOIN, "welcome").respond(&msg))
+/// });
+/// ```
+#[derive(Clone)]
+pub struct ClientInfo {
+    inner: Arc<ClientEntry>,
+}
+
+impl PartialEq for ClientInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+impl Eq for ClientInfo {}
+impl std::hash::Hash for ClientInfo {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.id.hash(state);
+    }
+}
+impl std::fmt::Debug for ClientInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientInfo(ip={}, port={}, id={})", self.ip(), self.port(), self.id())
+    }
+}
+
+impl ClientInfo {
+    /// Process-wide unique connection id (stable for the connection's life).
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+    /// The peer's IP.
+    pub fn ip(&self) -> IpAddr {
+        self.inner.addr.ip()
+    }
+    /// The peer's port.
+    pub fn port(&self) -> u16 {
+        self.inner.addr.port()
+    }
+    /// True once the handshake succeeded.
+    pub fn handshake_done(&self) -> bool {
+        self.inner.handshake_done.load(Ordering::Acquire)
+    }
+    /// True while the connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.is_open()
+    }
+
+    /// Sends a message to this client (an id from the server range is assigned if the request
+    /// has none). Fails with [`Error::Closed`] if the connection is closed.
+    pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
+        self.inner.conn.send(request.borrow()).map(|_| ())
+    }
+
+    /// Sends and blocks until the client answers with the same request id.
+    pub fn send_and_wait(&self, request: impl Borrow<Request>, timeout: Duration) -> Result<Response> {
+        self.inner.conn.request_blocking(request.borrow(), timeout)
+    }
+
+    /// Round-trip time of a PING to this client.
+    pub fn ping(&self, timeout: Duration) -> Result<Duration> {
+        self.inner.conn.ping_blocking(timeout)
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.inner.conn
+    }
+
+    fn tags(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
+        lock(&self.inner.tags)
+    }
+
+    /// Adds a tag; `false` (and no change) if it already exists.
+    ///
+    /// ```
+    /// # fn f(client: &veltix::ClientInfo) {
+    /// client.add_tag("admin", true);
+    /// client.add_tag("room", "lobby");
+    /// assert!(client.has_all_tags(&["admin", "room"]));
+    /// assert_eq!(client.get_tag("room"), Some(serde_json::json!("lobby")));
+    /// # }
+    /// ```
+    pub fn add_tag(&self, name: &str, value: impl Into<Value>) -> bool {
+        let mut t = self.tags();
+        if t.contains_key(name) {
+            return false;
+        }
+        t.insert(name.to_string(), value.into());
+        true
+    }
+    /// Creates or overwrites a tag.
+    pub fn set_tag(&self, name: &str, value: impl Into<Value>) {
+        self.tags().insert(name.to_string(), value.into());
+    }
+    /// Is the tag present?
+    pub fn has_tag(&self, name: &str) -> bool {
+        self.tags().contains_key(name)
+    }
+    /// Are all these tags present? (True for an empty list.)
+    pub fn has_all_tags(&self, names: &[&str]) -> bool {
+        let t = self.tags();
+        names.iter().all(|n| t.contains_key(*n))
+    }
+    /// Is at least one of these tags present? (False for an empty list.)
+    pub fn has_any_tags(&self, names: &[&str]) -> bool {
+        let t = self.tags();
+        names.iter().any(|n| t.contains_key(*n))
+    }
+    /// A tag's value.
+    pub fn get_tag(&self, name: &str) -> Option<Value> {
+        self.tags().get(name).cloned()
+    }
+    /// Removes a tag; `false` if it was absent.
+    pub fn remove_tag(&self, name: &str) -> bool {
+        self.tags().remove(name).is_some()
+    }
+    /// Removes every tag.
+    pub fn clear_tags(&self) {
+        self.tags().clear();
+    }
+    /// A copy of all tags.
+    pub fn tag_map(&self) -> HashMap<String, Value> {
+        self.tags().clone()
+    }
+}
+
+enum Job {
+    Message(ClientInfo, Response),
+    Connect(ClientInfo),
+    Disconnect(ClientInfo),
+}
+
+struct Running {
+    addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+pub(crate) struct Shared {
+    config: ServerConfig,
+    handlers: RwLock<Arc<Handlers>>,
+    clients: Mutex<HashMap<u64, ClientInfo>>,
+    count: AtomicUsize,
+    pool: Pool,
+    rt: Handle,
+    running: Mutex<Option<Running>>,
+    /// Last bound address, reused by `restart()` so clients find the server again.
+    last_addr: Mutex<Option<SocketAddr>>,
+    closed: (Mutex<bool>, Condvar),
+    /// Signalled whenever a connection ends (gen 1 accept throttling, close_all draining).
+    conn_ended: Notify,
+    broadcast_ids: Mutex<IdAllocator>,
+}
+
+impl Shared {
+    fn handlers(&self) -> Arc<Handlers> {
+        self.handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn update_handlers(&self, f: impl FnOnce(&mut Handlers)) {
+        let mut h = self.handlers.write().unwrap_or_else(|p| p.into_inner());
+        let mut new = (**h).clone();
+        f(&mut new);
+        *h = Arc::new(new);
+    }
+
+    fn settings(&self) -> ConnSettings {
+        let c = &self.config;
+        ConnSettings {
+            generation: c.generation,
+            max_message_size: c.max_message_size,
+            max_queued_bytes: c.max_queued_bytes,
+            buffer_size: c.buffer_size,
+            mode: c.performance_mode,
+            close_timeout: c.close_timeout,
+            keepalive: c.keepalive,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.config
+            .max_connections
+            .is_some_and(|m| self.count.load(Ordering::Acquire) >= m)
+    }
+
+    fn run_job(&self, job: Job) {
+        let h = self.handlers();
+        match job {
+            Job::Message(client, msg) => {
+                let handler = h.routes.get(&msg.message_type()).or(h.on_recv.as_ref());
+                match handler {
+                    Some(f) => f(&client, msg),
+                    None => warn!(
+                        peer = %client.addr(),
+                        "no handler for message type {} (id {}, {} bytes): dropped",
+                        msg.message_type(),
+                        msg.request_id(),
+                        msg.content().len()
+                    ),
+                }
+            }
+            Job::Connect(client) => h.on_connect.iter().for_each(|f| f(&client)),
+            Job::Disconnect(client) => h.on_disconnect.iter().for_each(|f| f(&client)),
+        }
+    }
+}
+
+/// A Veltix server. Handlers run on a pool of `max_workers` threads; messages of one connection
+/// are handled in arrival order, different connections in parallel.
+///
+/// ```
+/// use std::time::Duration;
+/// use veltix::{Client, ClientConfig, MessageType, Request, Server, ServerConfig};
+///
+/// const ECHO: MessageType = MessageType::new(200, "echo");
+/// let server = Server::new(ServerConfig::local());
+/// server.route(&ECHO, |client, msg| client.send(Request::new(&ECHO, msg.content().clone()).respond(&msg)));
+/// let addr = server.start()?;
+///
+/// let client = Client::new(ClientConfig::new("127.0.0.1", addr.port()));
+/// client.connect()?;
+/// let reply = client.send_and_wait(Request::text(&ECHO, "hi"), Duration::from_secs(5))?;
+/// assert_eq!(reply.text()?, "hi");
+/// client.disconnect();
+/// server.close_all();
+/// # Ok::<(), veltix::Error>(())
+/// ```
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.local_addr())
+            .field("clients", &self.shared.count.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Server {
+    /// A server that is not listening yet (see [`Server::start`]).
+    pub fn new(config: ServerConfig) -> Server {
+        Self::with_handle(config, crate::rt::handle())
+    }
+
+    /// A server whose I/O runs on the given tokio runtime.
+    pub fn with_handle(config: ServerConfig, rt: Handle) -> Server {
+        let pool = Pool::new(config.max_workers, "veltix-server-worker");
+        let broadcast_ids = Mutex::new(match config.generation {
+            Generation::Gen1 => IdAllocator::random(),
+            Generation::Gen3 => IdAllocator::server(config.id_window),
+        });
+        Server {
+            shared: Arc::new(Shared {
+                handlers: RwLock::new(Arc::new(Handlers::default())),
+                clients: Mutex::new(HashMap::new()),
+                count: AtomicUsize::new(0),
+                pool,
+                rt,
+                running: Mutex::new(None),
+                last_addr: Mutex::new(None),
+                closed: (Mutex::new(false), Condvar::new()),
+                conn_ended: Notify::new(),
+                broadcast_ids,
+                config,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// Binds and starts accepting in the background; returns the bound address (with port 0,
+    /// the real port). Errors: invalid config, bind failure, already running.
+    pub fn start(&self) -> Result<SocketAddr> {
+        self.shared.config.validate()?;
+        let mut running = lock(&self.shared.running);
+        if running.is_some() {
+            return Err(Error::AlreadyRunning);
+        }
+        let cfg = &self.shared.config;
+        let want = match *lock(&self.shared.last_addr) {
+            Some(a) => a.to_string(),
+            None => format!("{}:{}", cfg.host, cfg.port),
+        };
+        let std_listener = std::net::TcpListener::bind(&want).map_err(|source| Error::Bind {
+            addr: want.clone(),
+            source,
+        })?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let listener = {
+            let _guard = self.shared.rt.enter();
+            TcpListener::from_std(std_listener)?
+        };
+        *lock(&self.shared.last_addr) = Some(addr);
+        *lock(&self.shared.closed.0) = false;
+        let weak = Arc::downgrade(&self.shared);
+        let accept = self.shared.rt.spawn(
+            accept_loop(weak, listener).instrument(tracing::info_span!("veltix_server", %addr)),
+        );
+        info!(%addr, generation = %cfg.generation, "veltix server listening");
+        *running = Some(Running { addr, accept });
+        Ok(addr)
+    }
+
+    /// The bound address while running.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        lock(&self.shared.running).as_ref().map(|r| r.addr)
+    }
+
+    /// True while listening.
+    pub fn is_running(&self) -> bool {
+        lock(&self.shared.running).is_some()
+    }
+
+    /// Registers the handler for a message type (replacing any previous one). It runs on the
+    /// worker pool with the sending client; it may return `()` or a `Result` (errors are logged
+    /// with the peer's address).
+    pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
+    where
+        F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        let code = message_type.type_code();
+        let f: ServerRoute = Arc::new(move |c: &ClientInfo, m: Response| {
+            if let Err(e) = handler(c, m).into_result() {
+                warn!(peer = %c.addr(), "handler for type {code} failed: {e}");
+            }
+        });
+        self.shared.update_handlers(|h| {
+            h.routes.insert(code, f);
+        });
+        self
+    }
+
+    /// Removes the handler of a type; `true` if there was one.
+    pub fn unroute(&self, message_type: impl TypeCode) -> bool {
+        let mut removed = false;
+        self.shared.update_handlers(|h| {
+            removed = h.routes.remove(&message_type.type_code()).is_some();
+        });
+        removed
+    }
+
+    /// The fallback handler for messages whose type has no route (replaces the previous one).
+    pub fn on_recv<F, R>(&self, handler: F) -> &Self
+    where
+        F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        let f: ServerRoute = Arc::new(move |c: &ClientInfo, m: Response| {
+            if let Err(e) = handler(c, m).into_result() {
+                warn!(peer = %c.addr(), "on_recv handler failed: {e}");
+            }
+        });
+        self.shared.update_handlers(|h| h.on_recv = Some(f));
+        self
+    }
+
+    /// Adds a callback run (on the pool, before any message of that client) after a client's
+    /// handshake succeeds.
+    pub fn on_connect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
+        self.shared.update_handlers(|h| h.on_connect.push(Arc::new(f)));
+        self
+    }
+
+    /// Adds a callback run once per client that was connected (after its last message).
+    /// Unlike Python, clients that never completed the handshake do not trigger it.
+    pub fn on_disconnect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
+        self.shared.update_handlers(|h| h.on_disconnect.push(Arc::new(f)));
+        self
+    }
+
+    /// Sends to one client.
+    pub fn send(&self, request: impl Borrow<Request>, client: &ClientInfo) -> Result<()> {
+        client.send(request)
+    }
+
+    /// Sends to every connected client except `except`; the frame is encoded once. Returns
+    /// how many clients it was queued to (clients whose queue is full are skipped and logged).
+    pub fn broadcast(&self, request: impl Borrow<Request>, except: &[ClientInfo]) -> Result<usize> {
+        broadcast(&self.shared, request.borrow(), except)
+    }
+
+    /// Sends and blocks until the client answers with the same request id (any type).
+    /// Fails with [`Error::Timeout`], or [`Error::Disconnected`] as soon as that client drops.
+    /// Only that client's replies count (Python matches replies from any client).
+    pub fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> Result<Response> {
+        client.send_and_wait(request, timeout)
+    }
+
+    /// PINGs a client; returns the round-trip time measured locally.
+    pub fn ping_client(&self, client: &ClientInfo, timeout: Duration) -> Result<Duration> {
+        client.ping(timeout)
+    }
+
+    /// PINGs a client without blocking; `callback` receives the result on the I/O runtime's
+    /// blocking pool.
+    pub fn ping_client_async(
+        &self,
+        client: &ClientInfo,
+        callback: impl FnOnce(Result<Duration>) + Send + 'static,
+        timeout: Duration,
+    ) {
+        let conn = client.conn().clone();
+        self.shared.rt.spawn(async move {
+            let r = conn.ping(timeout).await;
+            tokio::task::spawn_blocking(move || callback(r));
+        });
+    }
+
+    /// A cheap, cloneable handle that sends and broadcasts from any thread.
+    pub fn sender(&self) -> ServerSender {
+        ServerSender {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// Connected clients (handshake done), in no particular order.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        clients(&self.shared)
+    }
+
+    /// Clients that have tag `name`; with `Some(value)`, only those whose tag equals it.
+    pub fn get_clients_by_tag(&self, name: &str, value: Option<&Value>) -> Vec<ClientInfo> {
+        self.clients()
+            .into_iter()
+            .filter(|c| match (c.get_tag(name), value) {
+                (Some(_), None) => true,
+                (Some(v), Some(want)) => &v == want,
+                (None, _) => false,
+            })
+            .collect()
+    }
+
+    /// True when `max_connections` is reached.
+    pub fn is_full(&self) -> bool {
+        self.shared.is_full()
+    }
+
+    /// Closes one client (flushing what was queued to it); `false` if it was not connected.
+    pub fn close_client(&self, client: &ClientInfo) -> bool {
+        let known = lock(&self.shared.clients).contains_key(&client.id());
+        if known && client.is_connected() {
+            client.conn().close(false);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Stops accepting, closes every client (flushing what was already queued to each, bounded
+    /// by `close_timeout`), and waits until all connections are gone. Routes and callbacks are
+    /// kept; `start()` or `restart()` serve again. Idempotent.
+    pub fn close_all(&self) {
+        let running = lock(&self.shared.running).take();
+        if let Some(r) = running {
+            r.accept.abort();
+        }
+        let shared = self.shared.clone();
+        let grace = shared.config.close_timeout + Duration::from_secs(1);
+        crate::rt::block_on(&self.shared.rt.clone(), async move {
+            let all: Vec<ClientInfo> = lock(&shared.clients).values().cloned().collect();
+            for c in &all {
+                c.conn().close(false);
+            }
+            let deadline = tokio::time::Instant::now() + grace;
+            loop {
+                let ended = shared.conn_ended.notified();
+                if shared.count.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                    warn!("close_all: {} connections still closing after {grace:?}", shared.count.load(Ordering::Acquire));
+                    break;
+                }
+            }
+        });
+        let (m, cv) = &self.shared.closed;
+        *lock(m) = true;
+        cv.notify_all();
+    }
+
+    /// `close_all()` then `start()` on the same address; routes and callbacks are kept.
+    pub fn restart(&self) -> Result<SocketAddr> {
+        self.close_all();
+        self.start()
+    }
+
+    /// Blocks until `close_all()` is called (from another thread or a handler).
+    pub fn wait_until_closed(&self) {
+        let (m, cv) = &self.shared.closed;
+        let mut closed = lock(m);
+        while !*closed {
+            closed = cv.wait(closed).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(r) = lock(&self.shared.running).take() {
+            r.accept.abort();
+        }
+        for c in lock(&self.shared.clients).values() {
+            c.conn().close(false);
+        }
+    }
+}
+
+/// A cloneable handle to a server for sending from any thread (the seed's `get_sender()`).
+/// It does not keep the server alive: once the server is dropped, sends fail with
+/// [`Error::NotRunning`].
+///
+/// ```no_run
+/// # use veltix::{Request, Server, ServerConfig};
+/// let server = Server::new(ServerConfig::local());
+/// let tx = server.sender();
+/// std::thread::spawn(move || {
+///     let _ = tx.broadcast(Request::text(200u16, "tick"), &[]);
+/// });
+/// ```
+#[derive(Clone)]
+pub struct ServerSender {
+    shared: Weak<Shared>,
+}
+
+impl ServerSender {
+    fn shared(&self) -> Result<Arc<Shared>> {
+        self.shared.upgrade().ok_or(Error::NotRunning)
+    }
+    /// Sends to one client.
+    pub fn send(&self, request: impl Borrow<Request>, client: &ClientInfo) -> Result<()> {
+        self.shared()?;
+        client.send(request)
+    }
+    /// Broadcasts, see [`Server::broadcast`].
+    pub fn broadcast(&self, request: impl Borrow<Request>, except: &[ClientInfo]) -> Result<usize> {
+        broadcast(&*self.shared()?, request.borrow(), except)
+    }
+    /// Connected clients.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.shared.upgrade().map(|s| clients(&s)).unwrap_or_default()
+    }
+}
+
+fn clients(shared: &Shared) -> Vec<ClientInfo> {
+    lock(&shared.clients)
+        .values()
+        .filter(|c| c.handshake_done())
+        .cloned()
+        .collect()
+}
+
+fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -> Result<usize> {
+    let g = shared.config.generation;
+    let len = g.header_len() + req.content().len();
+    if len > shared.config.max_message_size {
+        return Err(Error::MessageTooLarge {
+            len,
+            limit: shared.config.max_message_size,
+        });
+    }
+    let id = match req.request_id() {
+        Some(id) => id,
+        None => lock(&shared.broadcast_ids).next(|_| false)?,
+    };
+    let extra = match g {
+        Generation::Gen3 => 0,
+        Generation::Gen1 => crate::rt::monotonic_ms(),
+    };
+    let mut buf = BytesMut::with_capacity(len);
+    encode_parts(g, req.message_type(), id, extra, req.content(), &mut buf)?;
+    let mut sent = 0;
+    for c in clients(shared) {
+        if except.contains(&c) {
+            continue;
+        }
+        match c.conn().push_encoded(&buf) {
+            Ok(()) => sent += 1,
+            Err(Error::Closed) => {}
+            Err(e) => warn!(peer = %c.addr(), "broadcast skipped this client: {e}"),
+        }
+    }
+    Ok(sent)
+}
+
+async fn accept_loop(weak: Weak<Shared>, listener: TcpListener) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        // Gen 1 has no rejection message: like Python 1.6.9, stop accepting while full.
+        if let Some(shared) = weak.upgrade() {
+            if shared.config.generation == Generation::Gen1 {
+                loop {
+                    let ended = shared.conn_ended.notified();
+                    if !shared.is_full() {
+                        break;
+                    }
+                    ended.await;
+                }
+            }
+        }
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => {
+                backoff = Duration::from_millis(5);
+                x
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Some(shared) = weak.upgrade() else { return };
+        let _ = stream.set_nodelay(true);
+        if shared.is_full() {
+            info!(peer = %addr, "server full ({} connections): rejected", shared.count.load(Ordering::Relaxed));
+            tokio::spawn(reject_full(stream));
+            continue;
+        }
+        shared.count.fetch_add(1, Ordering::AcqRel);
+        let ids = match shared.config.generation {
+            Generation::Gen1 => IdAllocator::random(),
+            Generation::Gen3 => IdAllocator::server(shared.config.id_window),
+        };
+        let conn = Conn::new(addr, shared.settings(), ids);
+        let client = ClientInfo {
+            inner: Arc::new(ClientEntry {
+                id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+                addr,
+                handshake_done: AtomicBool::new(false),
+                tags: Mutex::new(HashMap::new()),
+                conn,
+            }),
+        };
+        lock(&shared.clients).insert(client.id(), client.clone());
+        let span = tracing::info_span!("veltix_conn", peer = %addr, id = client.id());
+        tokio::spawn(serve(shared, stream, client).instrument(span));
+    }
+}
+
+async fn reject_full(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let msg = server_full_message();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(&msg).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
+    let cfg = &shared.config;
+    let mut hs = Handshake::server(HandshakeConfig {
+        timestamp_ms: crate::rt::monotonic_ms(),
+        ..HandshakeConfig::new(cfg.generation)
+    });
+    let outcome =
+        tokio::time::timeout(cfg.handshake_timeout, conn::run_handshake(&mut stream, &mut hs)).await;
+    let leftover = match outcome {
+        Ok(Ok(leftover)) => leftover,
+        Ok(Err(e)) => {
+            warn!("handshake failed: {e}; closing");
+            return finish(&shared, &client, false);
+        }
+        Err(_) => {
+            warn!("handshake timed out after {:?}; closing", cfg.handshake_timeout);
+            return finish(&shared, &client, false);
+        }
+    };
+    client.inner.handshake_done.store(true, Ordering::Release);
+    debug!(peer_version = hs.peer_version().unwrap_or(""), "handshake done");
+    let weak = Arc::downgrade(&shared);
+    let runner: Runner<Job> = Arc::new(move |job| {
+        if let Some(s) = weak.upgrade() {
+            s.run_job(job);
+        }
+    });
+    let queue = SerialQueue::new(&shared.pool, runner, cfg.max_inbound_queue);
+    queue.push(Job::Connect(client.clone()), 0);
+    let c2 = client.clone();
+    let reason = conn::drive(client.conn().clone(), stream, leftover, queue.clone(), move |msg| {
+        Job::Message(c2.clone(), msg)
+    })
+    .await;
+    match &reason {
+        CloseReason::Local | CloseReason::PeerClosed => info!("client disconnected: {reason}"),
+        _ => warn!("client disconnected: {reason}"),
+    }
+    queue.push(Job::Disconnect(client.clone()), 0);
+    finish(&shared, &client, true);
+}
+
+fn finish(shared: &Shared, client: &ClientInfo, _was_connected: bool) {
+    client.conn().close(true);
+    client.conn().fail_pending();
+    lock(&shared.clients).remove(&client.id());
+    shared.count.fetch_sub(1, Ordering::AcqRel);
+    shared.conn_ended.notify_waiters();
+}
