@@ -22,13 +22,15 @@ use crate::{
 };
 
 type ClientRoute = Arc<dyn Fn(Response) + Send + Sync>;
+type ConnectCallback = Arc<dyn Fn() + Send + Sync>;
+type DisconnectCallback = Arc<dyn Fn(&DisconnectState) + Send + Sync>;
 
 #[derive(Default, Clone)]
 struct Handlers {
     routes: HashMap<u16, ClientRoute>,
     on_recv: Option<ClientRoute>,
-    on_connect: Vec<Arc<dyn Fn() + Send + Sync>>,
-    on_disconnect: Vec<Arc<dyn Fn(&DisconnectState) + Send + Sync>>,
+    on_connect: Vec<ConnectCallback>,
+    on_disconnect: Vec<DisconnectCallback>,
 }
 
 enum Job {
@@ -185,13 +187,15 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
         timestamp_ms: crate::rt::monotonic_ms(),
         ..HandshakeConfig::new(cfg.generation)
     });
-    let leftover =
-        match tokio::time::timeout(cfg.handshake_timeout, conn::run_handshake(&mut stream, &mut hs))
-            .await
-        {
-            Err(_) => return Err(Error::HandshakeTimeout(cfg.handshake_timeout)),
-            Ok(r) => r?,
-        };
+    let leftover = match tokio::time::timeout(
+        cfg.handshake_timeout,
+        conn::run_handshake(&mut stream, &mut hs),
+    )
+    .await
+    {
+        Err(_) => return Err(Error::HandshakeTimeout(cfg.handshake_timeout)),
+        Ok(r) => r?,
+    };
     debug!(%addr, peer_version = hs.peer_version().unwrap_or(""), "connected");
     let ids = match cfg.generation {
         Generation::Gen1 => IdAllocator::random(),
@@ -210,7 +214,14 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
 }
 
 async fn run_link(shared: Arc<Shared>, conn: Arc<Conn>, stream: TcpStream, leftover: Vec<u8>) {
-    let reason = conn::drive(conn.clone(), stream, leftover, shared.queue.clone(), Job::Message).await;
+    let reason = conn::drive(
+        conn.clone(),
+        stream,
+        leftover,
+        shared.queue.clone(),
+        Job::Message,
+    )
+    .await;
     conn.fail_pending();
     {
         let mut link = lock(&shared.link);
@@ -326,7 +337,10 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("server", &format!("{}:{}", self.shared.config.host, self.shared.config.port))
+            .field(
+                "server",
+                &format!("{}:{}", self.shared.config.host, self.shared.config.port),
+            )
             .field("connected", &self.is_connected())
             .finish()
     }
@@ -468,13 +482,15 @@ impl Client {
     /// Adds a callback run after every successful (re)connect, before that connection's
     /// messages are handled.
     pub fn on_connect(&self, f: impl Fn() + Send + Sync + 'static) -> &Self {
-        self.shared.update_handlers(|h| h.on_connect.push(Arc::new(f)));
+        self.shared
+            .update_handlers(|h| h.on_connect.push(Arc::new(f)));
         self
     }
 
     /// Adds a callback receiving every [`DisconnectState`] notification.
     pub fn on_disconnect(&self, f: impl Fn(&DisconnectState) + Send + Sync + 'static) -> &Self {
-        self.shared.update_handlers(|h| h.on_disconnect.push(Arc::new(f)));
+        self.shared
+            .update_handlers(|h| h.on_disconnect.push(Arc::new(f)));
         self
     }
 
@@ -486,8 +502,14 @@ impl Client {
 
     /// Sends and blocks until the server answers with the same request id. Fails with
     /// [`Error::Timeout`], or [`Error::Disconnected`] as soon as the link drops.
-    pub fn send_and_wait(&self, request: impl Borrow<Request>, timeout: Duration) -> Result<Response> {
-        self.shared.conn()?.request_blocking(request.borrow(), timeout)
+    pub fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        timeout: Duration,
+    ) -> Result<Response> {
+        self.shared
+            .conn()?
+            .request_blocking(request.borrow(), timeout)
     }
 
     /// PINGs the server; returns the round-trip time measured locally.
@@ -598,7 +620,11 @@ impl ClientSender {
         self.conn()?.send(request.borrow()).map(|_| ())
     }
     /// Sends and waits for the reply.
-    pub fn send_and_wait(&self, request: impl Borrow<Request>, timeout: Duration) -> Result<Response> {
+    pub fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        timeout: Duration,
+    ) -> Result<Response> {
         self.conn()?.request_blocking(request.borrow(), timeout)
     }
 }

@@ -40,7 +40,9 @@ impl std::str::FromStr for PerformanceMode {
             "low" => Ok(PerformanceMode::Low),
             "balanced" => Ok(PerformanceMode::Balanced),
             "high" => Ok(PerformanceMode::High),
-            o => Err(format!("unknown performance mode {o:?} (low, balanced, high)")),
+            o => Err(format!(
+                "unknown performance mode {o:?} (low, balanced, high)"
+            )),
         }
     }
 }
@@ -129,9 +131,17 @@ impl ServerConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        check_common(self.buffer_size, self.max_message_size, self.max_workers, self.handshake_timeout, self.generation)?;
+        check_common(
+            self.buffer_size,
+            self.max_message_size,
+            self.max_workers,
+            self.handshake_timeout,
+            self.generation,
+        )?;
         if self.max_connections == Some(0) {
-            return Err(Error::Config("max_connections must be >= 1 (None = unlimited)".into()));
+            return Err(Error::Config(
+                "max_connections must be >= 1 (None = unlimited)".into(),
+            ));
         }
         if self.id_window == 0 {
             return Err(Error::Config("id_window must be >= 1".into()));
@@ -275,7 +285,13 @@ impl ClientConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        check_common(self.buffer_size, self.max_message_size, self.max_workers, self.handshake_timeout, self.generation)?;
+        check_common(
+            self.buffer_size,
+            self.max_message_size,
+            self.max_workers,
+            self.handshake_timeout,
+            self.generation,
+        )?;
         if self.connect_timeout.is_zero() {
             return Err(Error::Config("connect_timeout must be > 0".into()));
         }

@@ -266,7 +266,11 @@ impl Conn {
     }
 
     /// Async request/response. Dropping the future releases the id.
-    pub(crate) async fn request(self: &Arc<Self>, req: &Request, timeout: Duration) -> Result<Response> {
+    pub(crate) async fn request(
+        self: &Arc<Self>,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response> {
         let (tx, rx) = oneshot::channel();
         let id = self.send_registered(req, Waiter::Async(tx))?;
         struct Release<'a>(&'a Conn, u32, bool);
@@ -299,7 +303,8 @@ impl Conn {
     /// Async ping.
     pub(crate) async fn ping(self: &Arc<Self>, timeout: Duration) -> Result<Duration> {
         let t0 = std::time::Instant::now();
-        self.request(&Request::new(PING, bytes::Bytes::new()), timeout).await?;
+        self.request(&Request::new(PING, bytes::Bytes::new()), timeout)
+            .await?;
         Ok(t0.elapsed())
     }
 
@@ -364,7 +369,9 @@ impl Conn {
         if p.closed {
             return;
         }
-        let Ok(id) = Self::next_id(&mut p) else { return };
+        let Ok(id) = Self::next_id(&mut p) else {
+            return;
+        };
         p.waiters.insert(id, Waiter::Ignore);
         drop(p);
         if self.push_frame(PING.code(), id, &[]).is_err() {
@@ -596,9 +603,21 @@ mod tests {
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(15),
         };
-        assert_eq!(keepalive_action(Duration::from_secs(4), &ka), KeepAliveAction::Nothing);
-        assert_eq!(keepalive_action(Duration::from_secs(5), &ka), KeepAliveAction::Ping);
-        assert_eq!(keepalive_action(Duration::from_secs(14), &ka), KeepAliveAction::Ping);
-        assert_eq!(keepalive_action(Duration::from_secs(15), &ka), KeepAliveAction::Close);
+        assert_eq!(
+            keepalive_action(Duration::from_secs(4), &ka),
+            KeepAliveAction::Nothing
+        );
+        assert_eq!(
+            keepalive_action(Duration::from_secs(5), &ka),
+            KeepAliveAction::Ping
+        );
+        assert_eq!(
+            keepalive_action(Duration::from_secs(14), &ka),
+            KeepAliveAction::Ping
+        );
+        assert_eq!(
+            keepalive_action(Duration::from_secs(15), &ka),
+            KeepAliveAction::Close
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use tokio::sync::Notify;
 
 /// How many jobs a worker runs from one connection before letting others have a turn.
@@ -26,8 +26,7 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn new(workers: usize, name: &str) -> Pool {
-        let (tx, rx): (Sender<Arc<dyn Task>>, Receiver<Arc<dyn Task>>) =
-            crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::unbounded::<Arc<dyn Task>>();
         let threads = (0..workers.max(1))
             .map(|i| {
                 let rx = rx.clone();

@@ -73,7 +73,13 @@ impl std::hash::Hash for ClientInfo {
 }
 impl std::fmt::Debug for ClientInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClientInfo(ip={}, port={}, id={})", self.ip(), self.port(), self.id())
+        write!(
+            f,
+            "ClientInfo(ip={}, port={}, id={})",
+            self.ip(),
+            self.port(),
+            self.id()
+        )
     }
 }
 
@@ -110,7 +116,11 @@ impl ClientInfo {
     }
 
     /// Sends and blocks until the client answers with the same request id.
-    pub fn send_and_wait(&self, request: impl Borrow<Request>, timeout: Duration) -> Result<Response> {
+    pub fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        timeout: Duration,
+    ) -> Result<Response> {
         self.inner.conn.request_blocking(request.borrow(), timeout)
     }
 
@@ -423,14 +433,16 @@ impl Server {
     /// Adds a callback run (on the pool, before any message of that client) after a client's
     /// handshake succeeds.
     pub fn on_connect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
-        self.shared.update_handlers(|h| h.on_connect.push(Arc::new(f)));
+        self.shared
+            .update_handlers(|h| h.on_connect.push(Arc::new(f)));
         self
     }
 
     /// Adds a callback run once per client that was connected (after its last message).
     /// Unlike Python, clients that never completed the handshake do not trigger it.
     pub fn on_disconnect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
-        self.shared.update_handlers(|h| h.on_disconnect.push(Arc::new(f)));
+        self.shared
+            .update_handlers(|h| h.on_disconnect.push(Arc::new(f)));
         self
     }
 
@@ -539,7 +551,10 @@ impl Server {
                     break;
                 }
                 if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                    warn!("close_all: {} connections still closing after {grace:?}", shared.count.load(Ordering::Acquire));
+                    warn!(
+                        "close_all: {} connections still closing after {grace:?}",
+                        shared.count.load(Ordering::Acquire)
+                    );
                     break;
                 }
             }
@@ -608,7 +623,10 @@ impl ServerSender {
     }
     /// Connected clients.
     pub fn clients(&self) -> Vec<ClientInfo> {
-        self.shared.upgrade().map(|s| clients(&s)).unwrap_or_default()
+        self.shared
+            .upgrade()
+            .map(|s| clients(&s))
+            .unwrap_or_default()
     }
 }
 
@@ -725,8 +743,11 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
         timestamp_ms: crate::rt::monotonic_ms(),
         ..HandshakeConfig::new(cfg.generation)
     });
-    let outcome =
-        tokio::time::timeout(cfg.handshake_timeout, conn::run_handshake(&mut stream, &mut hs)).await;
+    let outcome = tokio::time::timeout(
+        cfg.handshake_timeout,
+        conn::run_handshake(&mut stream, &mut hs),
+    )
+    .await;
     let leftover = match outcome {
         Ok(Ok(leftover)) => leftover,
         Ok(Err(e)) => {
@@ -734,12 +755,18 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
             return finish(&shared, &client, false);
         }
         Err(_) => {
-            warn!("handshake timed out after {:?}; closing", cfg.handshake_timeout);
+            warn!(
+                "handshake timed out after {:?}; closing",
+                cfg.handshake_timeout
+            );
             return finish(&shared, &client, false);
         }
     };
     client.inner.handshake_done.store(true, Ordering::Release);
-    debug!(peer_version = hs.peer_version().unwrap_or(""), "handshake done");
+    debug!(
+        peer_version = hs.peer_version().unwrap_or(""),
+        "handshake done"
+    );
     let weak = Arc::downgrade(&shared);
     let runner: Runner<Job> = Arc::new(move |job| {
         if let Some(s) = weak.upgrade() {
@@ -749,9 +776,13 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
     let queue = SerialQueue::new(&shared.pool, runner, cfg.max_inbound_queue);
     queue.push(Job::Connect(client.clone()), 0);
     let c2 = client.clone();
-    let reason = conn::drive(client.conn().clone(), stream, leftover, queue.clone(), move |msg| {
-        Job::Message(c2.clone(), msg)
-    })
+    let reason = conn::drive(
+        client.conn().clone(),
+        stream,
+        leftover,
+        queue.clone(),
+        move |msg| Job::Message(c2.clone(), msg),
+    )
     .await;
     match &reason {
         CloseReason::Local | CloseReason::PeerClosed => info!("client disconnected: {reason}"),
