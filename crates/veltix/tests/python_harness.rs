@@ -216,7 +216,8 @@ fn broadcast_suite(v: PyVersion) {
     let d = clients[2].wait_event(|e| is_event(e, "disconnect"), T);
     assert_eq!(d["reason"], "SERVER_CLOSED", "{d}");
     assert_eq!(d["permanent"], true);
-    server.wait_event(|e| is_event(e, "disconnect") && e["client"] == idx[2], T);
+    let d = server.wait_event(|e| is_event(e, "disconnect") && e["client"] == idx[2], T);
+    assert!(d.get("repeat").is_none(), "{d}");
     let listed = server.cmd_ok(json!({"cmd": "clients"}));
     let listed: Vec<Value> = listed["clients"]
         .as_array()
@@ -249,9 +250,8 @@ fn v3_broadcast_to_three_clients() {
     broadcast_suite(PyVersion::V3_3_0);
 }
 
-#[test]
-fn v3_tags_and_by_tag() {
-    let (server, _clients, idx) = server_with_clients(PyVersion::V3_3_0, &[], 3, &[]);
+fn tags_suite(v: PyVersion) {
+    let (server, _clients, idx) = server_with_clients(v, &[], 3, &[]);
     let tag = |k: usize, name: &str, value: Value| {
         server.cmd_ok(json!({"cmd": "tag", "client": idx[k], "name": name, "value": value}))
             ["result"]
@@ -306,6 +306,16 @@ fn v3_tags_and_by_tag() {
 }
 
 #[test]
+fn v3_tags_and_by_tag() {
+    tags_suite(PyVersion::V3_3_0);
+}
+
+#[test]
+fn v16_tags_and_by_tag() {
+    tags_suite(PyVersion::V1_6_9);
+}
+
+#[test]
 fn v3_server_full_is_reported() {
     let server = PyPeer::server(PyVersion::V3_3_0, &["--max-connections", "1"]);
     let first = PyPeer::client(PyVersion::V3_3_0, server.port(), &[]);
@@ -351,6 +361,24 @@ fn v16_broadcast_to_three_clients() {
 }
 
 #[test]
+fn v16_full_server_stalls_the_handshake() {
+    // 1.6.9 has no rejection message: a full server just stops calling accept(), so the
+    // client's HELLO never comes and connect() fails after handshake_timeout.
+    let server = PyPeer::server(PyVersion::V1_6_9, &["--max-connections", "1"]);
+    let _first = PyPeer::client(PyVersion::V1_6_9, server.port(), &[]);
+    server.wait_event(|e| is_event(e, "connect"), T);
+    let second = PyPeer::client_unchecked(
+        PyVersion::V1_6_9,
+        server.port(),
+        &["--handshake-timeout", "0.5"],
+    );
+    assert_eq!(second.startup_event()["event"], "connect_failed");
+    assert_eq!(second.startup_event()["error"], "handshake_timeout");
+    let d = second.wait_event(|e| is_event(e, "disconnect"), T);
+    assert_eq!(d["reason"], "MANUAL", "{d}");
+}
+
+#[test]
 fn v16_explicit_request_ids() {
     let server = PyPeer::server(PyVersion::V1_6_9, &["--echo"]);
     let client = PyPeer::client(PyVersion::V1_6_9, server.port(), &[]);
@@ -359,12 +387,18 @@ fn v16_explicit_request_ids() {
     }));
     assert_eq!(r["id"], 0x0102_0304u32);
     assert_eq!(r["id_hex"], "01020304");
-    // A short explicit id is right-padded with zeros on the wire.
-    let r = client.cmd_ok(json!({
-        "cmd": "send_and_wait", "type": 200, "payload": payload::text("y"), "request_id_hex": "05",
+    // A short explicit id is right-padded with zeros on the wire, but 1.6.9 registers the
+    // pending wait under the unpadded bytes: the echo (id 05000000) never matches it, so
+    // send_and_wait times out and the reply falls through to the route as a recv event.
+    let r = client.cmd(json!({
+        "cmd": "send_and_wait", "type": 201, "payload": payload::text("y"),
+        "request_id_hex": "05", "timeout": 0.5,
     }));
+    assert_eq!(r["ok"], false, "{r}");
     assert_eq!(r["sent_id_hex"], "05000000");
-    assert_eq!(r["id_hex"], "05000000");
+    let ev = client.wait_event(|e| is_event(e, "recv") && e["type"] == 201, T);
+    assert_eq!(ev["id_hex"], "05000000");
+    assert_eq!(ev["hex"], payload::to_hex(b"echo:y"));
 }
 
 #[test]

@@ -194,6 +194,16 @@ impl PyPeer {
         peer
     }
 
+    /// Starts a client peer and returns at once, without waiting for it to connect (for
+    /// `--retry` scenarios where the server comes up later). Wait for
+    /// `{"event": "connected"}` / `{"event": "connect_failed"}` with [`PyPeer::wait_event`].
+    pub fn client_nowait(version: PyVersion, port: u16, args: &[&str]) -> PyPeer {
+        let port = port.to_string();
+        let mut all = vec!["client", "--host", "127.0.0.1", "--port", port.as_str()];
+        all.extend_from_slice(args);
+        PyPeer::spawn(version, "client", &all)
+    }
+
     /// Spawns the peer with raw command-line arguments (after the script name) and
     /// returns immediately, without waiting for any event.
     pub fn spawn(version: PyVersion, role: &'static str, args: &[&str]) -> PyPeer {
@@ -323,9 +333,8 @@ impl PyPeer {
     /// does not answer in time.
     pub fn cmd(&self, cmd: Value) -> Value {
         let mut cmd = cmd;
-        let obj = cmd
-            .as_object_mut()
-            .unwrap_or_else(|| panic!("command must be a JSON object: {cmd}"));
+        assert!(cmd.is_object(), "command must be a JSON object: {cmd}");
+        let obj = cmd.as_object_mut().expect("object");
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         obj.insert("id".into(), json!(id));
         let extra = obj
