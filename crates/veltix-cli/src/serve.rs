@@ -1,9 +1,294 @@
-//! `veltix serve`.
+//! `veltix serve`: an echo, chat or sink server until SIGINT/SIGTERM.
+//!
+//! Output contract (stdout):
+//! - once bound: `listening on HOST:PORT` (the real port with `--port 0`), flushed at once;
+//! - sink mode, on stop: `received N messages (B bytes) in T s: R msg/s`.
+//!
+//! This module also holds the small argument parsers shared by `send` and `ping`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+use veltix::{ClientInfo, Generation, PerformanceMode, Request, Response, Server, ServerConfig};
+
+/// First message type code that belongs to users (`0..=199` are the protocol's).
+const FIRST_USER_CODE: u16 = veltix::proto::types::FIRST_USER_CODE;
+
+/// How long, after closing every client, sink mode waits for handlers to finish counting.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the server does with user messages (type code >= 200).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Send every message back to its sender (same type, content and request id).
+    Echo,
+    /// Broadcast every message (same type and content) to all other clients.
+    Chat,
+    /// Count messages and bytes; print the totals on stop.
+    Sink,
+}
 
 /// Arguments of `veltix serve`.
-#[derive(clap::Args)]
-pub struct Args {}
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed on the `listening on` line).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// What to do with user messages.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    pub mode: Mode,
+    /// Maximum simultaneous connections (default: unlimited). Extra Gen 3 clients are told the
+    /// server is full.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Largest frame accepted or sent, header included (default 10 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+    /// Deadline for a connection's handshake, in seconds (default 5).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub handshake_timeout: Option<Duration>,
+    /// Handler threads (default 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub workers: Option<u64>,
+    /// Wire generation: gen3 (Python Veltix 2.x/3.x) or gen1 (Python Veltix 1.6.x).
+    #[arg(long, value_name = "GEN", default_value = "gen3")]
+    pub wire: Generation,
+    /// Write coalescing: low, balanced (default) or high.
+    #[arg(long, value_name = "MODE")]
+    pub performance_mode: Option<PerformanceMode>,
+}
 
-pub fn run(_args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    Err("not implemented yet".into())
+/// Parses a number of seconds (`0.5`, `2`); finite and not negative.
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| format!("{s:?} is not a valid duration (seconds >= 0)"))
+}
+
+/// Parses a timeout in seconds: like [`parse_secs`], but it must be greater than zero.
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_secs(s)?;
+    if d.is_zero() {
+        return Err("a timeout must be greater than 0".into());
+    }
+    Ok(d)
+}
+
+/// Sink mode's counters, updated by the handler threads.
+struct SinkStats {
+    base: Instant,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    /// Nanoseconds since `base` of the first and last message (`u64::MAX`/0 while none).
+    first_ns: AtomicU64,
+    last_ns: AtomicU64,
+}
+
+impl SinkStats {
+    fn new() -> Self {
+        SinkStats {
+            base: Instant::now(),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            first_ns: AtomicU64::new(u64::MAX),
+            last_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, len: usize) {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.first_ns.fetch_min(now, Ordering::Relaxed);
+        self.last_ns.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// `received N messages (B bytes) in T s: R msg/s`, T from the first to the last message.
+    fn summary(&self) -> String {
+        let n = self.messages.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let first = self.first_ns.load(Ordering::Relaxed);
+        let last = self.last_ns.load(Ordering::Relaxed);
+        let secs = if n == 0 {
+            0.0
+        } else {
+            last.saturating_sub(first) as f64 / 1e9
+        };
+        let rate = if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        format!("received {n} messages ({bytes} bytes) in {secs:.3} s: {rate:.0} msg/s")
+    }
+}
+
+/// Clients whose `on_disconnect` has not run yet: after `close_all`, sink mode waits for this
+/// to reach zero, so every message that was read has also been counted.
+#[derive(Default)]
+struct Live {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Live {
+    fn add(&self, delta: isize) {
+        let mut n = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *n = n.saturating_add_signed(delta);
+        self.changed.notify_all();
+    }
+
+    fn wait_zero(&self, timeout: Duration) -> bool {
+        let n = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let (n, _) = self
+            .changed
+            .wait_timeout_while(n, timeout, |n| *n > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        *n == 0
+    }
+}
+
+/// The reply to an echoed message: same type, content and request id.
+fn echo_of(msg: &Response) -> Request {
+    Request::new(msg.message_type(), msg.content().clone()).respond(msg)
+}
+
+/// Runs `veltix serve` until SIGINT or SIGTERM.
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = ServerConfig {
+        host: args.host.clone(),
+        port: args.port,
+        generation: args.wire,
+        max_connections: args.max_connections.map(usize::try_from).transpose()?,
+        ..ServerConfig::default()
+    };
+    if let Some(v) = args.max_message_size {
+        config.max_message_size = v;
+    }
+    if let Some(v) = args.handshake_timeout {
+        config.handshake_timeout = v;
+    }
+    if let Some(v) = args.workers {
+        config.max_workers = usize::try_from(v)?;
+    }
+    if let Some(v) = args.performance_mode {
+        config.performance_mode = v;
+    }
+
+    // Signal handlers first: a SIGTERM arriving right after the `listening on` line must not
+    // kill the process with the default action.
+    let signals = Signals::new()?;
+
+    let server = Server::new(config);
+    let stats = Arc::new(SinkStats::new());
+    let live = Arc::new(Live::default());
+    match args.mode {
+        Mode::Echo => {
+            server.on_recv(|client: &ClientInfo, msg: Response| {
+                if msg.message_type() < FIRST_USER_CODE {
+                    return Ok(());
+                }
+                client.send(echo_of(&msg))
+            });
+        }
+        Mode::Chat => {
+            let tx = server.sender();
+            server.on_recv(move |client: &ClientInfo, msg: Response| {
+                if msg.message_type() < FIRST_USER_CODE {
+                    return Ok(());
+                }
+                let out = Request::new(msg.message_type(), msg.content().clone());
+                tx.broadcast(out, std::slice::from_ref(client)).map(|_| ())
+            });
+        }
+        Mode::Sink => {
+            let s = stats.clone();
+            server.on_recv(move |_: &ClientInfo, msg: Response| {
+                if msg.message_type() >= FIRST_USER_CODE {
+                    s.record(msg.content().len());
+                }
+            });
+            let l = live.clone();
+            server.on_connect(move |_| l.add(1));
+            let l = live.clone();
+            server.on_disconnect(move |_| l.add(-1));
+        }
+    }
+
+    let addr = server.start()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()?;
+    }
+    info!(%addr, mode = ?args.mode, wire = %args.wire, "serving");
+
+    let which = signals.wait()?;
+    info!("{which} received: closing every client");
+    server.close_all();
+
+    if args.mode == Mode::Sink {
+        if !live.wait_zero(DRAIN_TIMEOUT) {
+            tracing::warn!("some handlers were still running after {DRAIN_TIMEOUT:?}");
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", stats.summary())?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// SIGINT/SIGTERM, registered on a small current-thread runtime used only for waiting.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let _guard = rt.enter();
+            let int = signal(SignalKind::interrupt())?;
+            let term = signal(SignalKind::terminate())?;
+            Ok(Signals { rt, int, term })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals { rt })
+    }
+
+    /// Blocks until a signal arrives; returns its name.
+    fn wait(self) -> std::io::Result<&'static str> {
+        #[cfg(unix)]
+        {
+            let Signals {
+                rt,
+                mut int,
+                mut term,
+            } = self;
+            Ok(rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                }
+            }))
+        }
+        #[cfg(not(unix))]
+        {
+            self.rt.block_on(tokio::signal::ctrl_c())?;
+            Ok("Ctrl-C")
+        }
+    }
 }
