@@ -202,9 +202,11 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
         Generation::Gen3 => IdAllocator::client(),
     };
     let conn = Conn::new(addr, shared.settings(), ids);
-    // on_connect runs before any message of this connection.
-    shared.queue.push(Job::Connect, 0);
+    // on_connect runs before any message of this connection, and only sees the client as
+    // connected: the link lock is held until the link is stored (a send from on_connect waits
+    // for it).
     let mut link = lock(&shared.link);
+    shared.queue.push(Job::Connect, 0);
     let task = shared.rt.spawn(
         run_link(shared.clone(), conn.clone(), stream, leftover)
             .instrument(tracing::info_span!("veltix_client", server = %addr)),

@@ -752,14 +752,14 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
         Ok(Ok(leftover)) => leftover,
         Ok(Err(e)) => {
             warn!("handshake failed: {e}; closing");
-            return finish(&shared, &client, false);
+            return finish(&shared, &client);
         }
         Err(_) => {
             warn!(
                 "handshake timed out after {:?}; closing",
                 cfg.handshake_timeout
             );
-            return finish(&shared, &client, false);
+            return finish(&shared, &client);
         }
     };
     client.inner.handshake_done.store(true, Ordering::Release);
@@ -788,11 +788,12 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
         CloseReason::Local | CloseReason::PeerClosed => info!("client disconnected: {reason}"),
         _ => warn!("client disconnected: {reason}"),
     }
+    // Gone from clients() before on_disconnect runs.
+    finish(&shared, &client);
     queue.push(Job::Disconnect(client.clone()), 0);
-    finish(&shared, &client, true);
 }
 
-fn finish(shared: &Shared, client: &ClientInfo, _was_connected: bool) {
+fn finish(shared: &Shared, client: &ClientInfo) {
     client.conn().close(true);
     client.conn().fail_pending();
     lock(&shared.clients).remove(&client.id());
