@@ -6,6 +6,7 @@
 //!
 //! This module also holds the small argument parsers shared by `send` and `ping`.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -128,28 +129,52 @@ impl SinkStats {
     }
 }
 
-/// Clients whose `on_disconnect` has not run yet: after `close_all`, sink mode waits for this
-/// to reach zero, so every message that was read has also been counted.
+/// Tag set (under [`Drain`]'s lock) once a client's `on_disconnect` has run.
+const DRAINED_TAG: &str = "veltix-cli.drained";
+
+/// Clients whose `on_disconnect` has not run yet. `on_disconnect` runs after a client's last
+/// message was handled, so once this is empty (after `close_all`), every message that was read
+/// has been counted. The runtime offers no "wait until the handlers are idle", hence this.
 #[derive(Default)]
-struct Live {
-    count: Mutex<usize>,
+struct Drain {
+    pending: Mutex<HashSet<u64>>,
     changed: Condvar,
 }
 
-impl Live {
-    fn add(&self, delta: isize) {
-        let mut n = self.count.lock().unwrap_or_else(PoisonError::into_inner);
-        *n = n.saturating_add_signed(delta);
+impl Drain {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connected(&self, client: &ClientInfo) {
+        self.lock().insert(client.id());
+    }
+
+    fn disconnected(&self, client: &ClientInfo) {
+        let mut pending = self.lock();
+        client.set_tag(DRAINED_TAG, true);
+        pending.remove(&client.id());
         self.changed.notify_all();
     }
 
-    fn wait_zero(&self, timeout: Duration) -> bool {
-        let n = self.count.lock().unwrap_or_else(PoisonError::into_inner);
-        let (n, _) = self
+    /// Adds the connected clients whose `on_connect` may not have run yet (handlers lag).
+    fn track(&self, clients: &[ClientInfo]) {
+        let mut pending = self.lock();
+        for c in clients {
+            if !c.has_tag(DRAINED_TAG) {
+                pending.insert(c.id());
+            }
+        }
+    }
+
+    /// Waits until every tracked client's `on_disconnect` ran; `false` on timeout.
+    fn wait(&self, timeout: Duration) -> bool {
+        let pending = self.lock();
+        let (pending, _) = self
             .changed
-            .wait_timeout_while(n, timeout, |n| *n > 0)
+            .wait_timeout_while(pending, timeout, |p| !p.is_empty())
             .unwrap_or_else(PoisonError::into_inner);
-        *n == 0
+        pending.is_empty()
     }
 }
 
@@ -186,7 +211,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let server = Server::new(config);
     let stats = Arc::new(SinkStats::new());
-    let live = Arc::new(Live::default());
+    let drain = Arc::new(Drain::default());
     match args.mode {
         Mode::Echo => {
             server.on_recv(|client: &ClientInfo, msg: Response| {
@@ -213,10 +238,10 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     s.record(msg.content().len());
                 }
             });
-            let l = live.clone();
-            server.on_connect(move |_| l.add(1));
-            let l = live.clone();
-            server.on_disconnect(move |_| l.add(-1));
+            let d = drain.clone();
+            server.on_connect(move |c| d.connected(c));
+            let d = drain.clone();
+            server.on_disconnect(move |c| d.disconnected(c));
         }
     }
 
@@ -230,10 +255,13 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let which = signals.wait()?;
     info!("{which} received: closing every client");
+    if args.mode == Mode::Sink {
+        drain.track(&server.clients());
+    }
     server.close_all();
 
     if args.mode == Mode::Sink {
-        if !live.wait_zero(DRAIN_TIMEOUT) {
+        if !drain.wait(DRAIN_TIMEOUT) {
             tracing::warn!("some handlers were still running after {DRAIN_TIMEOUT:?}");
         }
         let mut out = std::io::stdout().lock();
