@@ -288,8 +288,7 @@ impl Decoder {
         }
         let total = declared as usize;
         if self.buf.len() < total {
-            // Bounded by max_message_size, checked above.
-            self.buf.reserve(total - self.buf.len());
+            self.reserve_towards(total);
             return None;
         }
         if !self.is_known(header.message_type) {
@@ -333,7 +332,7 @@ impl Decoder {
         }
         let total = declared as usize;
         if self.buf.len() < total {
-            self.buf.reserve(total - self.buf.len());
+            self.reserve_towards(total);
             return None;
         }
         let actual = crc32fast::hash(&self.buf[hlen..total]);
@@ -357,6 +356,14 @@ impl Decoder {
             }));
         }
         Some(Decoded::Frame(self.take_frame(header, total)))
+    }
+
+    /// Grows the buffer towards a declared frame length, at most 64 KiB ahead of what arrived:
+    /// a 15-byte header alone must not make us allocate its (up to `max_message_size`) body.
+    /// Growth beyond that is amortised by `BytesMut`'s doubling as bytes actually arrive.
+    fn reserve_towards(&mut self, total: usize) {
+        const AHEAD: usize = 64 * 1024;
+        self.buf.reserve((total - self.buf.len()).min(AHEAD));
     }
 
     fn take_frame(&mut self, header: Header, total: usize) -> Frame {
