@@ -4,12 +4,12 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 use veltix_proto::{Generation, Handshake, HandshakeConfig, IdAllocator};
@@ -53,14 +53,15 @@ struct State {
     fails: u32,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     config: ClientConfig,
     handlers: RwLock<Arc<Handlers>>,
     link: Mutex<Option<Link>>,
     state: Mutex<State>,
     cancel: AtomicBool,
     cancel_notify: Notify,
-    closed: (Mutex<bool>, Condvar),
+    /// `true` once disconnected for good; watched by `wait_until_closed` (both faces).
+    closed: watch::Sender<bool>,
     queue: Arc<SerialQueue<Job>>,
     rt: Handle,
     _pool: Pool,
@@ -104,9 +105,7 @@ impl Shared {
     }
 
     fn set_closed(&self, closed: bool) {
-        let (m, cv) = &self.closed;
-        *lock(m) = closed;
-        cv.notify_all();
+        self.closed.send_replace(closed);
     }
 
     fn emit(&self, permanent: bool, attempt: u32, retry_max: u32, reason: DisconnectReason) {
@@ -119,6 +118,67 @@ impl Shared {
             }),
             0,
         );
+    }
+
+    pub(crate) fn rt_handle(&self) -> Handle {
+        self.rt.clone()
+    }
+
+    /// The one implementation of `connect` behind both faces.
+    pub(crate) async fn connect(self: Arc<Self>) -> Result<()> {
+        self.config.validate()?;
+        if self.conn().is_ok() {
+            return Ok(());
+        }
+        {
+            let mut st = lock(&self.state);
+            st.manual = false;
+            st.fails = 0;
+        }
+        self.set_closed(false);
+        let n = self.config.reconnect.retries;
+        match connect_once(self.clone()).await {
+            Ok(()) => Ok(()),
+            Err(e @ Error::ServerFull(_)) => {
+                self.emit(true, 0, n, DisconnectReason::ServerFull);
+                Err(e)
+            }
+            Err(e) if n == 0 => {
+                self.emit(true, 0, 0, failure_reason(&e));
+                Err(e)
+            }
+            Err(e) => {
+                warn!("connect failed: {e}; retrying up to {n} times");
+                retry_loop(self, failure_reason(&e), n).await
+            }
+        }
+    }
+
+    /// The one implementation of `disconnect` behind both faces.
+    pub(crate) async fn disconnect(self: Arc<Self>) {
+        let fails = {
+            let mut st = lock(&self.state);
+            if st.manual {
+                return;
+            }
+            st.manual = true;
+            st.fails
+        };
+        self.cancel.store(true, Ordering::SeqCst);
+        self.cancel_notify.notify_waiters();
+        let link = lock(&self.link).take();
+        if let Some(l) = link {
+            l.conn.close(false);
+            let grace = self.config.close_timeout + Duration::from_secs(1);
+            let _ = tokio::time::timeout(grace, l.task).await;
+        }
+        let n = self.config.reconnect.retries;
+        self.emit(true, fails, n, DisconnectReason::Manual);
+    }
+
+    pub(crate) async fn wait_closed(self: Arc<Self>) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     fn settings(&self) -> ConnSettings {
@@ -134,7 +194,7 @@ impl Shared {
         }
     }
 
-    fn conn(&self) -> Result<Arc<Conn>> {
+    pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
         match &*lock(&self.link) {
             Some(l) if l.conn.is_open() => Ok(l.conn.clone()),
             _ => Err(Error::NotConnected),
@@ -333,7 +393,7 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
 /// # Ok::<(), veltix::Error>(())
 /// ```
 pub struct Client {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Client {
@@ -375,7 +435,7 @@ impl Client {
                 }),
                 cancel: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
-                closed: (Mutex::new(true), Condvar::new()),
+                closed: watch::channel(true).0,
                 queue: SerialQueue::new(&pool, runner, limit),
                 rt,
                 _pool: pool,
@@ -397,35 +457,7 @@ impl Client {
     /// Errors: [`Error::ConnectionRefused`], [`Error::ConnectTimeout`], [`Error::ServerFull`],
     /// [`Error::Handshake`] (e.g. incompatible version), [`Error::HandshakeTimeout`].
     pub fn connect(&self) -> Result<()> {
-        self.shared.config.validate()?;
-        if self.is_connected() {
-            return Ok(());
-        }
-        {
-            let mut st = lock(&self.shared.state);
-            st.manual = false;
-            st.fails = 0;
-        }
-        self.shared.set_closed(false);
-        let shared = self.shared.clone();
-        let r = crate::rt::block_on(&self.shared.rt, connect_once(shared.clone()));
-        let n = self.shared.config.reconnect.retries;
-        match r {
-            Ok(()) => Ok(()),
-            Err(e @ Error::ServerFull(_)) => {
-                self.shared.emit(true, 0, n, DisconnectReason::ServerFull);
-                Err(e)
-            }
-            Err(e) if n == 0 => {
-                self.shared.emit(true, 0, 0, failure_reason(&e));
-                Err(e)
-            }
-            Err(e) => {
-                let reason = failure_reason(&e);
-                warn!("connect failed: {e}; retrying up to {n} times");
-                crate::rt::block_on(&self.shared.rt, retry_loop(shared, reason, n))
-            }
-        }
+        crate::rt::block_on(&self.shared.rt, self.shared.clone().connect())
     }
 
     /// True while connected.
@@ -555,36 +587,13 @@ impl Client {
     /// reconnects and fires `on_disconnect` with `permanent: true, reason: Manual`. Blocks until
     /// the connection is closed.
     pub fn disconnect(&self) {
-        let fails = {
-            let mut st = lock(&self.shared.state);
-            if st.manual {
-                return;
-            }
-            st.manual = true;
-            st.fails
-        };
-        self.stop_retry();
-        let link = lock(&self.shared.link).take();
-        if let Some(l) = link {
-            l.conn.close(false);
-            let grace = self.shared.config.close_timeout + Duration::from_secs(1);
-            let task = l.task;
-            let _ = crate::rt::block_on(&self.shared.rt, async move {
-                tokio::time::timeout(grace, task).await
-            });
-        }
-        let n = self.shared.config.reconnect.retries;
-        self.shared.emit(true, fails, n, DisconnectReason::Manual);
+        crate::rt::block_on(&self.shared.rt, self.shared.clone().disconnect());
     }
 
     /// Blocks until `disconnect()` is called or the client gives up reconnecting (after the
     /// permanent `on_disconnect` callbacks ran).
     pub fn wait_until_closed(&self) {
-        let (m, cv) = &self.shared.closed;
-        let mut closed = lock(m);
-        while !*closed {
-            closed = cv.wait(closed).unwrap_or_else(|p| p.into_inner());
-        }
+        crate::rt::block_on(&self.shared.rt, self.shared.clone().wait_closed());
     }
 }
 

@@ -26,6 +26,8 @@
 //! ```
 //!
 //! ## Layout
+//! - [`asynch`]: [`AsyncServer`], [`AsyncClient`], [`Incoming`]: the async face for tokio users
+//!   (when to use which: see that module).
 //! - [`server`]: [`Server`], [`ClientInfo`] (tags, per-client send), [`ServerSender`].
 //! - [`client`]: [`Client`], [`ClientSender`], the reconnect loop.
 //! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters,
@@ -51,6 +53,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod asynch;
 pub mod client;
 pub mod config;
 mod conn;
@@ -61,6 +64,7 @@ pub mod reconnect;
 mod rt;
 pub mod server;
 
+pub use asynch::{AsyncClient, AsyncServer, Incoming};
 pub use client::{Client, ClientSender};
 pub use config::{ClientConfig, Generation, KeepAlive, PerformanceMode, ServerConfig};
 pub use error::{Error, HandshakeError, Result};

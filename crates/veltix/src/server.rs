@@ -4,14 +4,14 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 use veltix_proto::handshake::server_full_message;
@@ -212,7 +212,8 @@ pub(crate) struct Shared {
     running: Mutex<Option<Running>>,
     /// Last bound address, reused by `restart()` so clients find the server again.
     last_addr: Mutex<Option<SocketAddr>>,
-    closed: (Mutex<bool>, Condvar),
+    /// `true` after close_all(); watched by `wait_until_closed` (both faces).
+    closed: watch::Sender<bool>,
     /// Signalled whenever a connection ends (gen 1 accept throttling, close_all draining).
     conn_ended: Notify,
     broadcast_ids: Mutex<IdAllocator>,
@@ -250,6 +251,45 @@ impl Shared {
         self.config
             .max_connections
             .is_some_and(|m| self.count.load(Ordering::Acquire) >= m)
+    }
+
+    pub(crate) fn rt_handle(&self) -> Handle {
+        self.rt.clone()
+    }
+
+    /// The one implementation of `close_all` behind both faces.
+    pub(crate) async fn close_all(self: Arc<Self>) {
+        let running = lock(&self.running).take();
+        if let Some(r) = running {
+            r.accept.abort();
+            // Wait until the task is gone and its listener closed, so `restart()` can rebind.
+            let _ = r.accept.await;
+        }
+        let grace = self.config.close_timeout + Duration::from_secs(1);
+        let all: Vec<ClientInfo> = lock(&self.clients).values().cloned().collect();
+        for c in &all {
+            c.conn().close(false);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let ended = self.conn_ended.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                warn!(
+                    "close_all: {} connections still closing after {grace:?}",
+                    self.count.load(Ordering::Acquire)
+                );
+                break;
+            }
+        }
+        self.closed.send_replace(true);
+    }
+
+    pub(crate) async fn wait_closed(self: Arc<Self>) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     fn run_job(&self, job: Job) {
@@ -295,7 +335,7 @@ impl Shared {
 /// # Ok::<(), veltix::Error>(())
 /// ```
 pub struct Server {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Server {
@@ -329,7 +369,7 @@ impl Server {
                 rt,
                 running: Mutex::new(None),
                 last_addr: Mutex::new(None),
-                closed: (Mutex::new(false), Condvar::new()),
+                closed: watch::channel(false).0,
                 conn_ended: Notify::new(),
                 broadcast_ids,
                 config,
@@ -366,7 +406,7 @@ impl Server {
             TcpListener::from_std(std_listener)?
         };
         *lock(&self.shared.last_addr) = Some(addr);
-        *lock(&self.shared.closed.0) = false;
+        self.shared.closed.send_replace(false);
         let weak = Arc::downgrade(&self.shared);
         let accept = self.shared.rt.spawn(
             accept_loop(weak, listener).instrument(tracing::info_span!("veltix_server", %addr)),
@@ -533,35 +573,7 @@ impl Server {
     /// by `close_timeout`), and waits until all connections are gone. Routes and callbacks are
     /// kept; `start()` or `restart()` serve again. Idempotent.
     pub fn close_all(&self) {
-        let running = lock(&self.shared.running).take();
-        if let Some(r) = running {
-            r.accept.abort();
-        }
-        let shared = self.shared.clone();
-        let grace = shared.config.close_timeout + Duration::from_secs(1);
-        crate::rt::block_on(&self.shared.rt.clone(), async move {
-            let all: Vec<ClientInfo> = lock(&shared.clients).values().cloned().collect();
-            for c in &all {
-                c.conn().close(false);
-            }
-            let deadline = tokio::time::Instant::now() + grace;
-            loop {
-                let ended = shared.conn_ended.notified();
-                if shared.count.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                    warn!(
-                        "close_all: {} connections still closing after {grace:?}",
-                        shared.count.load(Ordering::Acquire)
-                    );
-                    break;
-                }
-            }
-        });
-        let (m, cv) = &self.shared.closed;
-        *lock(m) = true;
-        cv.notify_all();
+        crate::rt::block_on(&self.shared.rt, self.shared.clone().close_all());
     }
 
     /// `close_all()` then `start()` on the same address; routes and callbacks are kept.
@@ -572,11 +584,7 @@ impl Server {
 
     /// Blocks until `close_all()` is called (from another thread or a handler).
     pub fn wait_until_closed(&self) {
-        let (m, cv) = &self.shared.closed;
-        let mut closed = lock(m);
-        while !*closed {
-            closed = cv.wait(closed).unwrap_or_else(|p| p.into_inner());
-        }
+        crate::rt::block_on(&self.shared.rt, self.shared.clone().wait_closed());
     }
 }
 

@@ -1,0 +1,346 @@
+//! The async face: [`AsyncServer`] and [`AsyncClient`] for programs that already run tokio.
+//!
+//! Same core as the blocking API (one implementation, two faces, as mini-redis does): the
+//! connections, pool and protocol are shared; only the waiting differs. Nothing here blocks the
+//! executor: `send_and_wait`, `ping`, `connect`, `disconnect`, `close_all` are futures, and
+//! dropping a `send_and_wait` future releases its request id at once.
+//!
+//! **Which API?** Use the blocking [`Server`]/[`Client`] in ordinary threaded programs (scripts,
+//! game loops, tools): no runtime to set up. Use [`AsyncServer`]/[`AsyncClient`] inside an
+//! existing tokio program, when handlers themselves await (database calls, other services), or
+//! when you prefer pulling messages from a [`Incoming`] stream to callbacks.
+//!
+//! ```
+//! use std::time::Duration;
+//! use veltix::{AsyncClient, AsyncServer, ClientConfig, MessageType, Request, ServerConfig};
+//!
+//! const ECHO: MessageType = MessageType::new(200, "echo");
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> veltix::Result<()> {
+//! let server = AsyncServer::new(ServerConfig::local());
+//! server.route_async(&ECHO, |client, msg| async move {
+//!     client.send(Request::new(&ECHO, msg.content().clone()).respond(&msg))
+//! });
+//! let addr = server.start()?;
+//!
+//! let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+//! client.connect().await?;
+//! let reply = client.send_and_wait(Request::text(&ECHO, "hi"), Duration::from_secs(5)).await?;
+//! assert_eq!(reply.text()?, "hi");
+//! client.disconnect().await;
+//! server.close_all().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::borrow::Borrow;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::{
+    Client, ClientConfig, ClientInfo, DisconnectState, HandlerResult, Request, Response, Result,
+    Server, ServerConfig, TypeCode,
+};
+
+fn current_or_shared() -> Handle {
+    Handle::try_current().unwrap_or_else(|_| crate::rt::handle())
+}
+
+/// A stream of incoming messages (implements [`futures_core::Stream`]; or call
+/// [`Incoming::next`]). Bounded: when the consumer falls behind, the connections stop being read
+/// (backpressure), nothing is dropped.
+#[derive(Debug)]
+pub struct Incoming<T> {
+    rx: mpsc::Receiver<T>,
+}
+
+impl<T> Incoming<T> {
+    /// The next message, or `None` when the server/client is gone.
+    pub async fn next(&mut self) -> Option<T> {
+        self.rx.recv().await
+    }
+}
+
+impl<T> futures_core::Stream for Incoming<T> {
+    type Item = T;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The async face of [`Server`]. Create it inside a tokio runtime: its I/O runs there.
+pub struct AsyncServer {
+    inner: Server,
+}
+
+impl AsyncServer {
+    /// A server on the current tokio runtime (or the shared one outside any runtime).
+    pub fn new(config: ServerConfig) -> Self {
+        AsyncServer {
+            inner: Server::with_handle(config, current_or_shared()),
+        }
+    }
+
+    /// The blocking face of the same server (for code that mixes both).
+    pub fn as_blocking(&self) -> &Server {
+        &self.inner
+    }
+
+    /// Binds and starts accepting; returns the bound address.
+    pub fn start(&self) -> Result<SocketAddr> {
+        self.inner.start()
+    }
+
+    /// The bound address while running.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// A synchronous handler (see [`Server::route`]).
+    pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
+    where
+        F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        self.inner.route(message_type, handler);
+        self
+    }
+
+    /// An async handler. Messages of one connection are still handled in arrival order (the
+    /// next one waits for this future); up to `max_workers` connections at once.
+    pub fn route_async<F, Fut, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
+    where
+        F: Fn(ClientInfo, Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: HandlerResult + Send + 'static,
+    {
+        let rt = self.inner.shared.rt_handle();
+        self.inner
+            .route(message_type, move |c: &ClientInfo, m: Response| {
+                crate::rt::block_on(&rt, handler(c.clone(), m))
+            });
+        self
+    }
+
+    /// Fallback handler for messages without a route.
+    pub fn on_recv<F, R>(&self, handler: F) -> &Self
+    where
+        F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        self.inner.on_recv(handler);
+        self
+    }
+
+    /// Messages without a route as a stream of `(client, message)` (replaces `on_recv`).
+    /// `capacity` bounds how many wait for the consumer.
+    pub fn incoming(&self, capacity: usize) -> Incoming<(ClientInfo, Response)> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.inner.on_recv(move |c: &ClientInfo, m: Response| {
+            // Runs on a pool thread (never on the runtime): blocking here is the backpressure.
+            let _ = tx.blocking_send((c.clone(), m));
+        });
+        Incoming { rx }
+    }
+
+    /// See [`Server::on_connect`].
+    pub fn on_connect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
+        self.inner.on_connect(f);
+        self
+    }
+
+    /// See [`Server::on_disconnect`].
+    pub fn on_disconnect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
+        self.inner.on_disconnect(f);
+        self
+    }
+
+    /// Sends to one client (never waits for the network).
+    pub async fn send(&self, request: impl Borrow<Request>, client: &ClientInfo) -> Result<()> {
+        client.send(request)
+    }
+
+    /// Broadcasts (see [`Server::broadcast`]).
+    pub async fn broadcast(
+        &self,
+        request: impl Borrow<Request>,
+        except: &[ClientInfo],
+    ) -> Result<usize> {
+        self.inner.broadcast(request, except)
+    }
+
+    /// Request/response with one client. Cancellation-safe: dropping the future releases the id.
+    pub async fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> Result<Response> {
+        client.conn().request(request.borrow(), timeout).await
+    }
+
+    /// Round-trip time of a PING to a client.
+    pub async fn ping_client(&self, client: &ClientInfo, timeout: Duration) -> Result<Duration> {
+        client.conn().ping(timeout).await
+    }
+
+    /// Connected clients.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.inner.clients()
+    }
+
+    /// See [`Server::get_clients_by_tag`].
+    pub fn get_clients_by_tag(&self, name: &str, value: Option<&Value>) -> Vec<ClientInfo> {
+        self.inner.get_clients_by_tag(name, value)
+    }
+
+    /// See [`Server::close_client`].
+    pub fn close_client(&self, client: &ClientInfo) -> bool {
+        self.inner.close_client(client)
+    }
+
+    /// Graceful shutdown: resolves when every connection is closed (queued data flushed,
+    /// bounded by `close_timeout`).
+    pub async fn close_all(&self) {
+        self.inner.shared.clone().close_all().await
+    }
+
+    /// `close_all` then `start` on the same address.
+    pub async fn restart(&self) -> Result<SocketAddr> {
+        self.close_all().await;
+        self.start()
+    }
+
+    /// Resolves once `close_all` was called.
+    pub async fn wait_until_closed(&self) {
+        self.inner.shared.clone().wait_closed().await
+    }
+}
+
+/// The async face of [`Client`]. Create it inside a tokio runtime: its I/O runs there.
+pub struct AsyncClient {
+    inner: Client,
+}
+
+impl AsyncClient {
+    /// A client on the current tokio runtime (or the shared one outside any runtime).
+    pub fn new(config: ClientConfig) -> Self {
+        AsyncClient {
+            inner: Client::with_handle(config, current_or_shared()),
+        }
+    }
+
+    /// The blocking face of the same client.
+    pub fn as_blocking(&self) -> &Client {
+        &self.inner
+    }
+
+    /// Connects and handshakes (running the reconnect policy on failure, see [`Client::connect`]).
+    pub async fn connect(&self) -> Result<()> {
+        self.inner.shared.clone().connect().await
+    }
+
+    /// True while connected.
+    pub fn is_connected(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    /// A synchronous handler.
+    pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
+    where
+        F: Fn(Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        self.inner.route(message_type, handler);
+        self
+    }
+
+    /// An async handler (messages are handled in arrival order).
+    pub fn route_async<F, Fut, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
+    where
+        F: Fn(Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: HandlerResult + Send + 'static,
+    {
+        let rt = self.inner.shared.rt_handle();
+        self.inner.route(message_type, move |m: Response| {
+            crate::rt::block_on(&rt, handler(m))
+        });
+        self
+    }
+
+    /// Fallback handler.
+    pub fn on_recv<F, R>(&self, handler: F) -> &Self
+    where
+        F: Fn(Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        self.inner.on_recv(handler);
+        self
+    }
+
+    /// Messages without a route as a stream (replaces `on_recv`).
+    pub fn incoming(&self, capacity: usize) -> Incoming<Response> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.inner.on_recv(move |m: Response| {
+            let _ = tx.blocking_send(m);
+        });
+        Incoming { rx }
+    }
+
+    /// See [`Client::on_connect`].
+    pub fn on_connect(&self, f: impl Fn() + Send + Sync + 'static) -> &Self {
+        self.inner.on_connect(f);
+        self
+    }
+
+    /// See [`Client::on_disconnect`].
+    pub fn on_disconnect(&self, f: impl Fn(&DisconnectState) + Send + Sync + 'static) -> &Self {
+        self.inner.on_disconnect(f);
+        self
+    }
+
+    /// Sends a message (never waits for the network).
+    pub async fn send(&self, request: impl Borrow<Request>) -> Result<()> {
+        self.inner.send(request)
+    }
+
+    /// Request/response. Cancellation-safe: dropping the future releases the id.
+    pub async fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        timeout: Duration,
+    ) -> Result<Response> {
+        let conn = self.inner.shared.conn()?;
+        conn.request(request.borrow(), timeout).await
+    }
+
+    /// Round-trip time of a PING to the server.
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let conn = self.inner.shared.conn()?;
+        conn.ping(timeout).await
+    }
+
+    /// Closes (flushing what was queued) and cancels reconnects.
+    pub async fn disconnect(&self) {
+        self.inner.shared.clone().disconnect().await
+    }
+
+    /// See [`Client::stop_retry`].
+    pub fn stop_retry(&self) {
+        self.inner.stop_retry();
+    }
+
+    /// Resolves once disconnected for good.
+    pub async fn wait_until_closed(&self) {
+        self.inner.shared.clone().wait_closed().await
+    }
+}
