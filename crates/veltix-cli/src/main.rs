@@ -30,7 +30,7 @@ enum Command {
     /// Ping a server.
     Ping(ping::Args),
     /// Benchmarks, optionally side by side with Python Veltix.
-    Bench(bench::Args),
+    Bench(Box<bench::Args>),
     /// A server and clients talking on loopback, narrated.
     Demo(demo::Args),
 }
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Send(a) => send::run(a),
         Command::Ping(a) => ping::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(*a),
         Command::Demo(a) => demo::run(a),
     };
     match r {

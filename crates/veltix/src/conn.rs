@@ -144,7 +144,10 @@ impl Conn {
         }
     }
 
-    fn check_size(&self, content_len: usize) -> Result<()> {
+    /// Refuses what the peer would drop: reserved type codes (other than the generation's
+    /// system types) and frames over `max_message_size`.
+    fn check_outgoing(&self, message_type: u16, content_len: usize) -> Result<()> {
+        check_type(self.settings.generation, message_type)?;
         let len = self.settings.generation.header_len() + content_len;
         if len > self.settings.max_message_size {
             return Err(Error::MessageTooLarge {
@@ -210,7 +213,7 @@ impl Conn {
 
     /// Sends a request (allocating an id if it has none). Returns the id used.
     pub(crate) fn send(&self, req: &Request) -> Result<u32> {
-        self.check_size(req.content().len())?;
+        self.check_outgoing(req.message_type(), req.content().len())?;
         let id = match req.request_id() {
             Some(id) => id,
             None => Self::next_id(&mut lock(&self.pending))?,
@@ -242,7 +245,7 @@ impl Conn {
     }
 
     fn send_registered(&self, req: &Request, waiter: Waiter) -> Result<u32> {
-        self.check_size(req.content().len())?;
+        self.check_outgoing(req.message_type(), req.content().len())?;
         let id = self.register(req.request_id(), waiter)?;
         if let Err(e) = self.push_frame(req.message_type(), id, req.content()) {
             self.unregister(id);
@@ -378,6 +381,18 @@ impl Conn {
             self.unregister(id);
         }
     }
+}
+
+/// Reserved codes (0..=199) may only be the generation's system types: a Python peer drops
+/// anything else.
+pub(crate) fn check_type(generation: Generation, code: u16) -> Result<()> {
+    let system = veltix_proto::system_types(generation)
+        .iter()
+        .any(|t| t.code() == code);
+    if code < veltix_proto::types::FIRST_USER_CODE && !system {
+        return Err(veltix_proto::Error::ReservedTypeCode { code }.into());
+    }
+    Ok(())
 }
 
 /// Runs a handshake over `stream`; returns the bytes read past its end (they belong to the

@@ -13,6 +13,15 @@ use tokio::sync::Notify;
 /// How many jobs a worker runs from one connection before letting others have a turn.
 const BATCH: usize = 64;
 
+thread_local! {
+    static IN_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on a handler-pool thread (i.e. inside a user handler).
+pub(crate) fn in_worker() -> bool {
+    IN_WORKER.with(|w| w.get())
+}
+
 /// Something a worker can run.
 pub(crate) trait Task: Send + Sync {
     fn run(self: Arc<Self>);
@@ -33,6 +42,7 @@ impl Pool {
                 std::thread::Builder::new()
                     .name(format!("{name}-{i}"))
                     .spawn(move || {
+                        IN_WORKER.with(|w| w.set(true));
                         while let Ok(task) = rx.recv() {
                             task.run();
                         }

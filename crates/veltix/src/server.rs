@@ -216,6 +216,10 @@ pub(crate) struct Shared {
     closed: watch::Sender<bool>,
     /// Signalled whenever a connection ends (gen 1 accept throttling, close_all draining).
     conn_ended: Notify,
+    /// Connections that completed the handshake and whose on_disconnect has not run yet.
+    lifecycles: AtomicUsize,
+    /// Signalled when an on_disconnect job finished.
+    handlers_done: Notify,
     broadcast_ids: Mutex<IdAllocator>,
 }
 
@@ -284,6 +288,21 @@ impl Shared {
                 break;
             }
         }
+        // Then wait for the handlers: every closed client's messages and on_disconnect have run
+        // when close_all returns. Not from inside a handler: its own connection's queue
+        // cannot advance until it returns.
+        if !crate::pool::in_worker() {
+            loop {
+                let done = self.handlers_done.notified();
+                if self.lifecycles.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, done).await.is_err() {
+                    warn!("close_all: handlers still running after {grace:?}");
+                    break;
+                }
+            }
+        }
         self.closed.send_replace(true);
     }
 
@@ -309,7 +328,11 @@ impl Shared {
                 }
             }
             Job::Connect(client) => h.on_connect.iter().for_each(|f| f(&client)),
-            Job::Disconnect(client) => h.on_disconnect.iter().for_each(|f| f(&client)),
+            Job::Disconnect(client) => {
+                h.on_disconnect.iter().for_each(|f| f(&client));
+                self.lifecycles.fetch_sub(1, Ordering::AcqRel);
+                self.handlers_done.notify_waiters();
+            }
         }
     }
 }
@@ -371,6 +394,8 @@ impl Server {
                 last_addr: Mutex::new(None),
                 closed: watch::channel(false).0,
                 conn_ended: Notify::new(),
+                lifecycles: AtomicUsize::new(0),
+                handlers_done: Notify::new(),
                 broadcast_ids,
                 config,
             }),
@@ -570,7 +595,8 @@ impl Server {
     }
 
     /// Stops accepting, closes every client (flushing what was already queued to each, bounded
-    /// by `close_timeout`), and waits until all connections are gone. Routes and callbacks are
+    /// by `close_timeout`), and waits until all connections are gone and their handlers and
+    /// `on_disconnect` callbacks have run (not when called from a handler). Routes and callbacks are
     /// kept; `start()` or `restart()` serve again. Idempotent.
     pub fn close_all(&self) {
         crate::rt::block_on(&self.shared.rt, self.shared.clone().close_all());
@@ -648,6 +674,7 @@ fn clients(shared: &Shared) -> Vec<ClientInfo> {
 
 fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -> Result<usize> {
     let g = shared.config.generation;
+    conn::check_type(g, req.message_type())?;
     let len = g.header_len() + req.content().len();
     if len > shared.config.max_message_size {
         return Err(Error::MessageTooLarge {
@@ -782,6 +809,7 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
         }
     });
     let queue = SerialQueue::new(&shared.pool, runner, cfg.max_inbound_queue);
+    shared.lifecycles.fetch_add(1, Ordering::AcqRel);
     queue.push(Job::Connect(client.clone()), 0);
     let c2 = client.clone();
     let reason = conn::drive(

@@ -823,3 +823,51 @@ fn keepalive_detects_a_silent_peer() {
         assert!(c.ping_server(WAIT).is_ok());
     }
 }
+
+#[test]
+fn close_all_returns_after_every_handler_and_on_disconnect_ran() {
+    let server = Server::new(ServerConfig::local());
+    let handled = Arc::new(AtomicUsize::new(0));
+    let gone = Arc::new(AtomicUsize::new(0));
+    let h = handled.clone();
+    server.route(&NOTE, move |_c: &ClientInfo, _m: Response| {
+        h.fetch_add(1, Ordering::SeqCst);
+    });
+    let g = gone.clone();
+    server.on_disconnect(move |_c: &ClientInfo| {
+        g.fetch_add(1, Ordering::SeqCst);
+    });
+    let addr = server.start().unwrap();
+    let clients: Vec<Client> = (0..5).map(|_| connected(addr)).collect();
+    for c in &clients {
+        for i in 0..200 {
+            c.send(Request::text(&NOTE, &i.to_string())).unwrap();
+        }
+        // The ping's answer proves the server has read everything sent before it.
+        c.ping_server(WAIT).unwrap();
+    }
+    server.close_all();
+    // No waiting here: close_all itself waited for the handlers.
+    assert_eq!(handled.load(Ordering::SeqCst), 1000);
+    assert_eq!(gone.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn reserved_type_codes_are_refused_before_sending() {
+    let (server, addr) = echo_server(ServerConfig::local());
+    let c = connected(addr);
+    for code in [2u16, 10, 150, 199] {
+        let e = c.send(Request::text(code, "x")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Protocol(veltix::proto::Error::ReservedTypeCode { .. })
+            ),
+            "{e}"
+        );
+    }
+    assert!(server.broadcast(Request::text(5u16, "x"), &[]).is_err());
+    // System types are allowed (a PING is answered with a PONG that reaches on_recv).
+    assert!(c.send(Request::new(veltix::PING, Vec::new())).is_ok());
+    assert!(c.send(Request::text(200u16, "user code")).is_ok());
+}
