@@ -144,3 +144,75 @@ pub struct DisconnectState {
     /// Why.
     pub reason: DisconnectReason,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn constant_schedule_is_python_like() {
+        let p = ReconnectPolicy::constant(3, MS(250));
+        for attempt in 1..=10 {
+            for r in [0.0, 0.5, 0.999] {
+                assert_eq!(p.delay(attempt, r), MS(250));
+            }
+        }
+    }
+
+    #[test]
+    fn exponential_schedule_doubles_and_caps() {
+        let p = ReconnectPolicy {
+            backoff: Backoff::Exponential {
+                factor: 2.0,
+                max_delay: MS(1000),
+                jitter: 0.0,
+            },
+            ..ReconnectPolicy::exponential(10, MS(100), MS(1000))
+        };
+        let got: Vec<Duration> = (1..=6).map(|a| p.delay(a, 0.9)).collect();
+        assert_eq!(
+            got,
+            vec![MS(100), MS(200), MS(400), MS(800), MS(1000), MS(1000)]
+        );
+        // Huge attempt numbers neither overflow nor exceed the cap.
+        assert_eq!(p.delay(u32::MAX, 0.5), MS(1000));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let p = ReconnectPolicy::exponential(10, MS(100), MS(10_000)); // 20 % jitter
+        for attempt in 1..=8 {
+            let base = p.delay(attempt, 0.5).as_secs_f64();
+            for i in 0..=100 {
+                let r = f64::from(i) / 100.0;
+                let d = p.delay(attempt, r).as_secs_f64();
+                assert!(
+                    d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9,
+                    "{attempt} {r} {d} {base}"
+                );
+            }
+            assert!(p.delay(attempt, 0.0) < p.delay(attempt, 1.0));
+        }
+    }
+
+    #[test]
+    fn invalid_policies_are_rejected() {
+        assert!(ReconnectPolicy::constant(1, Duration::ZERO)
+            .validate()
+            .is_err());
+        assert!(ReconnectPolicy::constant(0, Duration::ZERO)
+            .validate()
+            .is_ok());
+        let bad = ReconnectPolicy {
+            backoff: Backoff::Exponential {
+                factor: 0.5,
+                max_delay: MS(1),
+                jitter: 0.0,
+            },
+            ..ReconnectPolicy::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

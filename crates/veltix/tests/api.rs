@@ -871,3 +871,36 @@ fn reserved_type_codes_are_refused_before_sending() {
     assert!(c.send(Request::new(veltix::PING, Vec::new())).is_ok());
     assert!(c.send(Request::text(200u16, "user code")).is_ok());
 }
+
+#[test]
+fn stop_retry_ends_a_background_retry_loop() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = Client::new(ClientConfig {
+        reconnect: ReconnectPolicy::constant(1000, Duration::from_millis(20)),
+        ..ClientConfig::new("127.0.0.1", port)
+    });
+    let (tx, rx) = channel();
+    let tx = Mutex::new(tx);
+    c.on_disconnect(move |s| {
+        let _ = tx.lock().unwrap().send(*s);
+    });
+    c.retry(Some(1000));
+    // Wait for a couple of failed attempts, then cancel.
+    let first = recv(&rx);
+    assert_eq!((first.permanent, first.attempt), (false, 0));
+    assert_eq!(recv(&rx).attempt, 1);
+    c.stop_retry();
+    let t0 = Instant::now();
+    loop {
+        let s = recv(&rx);
+        if s.permanent {
+            assert!(s.attempt < 1000);
+            break;
+        }
+    }
+    assert!(t0.elapsed() < WAIT);
+    c.wait_until_closed();
+}

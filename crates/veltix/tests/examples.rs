@@ -313,3 +313,11 @@ fn examples_fail_with_a_message() {
     assert!(!refused.wait().success());
     assert!(refused.stderr().contains("refused"), "{}", refused.stderr());
 }
+
+#[test]
+fn async_echo_runs_server_and_client_in_one_tokio_program() {
+    let mut p = run_example("async_echo", &["hi from tokio"]);
+    let line = p.line();
+    assert!(line.starts_with("hi from tokio (ping "), "{line}");
+    assert!(p.wait().success(), "async_echo: {}", p.stderr());
+}
