@@ -43,10 +43,15 @@ fn bench(args: &[&str]) -> (Value, Value) {
     all.extend(["--warmup", "0", "--json", &json_s]);
     let (stdout, _) = run(&all);
     assert!(stdout.contains("veltix-rs"), "no summary table:\n{stdout}");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("valid json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+        .expect("valid json");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(v["tool"], "veltix bench");
-    assert!(v["machine"]["cpus"].as_u64().unwrap_or(0) >= 1, "machine info: {}", v["machine"]);
+    assert!(
+        v["machine"]["cpus"].as_u64().unwrap_or(0) >= 1,
+        "machine info: {}",
+        v["machine"]
+    );
     let s = v["scenarios"][0].clone();
     assert_eq!(s["name"], args[0]);
     (s, v)
@@ -66,7 +71,13 @@ fn positive(v: &Value, keys: &[&str]) {
 
 fn ordered(v: &Value, keys: &[&str]) {
     for w in keys.windows(2) {
-        assert!(f(v, w[0]) <= f(v, w[1]), "{} > {}: {}", w[0], w[1], v["results"]);
+        assert!(
+            f(v, w[0]) <= f(v, w[1]),
+            "{} > {}: {}",
+            w[0],
+            w[1],
+            v["results"]
+        );
     }
 }
 
@@ -74,7 +85,15 @@ fn ordered(v: &Value, keys: &[&str]) {
 fn latency_with_raw_baseline_and_plot() {
     let dir = tmp("plot");
     let plot = dir.display().to_string();
-    let (s, _) = bench(&["latency", "--count", "200", "--against", "raw", "--plot", &plot]);
+    let (s, _) = bench(&[
+        "latency",
+        "--count",
+        "200",
+        "--against",
+        "raw",
+        "--plot",
+        &plot,
+    ]);
     assert_eq!(s["params"]["count"], 200);
     assert_eq!(f(&s, "count"), 200.0);
     assert_eq!(f(&s, "failures"), 0.0);
@@ -85,7 +104,10 @@ fn latency_with_raw_baseline_and_plot() {
     assert!(raw["p50_ms"].as_f64() <= raw["p99_ms"].as_f64());
     let c = &s["comparisons"][0];
     assert_eq!(c["metric"], "p50_ms");
-    assert!(c["fraction_of_raw"].as_f64().unwrap_or(0.0) > 0.0, "comparison: {c}");
+    assert!(
+        c["fraction_of_raw"].as_f64().unwrap_or(0.0) > 0.0,
+        "comparison: {c}"
+    );
     let svg = std::fs::read_to_string(dir.join("latency-latency.svg")).expect("latency plot");
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     let bars = std::fs::read_to_string(dir.join("throughput.svg")).expect("throughput plot");
@@ -100,8 +122,24 @@ fn burst_delivers_every_message() {
     assert_eq!(f(&s, "received"), 2000.0);
     assert_eq!(f(&s, "success_rate"), 100.0);
     assert_eq!(f(&s, "payload_bytes"), 64.0);
-    positive(&s, &["send_throughput", "delivery_rate", "recv_throughput", "drain_max_ms"]);
-    ordered(&s, &["drain_p50_ms", "drain_p95_ms", "drain_p99_ms", "drain_max_ms"]);
+    positive(
+        &s,
+        &[
+            "send_throughput",
+            "delivery_rate",
+            "recv_throughput",
+            "drain_max_ms",
+        ],
+    );
+    ordered(
+        &s,
+        &[
+            "drain_p50_ms",
+            "drain_p95_ms",
+            "drain_p99_ms",
+            "drain_max_ms",
+        ],
+    );
     // Python's polled figure can only be lower than the real delivery rate.
     assert!(f(&s, "recv_throughput") <= f(&s, "delivery_rate") * 1.0001);
     assert!(s["raw"]["throughput"].as_f64().unwrap_or(0.0) > 0.0);
@@ -109,17 +147,38 @@ fn burst_delivers_every_message() {
 
 #[test]
 fn stress_counts_exactly() {
-    let (s, _) = bench(&["stress", "--clients", "5", "--messages", "50", "--runs", "2", "--against", "raw"]);
+    let (s, _) = bench(&[
+        "stress",
+        "--clients",
+        "5",
+        "--messages",
+        "50",
+        "--runs",
+        "2",
+        "--against",
+        "raw",
+    ]);
     assert_eq!(f(&s, "total_sent"), 250.0);
     assert_eq!(f(&s, "total_recv"), 250.0);
     assert_eq!(s["runs"].as_array().map(Vec::len), Some(2));
-    positive(&s, &["throughput", "per_client_tps_avg", "time_to_first_recv_ms"]);
+    positive(
+        &s,
+        &["throughput", "per_client_tps_avg", "time_to_first_recv_ms"],
+    );
     assert!(s["raw"]["throughput"].as_f64().unwrap_or(0.0) > 0.0);
 }
 
 #[test]
 fn reqrep_in_flight() {
-    let (s, _) = bench(&["reqrep", "--count", "500", "--in-flight", "4", "--against", "raw"]);
+    let (s, _) = bench(&[
+        "reqrep",
+        "--count",
+        "500",
+        "--in-flight",
+        "4",
+        "--against",
+        "raw",
+    ]);
     assert_eq!(f(&s, "requests"), 500.0);
     assert_eq!(f(&s, "ok"), 500.0);
     assert_eq!(f(&s, "in_flight"), 4.0);
@@ -127,14 +186,31 @@ fn reqrep_in_flight() {
     ordered(&s, &["min_ms", "p50_ms", "p99_ms", "max_ms"]);
     assert!(s["raw"]["throughput"].as_f64().unwrap_or(0.0) > 0.0);
     // Across several connections, in one process (Python's process model).
-    let (s, _) = bench(&["reqrep", "--count", "400", "--in-flight", "2", "--connections", "2", "--in-process"]);
+    let (s, _) = bench(&[
+        "reqrep",
+        "--count",
+        "400",
+        "--in-flight",
+        "2",
+        "--connections",
+        "2",
+        "--in-process",
+    ]);
     assert_eq!(f(&s, "ok"), 400.0);
     assert_eq!(f(&s, "connections"), 2.0);
 }
 
 #[test]
 fn broadcast_reaches_every_client() {
-    let (s, _) = bench(&["broadcast", "--clients", "3", "--messages", "100", "--against", "raw"]);
+    let (s, _) = bench(&[
+        "broadcast",
+        "--clients",
+        "3",
+        "--messages",
+        "100",
+        "--against",
+        "raw",
+    ]);
     assert_eq!(f(&s, "deliveries_expected"), 300.0);
     assert_eq!(f(&s, "deliveries"), 300.0);
     assert_eq!(f(&s, "queued"), 300.0);
@@ -155,7 +231,15 @@ fn fps_ticks() {
 
 #[test]
 fn large_messages() {
-    let (s, _) = bench(&["large", "--count", "5", "--size", "262144", "--against", "raw"]);
+    let (s, _) = bench(&[
+        "large",
+        "--count",
+        "5",
+        "--size",
+        "262144",
+        "--against",
+        "raw",
+    ]);
     assert_eq!(f(&s, "received"), 5.0);
     positive(&s, &["mb_per_s"]);
     assert!(s["raw"]["mb_per_s"].as_f64().unwrap_or(0.0) > 0.0);
@@ -163,11 +247,14 @@ fn large_messages() {
 
 #[test]
 fn memory_per_connection() {
-    let (s, _) = bench(&["memory", "--connections", "50"]);
+    let (s, _) = bench(&["memory", "--idle-connections", "50"]);
     assert_eq!(f(&s, "connections"), 50.0);
     assert_eq!(f(&s, "connected"), 50.0);
     assert_eq!(f(&s, "separate_process"), 1.0);
-    positive(&s, &["baseline_kb", "ram_50_clients_kb", "per_conn_kb_at_n"]);
+    positive(
+        &s,
+        &["baseline_kb", "ram_50_clients_kb", "per_conn_kb_at_n"],
+    );
     // Sanity: a connection costs something, and not megabytes.
     assert!(f(&s, "per_conn_kb_at_n") < 1024.0, "{}", s["results"]);
 }
@@ -178,10 +265,25 @@ fn compare_two_files() {
     let a = dir.join("a.json");
     let b = dir.join("b.json");
     for p in [&a, &b] {
-        run(&["latency", "--count", "100", "--warmup", "0", "--json", &p.display().to_string()]);
+        run(&[
+            "latency",
+            "--count",
+            "100",
+            "--warmup",
+            "0",
+            "--json",
+            &p.display().to_string(),
+        ]);
     }
-    let (stdout, _) = run(&["--compare", &a.display().to_string(), &b.display().to_string()]);
-    assert!(stdout.contains("p50_ms") && stdout.contains("B/A"), "{stdout}");
+    let (stdout, _) = run(&[
+        "--compare",
+        &a.display().to_string(),
+        &b.display().to_string(),
+    ]);
+    assert!(
+        stdout.contains("p50_ms") && stdout.contains("B/A"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -197,11 +299,25 @@ fn latency_against_python() {
         return;
     };
     let py = py.display().to_string();
-    let (s, _) = bench(&["latency", "--count", "300", "--against", "python", "--python", &py]);
+    let (s, _) = bench(&[
+        "latency",
+        "--count",
+        "300",
+        "--against",
+        "python",
+        "--python",
+        &py,
+    ]);
     let p = &s["python"];
     assert_eq!(p["count"].as_f64(), Some(300.0), "python results: {p}");
     assert!(p["p50_ms"].as_f64().unwrap_or(0.0) > 0.0);
-    assert!(s["python_command"].as_str().unwrap_or("").contains("--latency-iterations 300"));
+    assert!(s["python_command"]
+        .as_str()
+        .unwrap_or("")
+        .contains("--latency-iterations 300"));
     let c = &s["comparisons"][0];
-    assert!(c["vs_python"].as_f64().unwrap_or(0.0) > 0.0, "comparison: {c}");
+    assert!(
+        c["vs_python"].as_f64().unwrap_or(0.0) > 0.0,
+        "comparison: {c}"
+    );
 }

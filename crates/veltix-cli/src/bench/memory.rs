@@ -41,15 +41,31 @@ pub fn handshake_connect(port: u16) -> Res<TcpStream> {
     }
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (inherited by the server process).
-pub fn raise_nofile() -> u64 {
+/// Raises `RLIMIT_NOFILE` (inherited by the server process) to at least `want` if allowed
+/// (raising the hard limit needs privileges), else to the hard limit. Returns the soft limit.
+pub fn raise_nofile(want: u64) -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
-    let want = Rlimit {
-        current: lim.maximum,
-        maximum: lim.maximum,
-    };
-    let _ = setrlimit(Resource::Nofile, want);
+    let hard = lim.maximum.unwrap_or(u64::MAX);
+    if hard < want {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want),
+                maximum: Some(want),
+            },
+        );
+    }
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            },
+        );
+    }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
@@ -74,7 +90,18 @@ pub fn run(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
         }
     };
     let (before, after) = srv.idle_rss()?;
-    let n = p.connections.max(1);
+    let mut n = p.connections.max(1);
+    let mut notes = Vec::new();
+    // Descriptors: one per connection in each process, two in one process.
+    let per = if separate { 1 } else { 2 };
+    let limit = raise_nofile((n * per + 512) as u64) as usize;
+    if limit < n * per + 256 {
+        let fit = limit.saturating_sub(256) / per;
+        notes.push(format!(
+            "RLIMIT_NOFILE is {limit}: measured {fit} connections instead of {n}"
+        ));
+        n = fit.max(1);
+    }
     let first = n.min(10);
     let baseline = rss()?;
     let mut conns: Vec<Conn> = Vec::with_capacity(n);
@@ -142,5 +169,7 @@ pub fn run(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
     m.push("per_conn_kb_at_n", (ram_n - baseline) / n as f64);
     m.push("ram_after_teardown_kb", after_teardown);
     m.push("leak_kb", after_teardown - baseline);
-    Ok(Outcome::new(m))
+    let mut out = Outcome::new(m);
+    out.notes = notes;
+    Ok(out)
 }

@@ -89,9 +89,9 @@ pub enum Against {
 /// Arguments of `veltix bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Scenario to run.
+    /// Scenarios to run, in order (`all` = every one).
     #[arg(required_unless_present_any = ["compare", "internal_server"])]
-    scenario: Option<Scenario>,
+    scenarios: Vec<Scenario>,
     /// Clients (stress 100, broadcast 100) or players (fps 64).
     #[arg(long, alias = "players")]
     clients: Option<usize>,
@@ -113,9 +113,12 @@ pub struct Args {
     /// reqrep: threads doing sequential send_and_wait on each shared connection (64).
     #[arg(long)]
     in_flight: Option<usize>,
-    /// reqrep: connections (1); memory: idle connections to open (10,000).
+    /// reqrep: connections, each shared by --in-flight threads (1).
     #[arg(long)]
     connections: Option<usize>,
+    /// memory: idle connections to open (10,000).
+    #[arg(long)]
+    idle_connections: Option<usize>,
     /// Measured runs per scenario; every number reported is the median over runs.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -213,10 +216,10 @@ impl Params {
             duration: Duration::from_secs_f64(a.duration.unwrap_or(5.0).max(0.0)),
             tick_rate: a.tick_rate.unwrap_or(64.0).max(0.1),
             in_flight: a.in_flight.unwrap_or(64),
-            connections: a.connections.unwrap_or(match s {
-                Memory => 10_000,
-                _ => 1,
-            }),
+            connections: match s {
+                Memory => a.idle_connections.unwrap_or(10_000),
+                _ => a.connections.unwrap_or(1),
+            },
             timeout: Duration::from_secs_f64(a.timeout.max(0.1)),
             mode: a.performance_mode,
             client_workers: a.client_workers.max(1),
@@ -242,7 +245,7 @@ impl Params {
                 json!({"players": self.clients, "tick_rate": self.tick_rate, "duration_s": self.duration.as_secs_f64()})
             }
             Large => json!({"count": self.count, "size": self.size}),
-            Memory => json!({"connections": self.connections}),
+            Memory => json!({"idle_connections": self.connections}),
             All => json!({}),
         }
     }
@@ -302,6 +305,8 @@ pub struct Outcome {
     pub metrics: Metrics,
     /// Latency samples in ms (latency, reqrep), for percentiles and plots.
     pub samples_ms: Vec<f64>,
+    /// Anything the reader should know (e.g. a reduced size).
+    pub notes: Vec<String>,
 }
 
 impl Outcome {
@@ -309,6 +314,7 @@ impl Outcome {
         Outcome {
             metrics,
             samples_ms: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -567,12 +573,14 @@ pub fn run(args: Args) -> Res<()> {
     if let Some(files) = &args.compare {
         return compare(&files[0], &files[1]);
     }
-    let Some(scenario) = args.scenario else {
+    let mut list: Vec<Scenario> = Vec::new();
+    for s in args.scenarios.iter().flat_map(|s| s.expand()) {
+        if !list.contains(&s) {
+            list.push(s);
+        }
+    }
+    if list.is_empty() {
         return Err("no scenario given".into());
-    };
-    let list = scenario.expand();
-    if list.contains(&Scenario::Memory) {
-        memory::raise_nofile();
     }
     let want_raw = args.against.contains(&Against::Raw);
     let py = if args.against.contains(&Against::Python) {
@@ -582,95 +590,19 @@ pub fn run(args: Args) -> Res<()> {
     } else {
         None
     };
-    let runs = args.runs.max(1);
     let mut reports = Vec::new();
+    let mut failed = Vec::new();
     for s in list {
-        let p = Params::resolve(&args, s);
-        eprintln!(
-            "veltix bench {}: {} ({}), {} run(s)",
-            s.as_str(),
-            p.to_json(s),
-            if args.in_process {
-                "in-process"
-            } else {
-                "server in its own process"
-            },
-            runs
-        );
-        let mut outcomes = Vec::new();
-        let mut raw_runs = Vec::new();
-        let mut raw_samples = Vec::new();
-        let mut notes = Vec::new();
-        let mut srv: Option<ServerProc> = None;
-        for i in 0..(args.warmup + runs) {
-            // Memory needs a fresh server process per run (its baseline is the idle server).
-            if srv.is_none() || s == Scenario::Memory {
-                drop(srv.take());
-                srv = Some(ServerProc::spawn(args.in_process, &opts)?);
+        match run_scenario(&args, s, &opts, want_raw, py.as_deref()) {
+            Ok(r) => {
+                print_details(&r);
+                reports.push(r);
             }
-            let sp = srv.as_mut().ok_or("no server")?;
-            if s == Scenario::Memory && i < args.warmup {
-                continue;
-            }
-            let out = run_one(s, &p, sp)?;
-            if i >= args.warmup {
-                outcomes.push(out);
-                if want_raw {
-                    match run_raw(s, &p, sp) {
-                        Some(Ok((m, samples))) => {
-                            raw_runs.push(m);
-                            raw_samples.extend(samples);
-                        }
-                        Some(Err(e)) => notes.push(format!("raw TCP run failed: {e}")),
-                        None => {}
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        drop(srv);
-        let mut python_res = None;
-        let mut python_cmd = None;
-        if let (Some(py), Some(_)) = (&py, python::name(s)) {
-            eprintln!(
-                "veltix bench {}: running Python Veltix 3.3.0...",
-                s.as_str()
-            );
-            match python::run(
-                py,
-                s,
-                &p,
-                runs,
-                args.warmup,
-                &args.python_core,
-                !args.python_unpinned,
-            ) {
-                Ok((m, cmd)) => {
-                    python_res = Some(m);
-                    python_cmd = Some(cmd);
-                }
-                Err(e) => notes.push(format!("Python run failed: {e}")),
-            }
-            if s == Scenario::Memory && !args.in_process {
-                notes.push("Python's memory figures are per client *and* server in one process; ours here are the server process only (use --in-process for Python's definition)".into());
+            Err(e) => {
+                eprintln!("veltix bench {}: failed: {e}", s.as_str());
+                failed.push(format!("{}: {e}", s.as_str()));
             }
         }
-        let metrics: Vec<Metrics> = outcomes.iter().map(|o| o.metrics.clone()).collect();
-        let samples_ms: Vec<f64> = outcomes.into_iter().flat_map(|o| o.samples_ms).collect();
-        let report = Report {
-            name: s,
-            params: p.to_json(s),
-            result: Metrics::median_of(&metrics),
-            runs: metrics,
-            samples_ms,
-            raw: (!raw_runs.is_empty()).then(|| Metrics::median_of(&raw_runs)),
-            raw_samples,
-            python: python_res,
-            python_cmd,
-            notes,
-        };
-        print_details(&report);
-        reports.push(report);
     }
     print_summary(&reports);
     if let Some(path) = &args.json {
@@ -683,7 +615,111 @@ pub fn run(args: Args) -> Res<()> {
             eprintln!("plot written to {}", f.display());
         }
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} scenario(s) failed: {}", failed.len(), failed.join("; ")).into())
+    }
+}
+
+/// Runs one scenario: warm-up, measured runs, raw baseline, Python; returns its report.
+fn run_scenario(
+    args: &Args,
+    s: Scenario,
+    opts: &ServerOpts,
+    want_raw: bool,
+    py: Option<&Path>,
+) -> Res<Report> {
+    let runs = args.runs.max(1);
+    let p = Params::resolve(args, s);
+    eprintln!(
+        "veltix bench {}: {} ({}), {} run(s)",
+        s.as_str(),
+        p.to_json(s),
+        if args.in_process {
+            "in-process"
+        } else {
+            "server in its own process"
+        },
+        runs
+    );
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut raw_runs = Vec::new();
+    let mut raw_samples = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut srv: Option<ServerProc> = None;
+    for i in 0..(args.warmup + runs) {
+        // Memory needs a fresh server process per run (its baseline is the idle server).
+        if srv.is_none() || s == Scenario::Memory {
+            drop(srv.take());
+            srv = Some(ServerProc::spawn(args.in_process, opts)?);
+        }
+        let sp = srv.as_mut().ok_or("no server")?;
+        if s == Scenario::Memory && i < args.warmup {
+            continue;
+        }
+        let out = run_one(s, &p, sp)?;
+        if i >= args.warmup {
+            for n in &out.notes {
+                if !notes.contains(n) {
+                    notes.push(n.clone());
+                }
+            }
+            outcomes.push(out);
+            if want_raw {
+                match run_raw(s, &p, sp) {
+                    Some(Ok((m, samples))) => {
+                        raw_runs.push(m);
+                        raw_samples.extend(samples);
+                    }
+                    Some(Err(e)) => notes.push(format!("raw TCP run failed: {e}")),
+                    None => {}
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(srv);
+    let mut python_res = None;
+    let mut python_cmd = None;
+    if let (Some(py), Some(_)) = (py, python::name(s)) {
+        eprintln!(
+            "veltix bench {}: running Python Veltix 3.3.0...",
+            s.as_str()
+        );
+        match python::run(
+            py,
+            s,
+            &p,
+            runs,
+            args.warmup,
+            &args.python_core,
+            !args.python_unpinned,
+        ) {
+            Ok((m, cmd)) => {
+                python_res = Some(m);
+                python_cmd = Some(cmd);
+            }
+            Err(e) => notes.push(format!("Python run failed: {e}")),
+        }
+        if s == Scenario::Memory && !args.in_process {
+            notes.push("Python's memory figures are per client *and* server in one process; ours here are the server process only (use --in-process for Python's definition)".into());
+        }
+    }
+    let metrics: Vec<Metrics> = outcomes.iter().map(|o| o.metrics.clone()).collect();
+    let samples_ms: Vec<f64> = outcomes.into_iter().flat_map(|o| o.samples_ms).collect();
+    Ok(Report {
+        name: s,
+        params: p.to_json(s),
+        result: Metrics::median_of(&metrics),
+        runs: metrics,
+        samples_ms,
+        raw: (!raw_runs.is_empty()).then(|| Metrics::median_of(&raw_runs)),
+        raw_samples,
+        python: python_res,
+        python_cmd,
+        notes,
+    })
 }
 
 fn run_one(s: Scenario, p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
@@ -719,9 +755,9 @@ fn run_raw(s: Scenario, p: &Params, srv: &ServerProc) -> Option<RawOut> {
         Scenario::Latency => raw::latency(port, p.count)
             .map(|(s, m)| (m, s))
             .map_err(|e| e.to_string()),
-        Scenario::Burst => plain(raw::blast(port, 1, p.count as u64, p.size)),
-        Scenario::Large => plain(raw::blast(port, 1, p.count as u64, p.size)),
-        Scenario::Stress => plain(raw::blast(port, p.clients, p.messages as u64, p.size)),
+        Scenario::Burst => plain(raw::blast(port, 1, p.count as u64, p.size, false)),
+        Scenario::Large => plain(raw::blast(port, 1, p.count as u64, p.size, false)),
+        Scenario::Stress => plain(raw::blast(port, p.clients, p.messages as u64, p.size, true)),
         Scenario::Reqrep => plain(raw::reqrep(
             port,
             p.connections.max(1),

@@ -86,9 +86,18 @@ pub fn latency_svg(r: &Report) -> String {
     for (_, _, v) in &py {
         ymax = ymax.max(*v);
     }
-    let ymax = nice_ceil(ymax * 1.05);
+    let mut ymin = f64::INFINITY;
+    for (_, s) in &series {
+        ymin = ymin.min(s.first().copied().unwrap_or(f64::INFINITY));
+    }
+    for (_, _, v) in &py {
+        ymin = ymin.min(*v);
+    }
+    // Log scale: from the fastest sample to the slowest percentile shown, whole decades.
+    let lo = ymin.max(1e-4).log10().floor();
+    let hi = ymax.max(1e-4).log10().ceil().max(lo + 1.0);
     let xs = |x: f64| l + pw * x / xmax;
-    let ys = |y: f64| t + ph * (1.0 - (y / ymax).min(1.0));
+    let ys = |y: f64| t + ph * (1.0 - ((y.max(1e-9).log10() - lo) / (hi - lo)).clamp(0.0, 1.0));
     let mut svg = String::new();
     header(
         &mut svg,
@@ -96,17 +105,28 @@ pub fn latency_svg(r: &Report) -> String {
         &format!("{}: round-trip latency by percentile", r.name.as_str()),
     );
     // Grid and axes.
-    for i in 0..=5 {
-        let y = ymax * i as f64 / 5.0;
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{l}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{4}</text>"##,
-            ys(y),
-            l + pw,
-            l - 6.0,
-            ys(y) + 4.0,
-            trim(y)
-        );
+    let mut e = lo;
+    while e <= hi + 1e-9 {
+        for m in [1.0, 2.0, 5.0] {
+            let y = m * 10f64.powf(e);
+            if y > 10f64.powf(hi) * 1.0001 {
+                continue;
+            }
+            let (stroke, label) = if m == 1.0 {
+                ("#bbb", trim(y))
+            } else {
+                ("#eee", String::new())
+            };
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{l}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="{stroke}"/><text x="{2}" y="{3:.1}" text-anchor="end">{label}</text>"##,
+                ys(y),
+                l + pw,
+                l - 6.0,
+                ys(y) + 4.0,
+            );
+        }
+        e += 1.0;
     }
     for (x, lbl) in [
         (0.0, "0%"),
@@ -132,7 +152,7 @@ pub fn latency_svg(r: &Report) -> String {
         svg,
         r##"<rect x="{l}" y="{t}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>
 <text x="{0}" y="{1}" text-anchor="middle">percentile (log scale of 1/(1−p))</text>
-<text x="18" y="{2}" text-anchor="middle" transform="rotate(-90 18 {2})">round trip (ms)</text>"##,
+<text x="18" y="{2}" text-anchor="middle" transform="rotate(-90 18 {2})">round trip (ms, log scale)</text>"##,
         l + pw / 2.0,
         h - 28.0,
         t + ph / 2.0
@@ -243,7 +263,7 @@ pub fn throughput_svg(groups: &[BarGroup]) -> String {
     let bar = 16.0;
     let gap = 14.0;
     let group_h = 3.0 * bar + gap;
-    let (l, rt, t, b) = (250.0, 140.0, 70.0, 50.0);
+    let (l, rt, t, b) = (300.0, 110.0, 100.0, 50.0);
     let h = t + b + group_h * groups.len() as f64;
     let pw = W - l - rt;
     let vals: Vec<f64> = groups
@@ -279,12 +299,13 @@ pub fn throughput_svg(groups: &[BarGroup]) -> String {
         "Python Veltix 3.3.0 (pinned, its own bench)",
     ];
     for (i, n) in names.iter().enumerate() {
-        let x = l + 10.0 + 230.0 * i as f64;
+        let y = 40.0 + 18.0 * i as f64;
         let _ = writeln!(
             svg,
-            r##"<rect x="{x:.1}" y="38" width="12" height="12" fill="{}"/><text x="{:.1}" y="48">{}</text>"##,
+            r##"<rect x="{l}" y="{y:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"##,
             COLORS[i],
-            x + 16.0,
+            l + 18.0,
+            y + 10.0,
             esc(n)
         );
     }
@@ -327,19 +348,6 @@ pub fn throughput_svg(groups: &[BarGroup]) -> String {
     }
     svg.push_str("</svg>\n");
     svg
-}
-
-fn nice_ceil(v: f64) -> f64 {
-    if v <= 0.0 {
-        return 1.0;
-    }
-    let e = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if m * e >= v {
-            return m * e;
-        }
-    }
-    10.0 * e
 }
 
 fn trim(v: f64) -> String {

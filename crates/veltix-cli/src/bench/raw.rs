@@ -46,9 +46,17 @@ pub fn latency(port: u16, n: usize) -> Res<(Vec<f64>, Metrics)> {
     Ok((samples, m))
 }
 
-/// `conns` connections, each blasting `per_conn` frames of `size` content bytes to a sink that
-/// only counts bytes; throughput = total ÷ (last byte − t0). All connections are open before t0.
-pub fn blast(port: u16, conns: usize, per_conn: u64, size: usize) -> Res<Metrics> {
+/// `conns` connections, each blasting `per_conn` frames of `size` content bytes from its own
+/// thread to a sink that only counts bytes; throughput = total ÷ (last byte − t0). All
+/// connections are open before t0; with `spawn_in_timing` t0 is taken before the sender threads
+/// are started (the stress definition), otherwise when they are released.
+pub fn blast(
+    port: u16,
+    conns: usize,
+    per_conn: u64,
+    size: usize,
+    spawn_in_timing: bool,
+) -> Res<Metrics> {
     let frame = raw_frame(MOVE.code(), &vec![0u8; size]);
     let total_bytes = per_conn * frame.len() as u64;
     let mut socks = Vec::with_capacity(conns);
@@ -59,6 +67,7 @@ pub fn blast(port: u16, conns: usize, per_conn: u64, size: usize) -> Res<Metrics
     }
     let frame = Arc::new(frame);
     let gate = Arc::new(Barrier::new(conns + 1));
+    let t_spawn = now_ns();
     let handles: Vec<_> = socks
         .into_iter()
         .map(|mut s| {
@@ -73,7 +82,7 @@ pub fn blast(port: u16, conns: usize, per_conn: u64, size: usize) -> Res<Metrics
             })
         })
         .collect();
-    let t0 = now_ns();
+    let t0 = if spawn_in_timing { t_spawn } else { now_ns() };
     gate.wait();
     let mut last = 0;
     for h in handles {

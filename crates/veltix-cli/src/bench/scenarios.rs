@@ -93,6 +93,7 @@ pub fn latency(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
     Ok(Outcome {
         metrics: m,
         samples_ms: samples,
+        notes: Vec::new(),
     })
 }
 
@@ -306,6 +307,7 @@ pub fn reqrep(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
     Ok(Outcome {
         metrics: m,
         samples_ms: samples,
+        notes: Vec::new(),
     })
 }
 

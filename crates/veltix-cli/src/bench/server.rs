@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -274,7 +275,13 @@ impl ServerProc {
                 raw_port,
             });
         }
-        let exe = std::env::current_exe()?;
+        // /proc/self/exe still runs this very binary if the file was replaced meanwhile (a
+        // rebuild during a long benchmark).
+        let exe = if Path::new("/proc/self/exe").exists() {
+            PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe()?
+        };
         let mut child = Command::new(exe)
             .arg("bench")
             .arg("--internal-server")
