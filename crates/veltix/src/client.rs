@@ -1,10 +1,9 @@
 //! The Veltix client: connect + handshake, routes, request/response, ping, reconnects.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -14,7 +13,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 use veltix_proto::{Generation, Handshake, HandshakeConfig, IdAllocator};
 
-use crate::conn::{self, lock, CloseReason, Conn, ConnSettings};
+use crate::conn::{self, lock, CloseReason, Conn};
+use crate::handlers::Registry;
 use crate::pool::{Pool, Runner, SerialQueue};
 use crate::{
     ClientConfig, DisconnectReason, DisconnectState, Error, HandlerResult, Request, Response,
@@ -25,13 +25,7 @@ type ClientRoute = Arc<dyn Fn(Response) + Send + Sync>;
 type ConnectCallback = Arc<dyn Fn() + Send + Sync>;
 type DisconnectCallback = Arc<dyn Fn(&DisconnectState) + Send + Sync>;
 
-#[derive(Default, Clone)]
-struct Handlers {
-    routes: HashMap<u16, ClientRoute>,
-    on_recv: Option<ClientRoute>,
-    on_connect: Vec<ConnectCallback>,
-    on_disconnect: Vec<DisconnectCallback>,
-}
+type Handlers = Registry<ClientRoute, ConnectCallback, DisconnectCallback>;
 
 enum Job {
     Message(Response),
@@ -55,7 +49,7 @@ struct State {
 
 pub(crate) struct Shared {
     config: ClientConfig,
-    handlers: RwLock<Arc<Handlers>>,
+    handlers: Handlers,
     link: Mutex<Option<Link>>,
     state: Mutex<State>,
     cancel: AtomicBool,
@@ -68,24 +62,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn handlers(&self) -> Arc<Handlers> {
-        self.handlers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn update_handlers(&self, f: impl FnOnce(&mut Handlers)) {
-        let mut h = self.handlers.write().unwrap_or_else(|p| p.into_inner());
-        let mut new = (**h).clone();
-        f(&mut new);
-        *h = Arc::new(new);
-    }
-
     fn run_job(&self, job: Job) {
-        let h = self.handlers();
+        let h = self.handlers.get();
         match job {
-            Job::Message(msg) => match h.routes.get(&msg.message_type()).or(h.on_recv.as_ref()) {
+            Job::Message(msg) => match h.handler_for(msg.message_type()) {
                 Some(f) => f(msg),
                 None => warn!(
                     "no handler for message type {} (id {}, {} bytes): dropped",
@@ -181,19 +161,6 @@ impl Shared {
         let _ = rx.wait_for(|c| *c).await;
     }
 
-    fn settings(&self) -> ConnSettings {
-        let c = &self.config;
-        ConnSettings {
-            generation: c.generation,
-            max_message_size: c.max_message_size,
-            max_queued_bytes: c.max_queued_bytes,
-            buffer_size: c.buffer_size,
-            mode: c.performance_mode,
-            close_timeout: c.close_timeout,
-            keepalive: c.keepalive,
-        }
-    }
-
     pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
         match &*lock(&self.link) {
             Some(l) if l.conn.is_open() => Ok(l.conn.clone()),
@@ -261,7 +228,7 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
         Generation::Gen1 => IdAllocator::random(),
         Generation::Gen3 => IdAllocator::client(),
     };
-    let conn = Conn::new(addr, shared.settings(), ids);
+    let conn = Conn::new(addr, shared.config.common().conn_settings(), ids);
     // on_connect runs before any message of this connection, and only sees the client as
     // connected: the link lock is held until the link is stored (a send from on_connect waits
     // for it).
@@ -426,7 +393,7 @@ impl Client {
                 }
             });
             Shared {
-                handlers: RwLock::new(Arc::new(Handlers::default())),
+                handlers: Registry::new(),
                 link: Mutex::new(None),
                 state: Mutex::new(State {
                     manual: false,
@@ -483,19 +450,13 @@ impl Client {
                 warn!("handler for type {code} failed: {e}");
             }
         });
-        self.shared.update_handlers(|h| {
-            h.routes.insert(code, f);
-        });
+        self.shared.handlers.set_route(code, f);
         self
     }
 
     /// Removes the handler of a type; `true` if there was one.
     pub fn unroute(&self, message_type: impl TypeCode) -> bool {
-        let mut removed = false;
-        self.shared.update_handlers(|h| {
-            removed = h.routes.remove(&message_type.type_code()).is_some();
-        });
-        removed
+        self.shared.handlers.remove_route(message_type.type_code())
     }
 
     /// The fallback handler for messages without a route.
@@ -509,22 +470,20 @@ impl Client {
                 warn!("on_recv handler failed: {e}");
             }
         });
-        self.shared.update_handlers(|h| h.on_recv = Some(f));
+        self.shared.handlers.set_on_recv(f);
         self
     }
 
     /// Adds a callback run after every successful (re)connect, before that connection's
     /// messages are handled.
     pub fn on_connect(&self, f: impl Fn() + Send + Sync + 'static) -> &Self {
-        self.shared
-            .update_handlers(|h| h.on_connect.push(Arc::new(f)));
+        self.shared.handlers.add_on_connect(Arc::new(f));
         self
     }
 
     /// Adds a callback receiving every [`DisconnectState`] notification.
     pub fn on_disconnect(&self, f: impl Fn(&DisconnectState) + Send + Sync + 'static) -> &Self {
-        self.shared
-            .update_handlers(|h| h.on_disconnect.push(Arc::new(f)));
+        self.shared.handlers.add_on_disconnect(Arc::new(f));
         self
     }
 

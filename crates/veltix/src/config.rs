@@ -131,13 +131,7 @@ impl ServerConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        check_common(
-            self.buffer_size,
-            self.max_message_size,
-            self.max_workers,
-            self.handshake_timeout,
-            self.generation,
-        )?;
+        self.common().validate()?;
         if self.max_connections == Some(0) {
             return Err(Error::Config(
                 "max_connections must be >= 1 (None = unlimited)".into(),
@@ -145,9 +139,6 @@ impl ServerConfig {
         }
         if self.id_window == 0 {
             return Err(Error::Config("id_window must be >= 1".into()));
-        }
-        if let Some(k) = &self.keepalive {
-            k.validate()?;
         }
         Ok(())
     }
@@ -189,29 +180,81 @@ impl KeepAlive {
     }
 }
 
-fn check_common(
+/// The settings both sides share, checked and turned into per-connection settings in one place.
+pub(crate) struct Common {
     buffer_size: usize,
     max_message_size: usize,
     max_workers: usize,
     handshake_timeout: Duration,
     generation: Generation,
-) -> Result<()> {
-    if buffer_size == 0 {
-        return Err(Error::Config("buffer_size must be > 0".into()));
+    max_queued_bytes: usize,
+    performance_mode: PerformanceMode,
+    close_timeout: Duration,
+    keepalive: Option<KeepAlive>,
+}
+
+macro_rules! common_of {
+    ($cfg:expr) => {
+        Common {
+            buffer_size: $cfg.buffer_size,
+            max_message_size: $cfg.max_message_size,
+            max_workers: $cfg.max_workers,
+            handshake_timeout: $cfg.handshake_timeout,
+            generation: $cfg.generation,
+            max_queued_bytes: $cfg.max_queued_bytes,
+            performance_mode: $cfg.performance_mode,
+            close_timeout: $cfg.close_timeout,
+            keepalive: $cfg.keepalive,
+        }
+    };
+}
+
+impl ServerConfig {
+    pub(crate) fn common(&self) -> Common {
+        common_of!(self)
     }
-    if max_message_size < generation.header_len() {
-        return Err(Error::Config(format!(
-            "max_message_size must be >= {} (the header)",
-            generation.header_len()
-        )));
+}
+
+impl ClientConfig {
+    pub(crate) fn common(&self) -> Common {
+        common_of!(self)
     }
-    if max_workers == 0 {
-        return Err(Error::Config("max_workers must be >= 1".into()));
+}
+
+impl Common {
+    fn validate(&self) -> Result<()> {
+        if self.buffer_size == 0 {
+            return Err(Error::Config("buffer_size must be > 0".into()));
+        }
+        if self.max_message_size < self.generation.header_len() {
+            return Err(Error::Config(format!(
+                "max_message_size must be >= {} (the header)",
+                self.generation.header_len()
+            )));
+        }
+        if self.max_workers == 0 {
+            return Err(Error::Config("max_workers must be >= 1".into()));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::Config("handshake_timeout must be > 0".into()));
+        }
+        if let Some(k) = &self.keepalive {
+            k.validate()?;
+        }
+        Ok(())
     }
-    if handshake_timeout.is_zero() {
-        return Err(Error::Config("handshake_timeout must be > 0".into()));
+
+    pub(crate) fn conn_settings(&self) -> crate::conn::ConnSettings {
+        crate::conn::ConnSettings {
+            generation: self.generation,
+            max_message_size: self.max_message_size,
+            max_queued_bytes: self.max_queued_bytes,
+            buffer_size: self.buffer_size,
+            mode: self.performance_mode,
+            close_timeout: self.close_timeout,
+            keepalive: self.keepalive,
+        }
     }
-    Ok(())
 }
 
 /// Settings of a [`Client`](crate::Client).
@@ -285,18 +328,9 @@ impl ClientConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        check_common(
-            self.buffer_size,
-            self.max_message_size,
-            self.max_workers,
-            self.handshake_timeout,
-            self.generation,
-        )?;
+        self.common().validate()?;
         if self.connect_timeout.is_zero() {
             return Err(Error::Config("connect_timeout must be > 0".into()));
-        }
-        if let Some(k) = &self.keepalive {
-            k.validate()?;
         }
         self.reconnect.validate()
     }

@@ -158,52 +158,42 @@ impl Conn {
         Ok(())
     }
 
-    /// Encodes a frame straight into the outbound buffer.
-    fn push_frame(&self, message_type: u16, id: u32, content: &[u8]) -> Result<()> {
-        let extra = self.extra();
+    /// Appends `len` bytes written by `write` to the outbound buffer, unless the connection is
+    /// closing or the queue is over its limit (one message larger than the limit still goes
+    /// through when the queue is empty).
+    fn enqueue(&self, len: usize, write: impl FnOnce(&mut BytesMut) -> Result<()>) -> Result<()> {
         {
             let mut ob = lock(&self.out);
             if ob.closing {
                 return Err(Error::Closed);
             }
             let queued = ob.buf.len();
-            if queued > 0 && queued + content.len() > self.settings.max_queued_bytes {
+            if queued > 0 && queued + len > self.settings.max_queued_bytes {
                 return Err(Error::QueueFull {
                     queued,
                     limit: self.settings.max_queued_bytes,
                 });
             }
-            encode_parts(
-                self.settings.generation,
-                message_type,
-                id,
-                extra,
-                content,
-                &mut ob.buf,
-            )?;
+            write(&mut ob.buf)?;
         }
         self.out_notify.notify_one();
         Ok(())
     }
 
+    /// Encodes a frame straight into the outbound buffer.
+    fn push_frame(&self, message_type: u16, id: u32, content: &[u8]) -> Result<()> {
+        let (g, extra) = (self.settings.generation, self.extra());
+        self.enqueue(content.len(), |buf| {
+            Ok(encode_parts(g, message_type, id, extra, content, buf)?)
+        })
+    }
+
     /// Queues already-encoded frame bytes (broadcast encodes once for everyone).
     pub(crate) fn push_encoded(&self, bytes: &[u8]) -> Result<()> {
-        {
-            let mut ob = lock(&self.out);
-            if ob.closing {
-                return Err(Error::Closed);
-            }
-            let queued = ob.buf.len();
-            if queued > 0 && queued + bytes.len() > self.settings.max_queued_bytes {
-                return Err(Error::QueueFull {
-                    queued,
-                    limit: self.settings.max_queued_bytes,
-                });
-            }
-            ob.buf.extend_from_slice(bytes);
-        }
-        self.out_notify.notify_one();
-        Ok(())
+        self.enqueue(bytes.len(), |buf| {
+            buf.extend_from_slice(bytes);
+            Ok(())
+        })
     }
 
     fn next_id(p: &mut Pending) -> Result<u32> {

@@ -58,6 +58,7 @@ pub mod client;
 pub mod config;
 mod conn;
 mod error;
+mod handlers;
 pub mod message;
 mod pool;
 pub mod reconnect;

@@ -4,7 +4,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,7 +17,8 @@ use tracing::{debug, info, warn, Instrument};
 use veltix_proto::handshake::server_full_message;
 use veltix_proto::{encode_parts, Generation, Handshake, HandshakeConfig, IdAllocator};
 
-use crate::conn::{self, lock, CloseReason, Conn, ConnSettings};
+use crate::conn::{self, lock, CloseReason, Conn};
+use crate::handlers::Registry;
 use crate::pool::{Pool, Runner, SerialQueue};
 use crate::{Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode};
 
@@ -27,13 +28,7 @@ static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) type ServerRoute = Arc<dyn Fn(&ClientInfo, Response) + Send + Sync>;
 type ClientCallback = Arc<dyn Fn(&ClientInfo) + Send + Sync>;
 
-#[derive(Default, Clone)]
-struct Handlers {
-    routes: HashMap<u16, ServerRoute>,
-    on_recv: Option<ServerRoute>,
-    on_connect: Vec<ClientCallback>,
-    on_disconnect: Vec<ClientCallback>,
-}
+type Handlers = Registry<ServerRoute, ClientCallback, ClientCallback>;
 
 struct ClientEntry {
     id: u64,
@@ -204,7 +199,7 @@ struct Running {
 
 pub(crate) struct Shared {
     config: ServerConfig,
-    handlers: RwLock<Arc<Handlers>>,
+    handlers: Handlers,
     clients: Mutex<HashMap<u64, ClientInfo>>,
     count: AtomicUsize,
     pool: Pool,
@@ -224,33 +219,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn handlers(&self) -> Arc<Handlers> {
-        self.handlers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn update_handlers(&self, f: impl FnOnce(&mut Handlers)) {
-        let mut h = self.handlers.write().unwrap_or_else(|p| p.into_inner());
-        let mut new = (**h).clone();
-        f(&mut new);
-        *h = Arc::new(new);
-    }
-
-    fn settings(&self) -> ConnSettings {
-        let c = &self.config;
-        ConnSettings {
-            generation: c.generation,
-            max_message_size: c.max_message_size,
-            max_queued_bytes: c.max_queued_bytes,
-            buffer_size: c.buffer_size,
-            mode: c.performance_mode,
-            close_timeout: c.close_timeout,
-            keepalive: c.keepalive,
-        }
-    }
-
     fn is_full(&self) -> bool {
         self.config
             .max_connections
@@ -312,21 +280,18 @@ impl Shared {
     }
 
     fn run_job(&self, job: Job) {
-        let h = self.handlers();
+        let h = self.handlers.get();
         match job {
-            Job::Message(client, msg) => {
-                let handler = h.routes.get(&msg.message_type()).or(h.on_recv.as_ref());
-                match handler {
-                    Some(f) => f(&client, msg),
-                    None => warn!(
-                        peer = %client.addr(),
-                        "no handler for message type {} (id {}, {} bytes): dropped",
-                        msg.message_type(),
-                        msg.request_id(),
-                        msg.content().len()
-                    ),
-                }
-            }
+            Job::Message(client, msg) => match h.handler_for(msg.message_type()) {
+                Some(f) => f(&client, msg),
+                None => warn!(
+                    peer = %client.addr(),
+                    "no handler for message type {} (id {}, {} bytes): dropped",
+                    msg.message_type(),
+                    msg.request_id(),
+                    msg.content().len()
+                ),
+            },
             Job::Connect(client) => h.on_connect.iter().for_each(|f| f(&client)),
             Job::Disconnect(client) => {
                 h.on_disconnect.iter().for_each(|f| f(&client));
@@ -385,7 +350,7 @@ impl Server {
         });
         Server {
             shared: Arc::new(Shared {
-                handlers: RwLock::new(Arc::new(Handlers::default())),
+                handlers: Registry::new(),
                 clients: Mutex::new(HashMap::new()),
                 count: AtomicUsize::new(0),
                 pool,
@@ -465,19 +430,13 @@ impl Server {
                 warn!(peer = %c.addr(), "handler for type {code} failed: {e}");
             }
         });
-        self.shared.update_handlers(|h| {
-            h.routes.insert(code, f);
-        });
+        self.shared.handlers.set_route(code, f);
         self
     }
 
     /// Removes the handler of a type; `true` if there was one.
     pub fn unroute(&self, message_type: impl TypeCode) -> bool {
-        let mut removed = false;
-        self.shared.update_handlers(|h| {
-            removed = h.routes.remove(&message_type.type_code()).is_some();
-        });
-        removed
+        self.shared.handlers.remove_route(message_type.type_code())
     }
 
     /// The fallback handler for messages whose type has no route (replaces the previous one).
@@ -491,23 +450,21 @@ impl Server {
                 warn!(peer = %c.addr(), "on_recv handler failed: {e}");
             }
         });
-        self.shared.update_handlers(|h| h.on_recv = Some(f));
+        self.shared.handlers.set_on_recv(f);
         self
     }
 
     /// Adds a callback run (on the pool, before any message of that client) after a client's
     /// handshake succeeds.
     pub fn on_connect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
-        self.shared
-            .update_handlers(|h| h.on_connect.push(Arc::new(f)));
+        self.shared.handlers.add_on_connect(Arc::new(f));
         self
     }
 
     /// Adds a callback run once per client that was connected (after its last message).
     /// Unlike Python, clients that never completed the handshake do not trigger it.
     pub fn on_disconnect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
-        self.shared
-            .update_handlers(|h| h.on_disconnect.push(Arc::new(f)));
+        self.shared.handlers.add_on_disconnect(Arc::new(f));
         self
     }
 
@@ -746,7 +703,7 @@ async fn accept_loop(weak: Weak<Shared>, listener: TcpListener) {
             Generation::Gen1 => IdAllocator::random(),
             Generation::Gen3 => IdAllocator::server(shared.config.id_window),
         };
-        let conn = Conn::new(addr, shared.settings(), ids);
+        let conn = Conn::new(addr, shared.config.common().conn_settings(), ids);
         let client = ClientInfo {
             inner: Arc::new(ClientEntry {
                 id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),

@@ -1,0 +1,79 @@
+//! The handler table shared by the server and the client: routes by type code, the `on_recv`
+//! fallback, and connect/disconnect callbacks, swapped atomically as a whole (readers take a
+//! cheap `Arc` snapshot, registrations copy-on-write).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Routes (`R`), connect callbacks (`C`) and disconnect callbacks (`D`) of one side.
+#[derive(Clone)]
+pub(crate) struct HandlerSet<R, C, D> {
+    routes: HashMap<u16, R>,
+    on_recv: Option<R>,
+    pub(crate) on_connect: Vec<C>,
+    pub(crate) on_disconnect: Vec<D>,
+}
+
+impl<R, C, D> Default for HandlerSet<R, C, D> {
+    fn default() -> Self {
+        HandlerSet {
+            routes: HashMap::new(),
+            on_recv: None,
+            on_connect: Vec::new(),
+            on_disconnect: Vec::new(),
+        }
+    }
+}
+
+impl<R, C, D> HandlerSet<R, C, D> {
+    /// The route for `code`, else the `on_recv` fallback (Python's rule order).
+    pub(crate) fn handler_for(&self, code: u16) -> Option<&R> {
+        self.routes.get(&code).or(self.on_recv.as_ref())
+    }
+}
+
+/// A [`HandlerSet`] behind a lock, replaced wholesale on every registration.
+pub(crate) struct Registry<R, C, D> {
+    cell: RwLock<Arc<HandlerSet<R, C, D>>>,
+}
+
+impl<R: Clone, C: Clone, D: Clone> Registry<R, C, D> {
+    pub(crate) fn new() -> Self {
+        Registry {
+            cell: RwLock::new(Arc::new(HandlerSet::default())),
+        }
+    }
+
+    /// The current handlers.
+    pub(crate) fn get(&self) -> Arc<HandlerSet<R, C, D>> {
+        self.cell.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut HandlerSet<R, C, D>) -> T) -> T {
+        let mut cell = self.cell.write().unwrap_or_else(|p| p.into_inner());
+        let mut new = (**cell).clone();
+        let out = f(&mut new);
+        *cell = Arc::new(new);
+        out
+    }
+
+    pub(crate) fn set_route(&self, code: u16, route: R) {
+        self.update(|h| h.routes.insert(code, route));
+    }
+
+    pub(crate) fn remove_route(&self, code: u16) -> bool {
+        self.update(|h| h.routes.remove(&code).is_some())
+    }
+
+    pub(crate) fn set_on_recv(&self, route: R) {
+        self.update(|h| h.on_recv = Some(route));
+    }
+
+    pub(crate) fn add_on_connect(&self, f: C) {
+        self.update(|h| h.on_connect.push(f));
+    }
+
+    pub(crate) fn add_on_disconnect(&self, f: D) {
+        self.update(|h| h.on_disconnect.push(f));
+    }
+}
