@@ -775,11 +775,15 @@ fn ratios(r: &Report, c: &Cmp) -> Ratios {
     let ours = r.result.get(c.ours);
     let raw = c.raw.and_then(|k| r.raw.as_ref()?.get(k));
     let py = c.py.and_then(|k| r.python.as_ref()?.get(k));
+    // Python's memory figures cover a client and the server in one process: only comparable
+    // with --in-process.
+    let comparable = !(r.name == Scenario::Memory && r.result.get("separate_process") == Some(1.0));
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(if c.higher { a / b } else { b / a }),
         _ => None,
     };
-    (ours, raw, ratio(ours, raw), py, ratio(ours, py))
+    let vs_py = if comparable { ratio(ours, py) } else { None };
+    (ours, raw, ratio(ours, raw), py, vs_py)
 }
 
 fn print_details(r: &Report) {

@@ -177,7 +177,7 @@ pub fn latency_svg(r: &Report) -> String {
             &mut svg,
             i,
             &format!(
-                "{name}: p50 {} ms, p99 {} ms ({} samples)",
+                "{name}: p50 {} ms, p99 {} ms ({} samples, all runs pooled)",
                 trim(p50),
                 trim(p99),
                 s.len()
