@@ -13,9 +13,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use veltix::proto::{Handshake, HandshakeConfig};
-use veltix::{Client, ClientConfig, Generation};
+use veltix::{Client, Generation};
 
-use super::scenarios::Res;
+use super::scenarios::{client_config, Res};
 use super::server::{vm_rss_kb, ServerProc};
 use super::stats::{mean, median, stdev};
 use super::{progress, Metrics, Outcome, Params};
@@ -82,7 +82,7 @@ pub fn run(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
     let port = srv.port;
     let open = |i: usize| -> Res<Conn> {
         if !separate && i < 50 {
-            let c = Client::new(ClientConfig::new("127.0.0.1", port));
+            let c = Client::new(client_config(p, port));
             c.connect()?;
             Ok(Conn::Client(c))
         } else {

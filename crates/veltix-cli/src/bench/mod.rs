@@ -592,9 +592,15 @@ pub fn run(args: Args) -> Res<()> {
     };
     let mut reports = Vec::new();
     let mut failed = Vec::new();
-    for s in list {
+    for (i, s) in list.iter().copied().enumerate() {
         match run_scenario(&args, s, &opts, want_raw, py.as_deref()) {
-            Ok(r) => {
+            Ok(mut r) => {
+                if s == Scenario::Memory && args.in_process && (i > 0 || args.runs > 1) {
+                    r.notes.push(
+                        "in-process memory after other scenarios or runs: freed heap and cached thread stacks are reused, so per-client figures are understated; only a first run of `veltix bench memory --in-process` alone is reliable"
+                            .into(),
+                    );
+                }
                 print_details(&r);
                 reports.push(r);
             }

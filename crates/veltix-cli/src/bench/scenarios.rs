@@ -12,7 +12,7 @@ use super::{progress, Metrics, Outcome, Params};
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn client_config(p: &Params, port: u16) -> ClientConfig {
+pub fn client_config(p: &Params, port: u16) -> ClientConfig {
     ClientConfig {
         performance_mode: p.mode,
         max_workers: p.client_workers,
