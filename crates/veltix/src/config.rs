@@ -9,19 +9,22 @@ use crate::{Error, Result};
 /// Default `max_message_size`: 10 MiB (header + content), as in Python Veltix.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = veltix_proto::DEFAULT_MAX_MESSAGE_SIZE;
 
-/// How the connection writer trades latency against system calls (the seed's
+/// How a connection trades latency against system calls (the seed's
 /// `ServerConfig.performance_mode`, given a real effect).
 ///
-/// Every send appends the encoded frame to the connection's outbound buffer; a writer task moves
-/// that buffer to the socket. The mode decides when:
+/// A send either writes the frame to the socket from the sending thread ("inline": no hand-off,
+/// lowest latency, one system call per message) or appends it to the connection's outbound
+/// buffer for its writer task, which moves everything queued in one `write` (coalescing: fewer
+/// system calls and wake-ups per message under load).
 ///
-/// | Mode | Writer behaviour | Effect |
+/// | Mode | Policy | Effect |
 /// |---|---|---|
-/// | `High` | writes as soon as a frame is queued | lowest latency, one `write` per burst |
-/// | `Balanced` (default) | yields to the scheduler once before writing | frames queued by concurrent senders in the same instant share one `write` |
-/// | `Low` | waits up to 1 ms (or until 64 KiB are queued) before writing | fewest system calls and least CPU per message, up to 1 ms added latency |
+/// | `High` | inline whenever nothing is queued | lowest latency; bursts cost one syscall per message |
+/// | `Balanced` (default) | inline when nothing was queued for 20 µs, else coalesce (the writer yields once to gather concurrent senders) | isolated requests, replies and pings go out at once; bursts and many concurrent senders are batched |
+/// | `Low` | always coalesce, waiting up to 1 ms (or 64 KiB) before writing | fewest system calls and least CPU per message, up to 1 ms added latency |
 ///
-/// `veltix bench latency` / `burst` with `--performance-mode` shows the difference.
+/// Measure it with `veltix bench latency --performance-mode high|balanced|low` and
+/// `veltix bench burst --performance-mode ...` (see BENCHMARKS.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PerformanceMode {
     /// Economical: coalesce writes for up to 1 ms.
