@@ -15,7 +15,7 @@ use veltix_proto::{Generation, Handshake, HandshakeConfig, IdAllocator};
 
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::Registry;
-use crate::pool::{Pool, Runner, SerialQueue};
+use crate::pool::{guarded, Pool, Runner, SerialQueue};
 use crate::{
     ClientConfig, DisconnectReason, DisconnectState, Error, HandlerResult, Request, Response,
     Result, TypeCode,
@@ -62,23 +62,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn run_job(&self, job: Job) {
+    fn run_jobs(&self, jobs: Vec<Job>) {
         let h = self.handlers.get();
-        match job {
-            Job::Message(msg) => match h.handler_for(msg.message_type()) {
-                Some(f) => f(msg),
-                None => warn!(
-                    "no handler for message type {} (id {}, {} bytes): dropped",
-                    msg.message_type(),
-                    msg.request_id(),
-                    msg.content().len()
-                ),
-            },
-            Job::Connect => h.on_connect.iter().for_each(|f| f()),
-            Job::Disconnect(state) => {
-                h.on_disconnect.iter().for_each(|f| f(&state));
-                if state.permanent {
-                    self.set_closed(true);
+        for job in jobs {
+            match job {
+                Job::Message(msg) => match h.handler_for(msg.message_type()) {
+                    Some(f) => guarded(|| f(msg)),
+                    None => warn!(
+                        "no handler for message type {} (id {}, {} bytes): dropped",
+                        msg.message_type(),
+                        msg.request_id(),
+                        msg.content().len()
+                    ),
+                },
+                Job::Connect => h.on_connect.iter().for_each(|f| guarded(|| f())),
+                Job::Disconnect(state) => {
+                    h.on_disconnect.iter().for_each(|f| guarded(|| f(&state)));
+                    if state.permanent {
+                        self.set_closed(true);
+                    }
                 }
             }
         }
@@ -387,9 +389,9 @@ impl Client {
         let limit = config.max_inbound_queue;
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
-            let runner: Runner<Job> = Arc::new(move |job| {
+            let runner: Runner<Job> = Arc::new(move |jobs| {
                 if let Some(s) = weak.upgrade() {
-                    s.run_job(job);
+                    s.run_jobs(jobs);
                 }
             });
             Shared {

@@ -3,12 +3,35 @@
 //! cheap `Arc` snapshot, registrations copy-on-write).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
+
+/// Hashes a `u16` type code with one multiply (Fibonacci hashing) instead of SipHash: route
+/// lookup is on every message's path, and codes are not attacker-chosen keys that could collide
+/// (at most 65536 distinct values, chosen by the program).
+#[derive(Default)]
+pub(crate) struct CodeHasher(u64);
+
+impl Hasher for CodeHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type CodeMap<R> = HashMap<u16, R, BuildHasherDefault<CodeHasher>>;
 
 /// Routes (`R`), connect callbacks (`C`) and disconnect callbacks (`D`) of one side.
 #[derive(Clone)]
 pub(crate) struct HandlerSet<R, C, D> {
-    routes: HashMap<u16, R>,
+    routes: CodeMap<R>,
     on_recv: Option<R>,
     pub(crate) on_connect: Vec<C>,
     pub(crate) on_disconnect: Vec<D>,
@@ -17,7 +40,7 @@ pub(crate) struct HandlerSet<R, C, D> {
 impl<R, C, D> Default for HandlerSet<R, C, D> {
     fn default() -> Self {
         HandlerSet {
-            routes: HashMap::new(),
+            routes: CodeMap::default(),
             on_recv: None,
             on_connect: Vec::new(),
             on_disconnect: Vec::new(),

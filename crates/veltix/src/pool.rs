@@ -66,8 +66,16 @@ impl Drop for Pool {
     }
 }
 
-/// Runs a job; errors are the runner's to log.
-pub(crate) type Runner<J> = Arc<dyn Fn(J) + Send + Sync>;
+/// Runs a batch of jobs of one connection, in order (so per-batch work, such as taking the
+/// handler snapshot, is done once). Each user callback should run inside [`guarded`].
+pub(crate) type Runner<J> = Arc<dyn Fn(Vec<J>) + Send + Sync>;
+
+/// Runs a user callback; a panic is logged and contained (the connection and the pool go on).
+pub(crate) fn guarded(f: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+        tracing::error!("a veltix handler panicked; the connection and the pool go on");
+    }
+}
 
 struct QueueState<J> {
     jobs: VecDeque<(J, usize)>,
@@ -147,14 +155,9 @@ impl<J: Send + 'static> Task for SerialQueue<J> {
                 }
             }
         }
-        let mut done = 0;
-        for (job, w) in batch {
-            done += w;
-            let runner = &self.runner;
-            if catch_unwind(AssertUnwindSafe(|| runner(job))).is_err() {
-                tracing::error!("a veltix handler panicked; the connection and the pool go on");
-            }
-        }
+        let done: usize = batch.iter().map(|(_, w)| w).sum();
+        let jobs: Vec<J> = batch.into_iter().map(|(j, _)| j).collect();
+        guarded(|| (self.runner)(jobs));
         let reschedule = {
             let mut st = lock(&self.state);
             st.bytes -= done;

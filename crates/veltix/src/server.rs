@@ -18,8 +18,8 @@ use veltix_proto::handshake::server_full_message;
 use veltix_proto::{encode_parts, Generation, Handshake, HandshakeConfig, IdAllocator};
 
 use crate::conn::{self, lock, CloseReason, Conn};
-use crate::handlers::Registry;
-use crate::pool::{Pool, Runner, SerialQueue};
+use crate::handlers::{HandlerSet, Registry};
+use crate::pool::{guarded, Pool, Runner, SerialQueue};
 use crate::{Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode};
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
@@ -186,10 +186,11 @@ impl ClientInfo {
     }
 }
 
+/// Work for the pool, queued per connection (the runner knows the client).
 enum Job {
-    Message(ClientInfo, Response),
-    Connect(ClientInfo),
-    Disconnect(ClientInfo),
+    Message(Response),
+    Connect,
+    Disconnect,
 }
 
 struct Running {
@@ -279,11 +280,15 @@ impl Shared {
         let _ = rx.wait_for(|c| *c).await;
     }
 
-    fn run_job(&self, job: Job) {
-        let h = self.handlers.get();
+    fn run_job(
+        &self,
+        h: &HandlerSet<ServerRoute, ClientCallback, ClientCallback>,
+        client: &ClientInfo,
+        job: Job,
+    ) {
         match job {
-            Job::Message(client, msg) => match h.handler_for(msg.message_type()) {
-                Some(f) => f(&client, msg),
+            Job::Message(msg) => match h.handler_for(msg.message_type()) {
+                Some(f) => guarded(|| f(client, msg)),
                 None => warn!(
                     peer = %client.addr(),
                     "no handler for message type {} (id {}, {} bytes): dropped",
@@ -292,9 +297,9 @@ impl Shared {
                     msg.content().len()
                 ),
             },
-            Job::Connect(client) => h.on_connect.iter().for_each(|f| f(&client)),
-            Job::Disconnect(client) => {
-                h.on_disconnect.iter().for_each(|f| f(&client));
+            Job::Connect => h.on_connect.iter().for_each(|f| guarded(|| f(client))),
+            Job::Disconnect => {
+                h.on_disconnect.iter().for_each(|f| guarded(|| f(client)));
                 self.lifecycles.fetch_sub(1, Ordering::AcqRel);
                 self.handlers_done.notify_waiters();
             }
@@ -760,21 +765,24 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
         "handshake done"
     );
     let weak = Arc::downgrade(&shared);
-    let runner: Runner<Job> = Arc::new(move |job| {
+    let me = client.clone();
+    let runner: Runner<Job> = Arc::new(move |jobs| {
         if let Some(s) = weak.upgrade() {
-            s.run_job(job);
+            let h = s.handlers.get();
+            for job in jobs {
+                s.run_job(&h, &me, job);
+            }
         }
     });
     let queue = SerialQueue::new(&shared.pool, runner, cfg.max_inbound_queue);
     shared.lifecycles.fetch_add(1, Ordering::AcqRel);
-    queue.push(Job::Connect(client.clone()), 0);
-    let c2 = client.clone();
+    queue.push(Job::Connect, 0);
     let reason = conn::drive(
         client.conn().clone(),
         stream,
         leftover,
         queue.clone(),
-        move |msg| Job::Message(c2.clone(), msg),
+        Job::Message,
     )
     .await;
     match &reason {
@@ -783,7 +791,7 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
     }
     // Gone from clients() before on_disconnect runs.
     finish(&shared, &client);
-    queue.push(Job::Disconnect(client.clone()), 0);
+    queue.push(Job::Disconnect, 0);
 }
 
 fn finish(shared: &Shared, client: &ClientInfo) {
