@@ -2107,3 +2107,569 @@ fn close_client_delivers_everything_queued_to_a_peer_that_keeps_sending() {
         "messages received of {K} queued before close_client, per trial: {results:?}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// Hostile servers against a library Client
+
+/// A client-side case: runs against its own fake server.
+type ClientRun = Box<dyn Fn() -> Result<String, String>>;
+/// Name, what the server does, expected outcome, the run.
+type ClientCase = (&'static str, &'static str, &'static str, ClientRun);
+
+/// A one-connection fake server running `script` on the accepted socket.
+fn fake_server(script: impl FnOnce(TcpStream) + Send + 'static) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        if let Ok((s, _)) = l.accept() {
+            let _ = s.set_nodelay(true);
+            let _ = s.set_read_timeout(Some(WAIT));
+            script(s);
+        }
+    });
+    addr
+}
+
+/// The server side of a correct Gen 3 handshake; `pipelined` goes out in the ack's write.
+fn fake_handshake(s: &mut TcpStream, pipelined: &[u8]) {
+    let mut hs = Handshake::server(HandshakeConfig::new(Generation::Gen3));
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(b) = hs.poll_transmit() {
+            let mut out = b.to_vec();
+            if hs.is_done() {
+                out.extend_from_slice(pipelined);
+            }
+            s.write_all(&out).expect("fake server write");
+        }
+        if hs.is_done() {
+            return;
+        }
+        let n = s.read(&mut buf).expect("fake server read");
+        assert!(n > 0, "client closed during the handshake");
+        hs.feed(&buf[..n]).expect("client's hello");
+    }
+}
+
+/// Reads until the client closes (so the fake server notices the client's decision).
+fn drain_until_closed(mut s: TcpStream) {
+    let mut b = [0u8; 65536];
+    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+}
+
+fn victim_config(addr: SocketAddr) -> ClientConfig {
+    ClientConfig {
+        handshake_timeout: HS_TIMEOUT,
+        max_message_size: MAX_MSG,
+        max_queued_bytes: MAX_QUEUED,
+        max_inbound_queue: MAX_INBOUND,
+        ..ClientConfig::new("127.0.0.1", addr.port())
+    }
+}
+
+/// `connect()` against the fake server must fail with the expected error within `within`.
+fn client_connect_fails(
+    script: fn(TcpStream),
+    expected: fn(&Error) -> bool,
+    within: Duration,
+    min: Duration,
+) -> ClientRun {
+    Box::new(move || {
+        let addr = fake_server(script);
+        let c = Client::new(victim_config(addr));
+        let t0 = Instant::now();
+        let r = c.connect();
+        let took = t0.elapsed();
+        match r {
+            Err(e) if expected(&e) => {
+                if took > within || took + Duration::from_millis(20) < min {
+                    return Err(format!(
+                        "failed after {took:?} ({e}); expected {min:?}..{within:?}"
+                    ));
+                }
+                Ok(format!("connect() failed after {}: {e}", ms(took)))
+            }
+            other => Err(format!("connect() returned {other:?}")),
+        }
+    })
+}
+
+/// After a good handshake the fake server sends `bytes`; the client must drop the link (one
+/// permanent on_disconnect, reason ServerClosed) and log why.
+fn client_drops_link(bytes: Vec<u8>, then_eof: bool, reason: &'static str) -> ClientRun {
+    Box::new(move || {
+        let mark = logs().mark();
+        let b = bytes.clone();
+        let addr = fake_server(move |mut s| {
+            fake_handshake(&mut s, &[]);
+            let _ = s.write_all(&b);
+            if then_eof {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            drain_until_closed(s);
+        });
+        let c = Client::new(victim_config(addr));
+        let (tx, rx) = channel();
+        let tx = Mutex::new(tx);
+        c.on_disconnect(move |d| {
+            let _ = lock(&tx).send(*d);
+        });
+        c.connect().map_err(|e| format!("connect: {e}"))?;
+        let t0 = Instant::now();
+        let d = rx
+            .recv_timeout(WAIT)
+            .map_err(|_| "no on_disconnect".to_string())?;
+        let took = t0.elapsed();
+        if (d.permanent, d.reason) != (true, veltix::DisconnectReason::ServerClosed) {
+            return Err(format!("on_disconnect {d:?}"));
+        }
+        let line = logs().wait_line(mark, Some(addr), "connection lost")?;
+        if !line.contains(reason) {
+            return Err(format!("logged {line:?}, expected {reason:?}"));
+        }
+        if rx.recv_timeout(Duration::from_millis(1)).is_ok() {
+            return Err("a second on_disconnect".into());
+        }
+        Ok(format!(
+            "link dropped after {}; logged \"{reason}\"",
+            ms(took)
+        ))
+    })
+}
+
+fn client_unknown_types_dropped() -> Result<String, String> {
+    let mark = logs().mark();
+    let addr = fake_server(|mut s| {
+        fake_handshake(&mut s, &[]);
+        for t in [2u16, 4242] {
+            let _ = s.write_all(&f3(t, 40000, b"?"));
+        }
+        // Then answer the client's PINGs like a server would, until it leaves.
+        let mut dec = Decoder::new(DecoderConfig::new(Generation::Gen3));
+        let mut b = [0u8; 4096];
+        while let Ok(n) = s.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            dec.feed(&b[..n]);
+            while let Some(Decoded::Frame(f)) = dec.decode() {
+                if f.message_type == 0 {
+                    let _ = s.write_all(&f3(1, f.request_id, b""));
+                }
+            }
+        }
+    });
+    let c = Client::new(victim_config(addr));
+    c.connect().map_err(|e| format!("connect: {e}"))?;
+    for t in [2u16, 4242] {
+        logs().wait_line(mark, None, &format!("no handler for message type {t} "))?;
+    }
+    c.ping_server(WAIT)
+        .map_err(|e| format!("ping after: {e}"))?;
+    c.disconnect();
+    Ok("both dropped with a warning; the link still answers pings".into())
+}
+
+fn client_ping_flood() -> Result<String, String> {
+    const N: u32 = 100_000;
+    let (tx, rx) = channel();
+    let addr = fake_server(move |mut s| {
+        fake_handshake(&mut s, &[]);
+        let mut w = s.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || {
+            let mut batch = Vec::new();
+            for i in 0..N {
+                batch.extend(f3(0, i % 65536, b""));
+                if batch.len() >= 15 * 1000 {
+                    if w.write_all(&batch).is_err() {
+                        return;
+                    }
+                    batch.clear();
+                }
+            }
+            let _ = w.write_all(&batch);
+        });
+        let mut dec = Decoder::new(DecoderConfig::new(Generation::Gen3));
+        let mut b = vec![0u8; 65536];
+        let mut got = 0u32;
+        let mut in_order = true;
+        while got < N {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dec.feed(&b[..n]),
+            }
+            while let Some(Decoded::Frame(f)) = dec.decode() {
+                in_order &= (f.message_type, f.request_id) == (1, got % 65536);
+                got += 1;
+            }
+        }
+        let _ = writer.join();
+        let _ = tx.send((got, in_order));
+        drain_until_closed(s);
+    });
+    let c = Client::new(ClientConfig {
+        max_queued_bytes: 16 * 1024 * 1024,
+        ..victim_config(addr)
+    });
+    c.connect().map_err(|e| format!("connect: {e}"))?;
+    let (got, in_order) = rx
+        .recv_timeout(WAIT)
+        .map_err(|_| "the fake server never finished".to_string())?;
+    c.disconnect();
+    if got != N || !in_order {
+        return Err(format!("{got} PONGs, in order: {in_order}"));
+    }
+    Ok(format!("all {N} PINGs answered, in order"))
+}
+
+fn client_server_never_reads() -> Result<String, String> {
+    let (stop_tx, stop_rx) = channel::<()>();
+    let addr = fake_server(move |mut s| {
+        fake_handshake(&mut s, &[]);
+        let _ = stop_rx.recv_timeout(WAIT);
+    });
+    let c = Client::new(victim_config(addr));
+    c.connect().map_err(|e| format!("connect: {e}"))?;
+    let rss0 = vm_rss_kb();
+    let chunk = bytes::Bytes::from(vec![3u8; 32 * 1024]);
+    let (mut ok, mut full) = (0usize, 0usize);
+    for _ in 0..2000 {
+        match c.send(Request::new(&NOTE, chunk.clone())) {
+            Ok(()) => ok += 1,
+            Err(Error::QueueFull { .. }) => full += 1,
+            Err(e) => return Err(format!("send: {e}")),
+        }
+    }
+    let grown = vm_rss_kb() - rss0;
+    let _ = stop_tx.send(());
+    c.disconnect();
+    if full == 0 || ok * 32 > 32 * 1024 {
+        return Err(format!("{ok} accepted, {full} QueueFull"));
+    }
+    Ok(format!(
+        "of 2000 x 32 KiB sends, {ok} accepted, {full} failed with QueueFull; RSS +{grown} KiB"
+    ))
+}
+
+fn client_slow_handler_backpressure() -> Result<String, String> {
+    const FRAMES: u64 = 2048;
+    const SIZE: usize = 16 * 1024;
+    let (btx, brx) = channel();
+    let addr = fake_server(move |mut s| {
+        fake_handshake(&mut s, &[]);
+        let _ = s.set_write_timeout(Some(Duration::from_millis(300)));
+        let mut signalled = false;
+        let mut written = 0usize;
+        for seq in 0..FRAMES {
+            let mut content = vec![(seq % 251) as u8; SIZE];
+            content[..8].copy_from_slice(&seq.to_be_bytes());
+            let f = f3(SLOW.code(), 32768 + (seq % 30000) as u32, &content);
+            let mut off = 0;
+            while off < f.len() {
+                match s.write(&f[off..]) {
+                    Ok(n) => {
+                        off += n;
+                        written += n;
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        if !signalled {
+                            signalled = true;
+                            let _ = btx.send(written);
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        drain_until_closed(s);
+    });
+    let gate = Arc::new(Gate::default());
+    gate.set_closed(true);
+    let state = Arc::new((Mutex::new((0u64, Vec::<String>::new())), Condvar::new()));
+    let c = Client::new(victim_config(addr));
+    let (g2, s2) = (gate.clone(), state.clone());
+    c.route(&SLOW, move |m: Response| {
+        g2.pass();
+        let seq = m.content().get(..8).map_or(u64::MAX, |b| {
+            u64::from_be_bytes(b.try_into().unwrap_or_default())
+        });
+        let mut st = lock(&s2.0);
+        if seq != st.0 {
+            let e = format!("handled seq {seq}, expected {}", st.0);
+            st.1.push(e);
+        }
+        st.0 += 1;
+        s2.1.notify_all();
+    });
+    c.connect().map_err(|e| format!("connect: {e}"))?;
+    let blocked = brx.recv_timeout(WAIT);
+    let handled_while_blocked = lock(&state.0).0;
+    gate.set_closed(false);
+    let blocked = blocked.map_err(|_| "the server's writes never blocked".to_string())?;
+    let st = lock(&state.0);
+    let (st, _) = state
+        .1
+        .wait_timeout_while(st, WAIT, |s| s.0 < FRAMES && s.1.is_empty())
+        .unwrap_or_else(|p| p.into_inner());
+    if !st.1.is_empty() || st.0 != FRAMES || handled_while_blocked > 1 {
+        return Err(format!("{} handled, errors {:?}", st.0, st.1));
+    }
+    drop(st);
+    c.disconnect();
+    Ok(format!(
+        "the server's writes blocked after {} KiB of {} MiB; then all {FRAMES} handled in order",
+        blocked / 1024,
+        FRAMES as usize * (SIZE + 15) / (1024 * 1024)
+    ))
+}
+
+fn client_frames_pipelined_with_the_ack() -> Result<String, String> {
+    let addr = fake_server(|mut s| {
+        let mut frames = Vec::new();
+        for i in 0..3u32 {
+            frames.extend(f3(ECHO.code(), 32768 + i, format!("pushed {i}").as_bytes()));
+        }
+        fake_handshake(&mut s, &frames);
+        drain_until_closed(s);
+    });
+    let c = Client::new(victim_config(addr));
+    let (tx, rx) = channel();
+    let tx = Mutex::new(tx);
+    c.route(&ECHO, move |m: Response| {
+        let _ = lock(&tx).send(m.text().unwrap_or("").to_string());
+    });
+    c.connect().map_err(|e| format!("connect: {e}"))?;
+    for i in 0..3 {
+        let got = rx
+            .recv_timeout(WAIT)
+            .map_err(|_| format!("frame {i} missing"))?;
+        if got != format!("pushed {i}") {
+            return Err(format!("frame {i}: {got:?}"));
+        }
+    }
+    c.disconnect();
+    Ok("all 3 delivered in order".into())
+}
+
+/// Runs the client-side cases; prints their table; fails if any failed.
+fn run_client_table(cases: Vec<ClientCase>) {
+    let mut report = String::from(
+        "\nHostile servers against a veltix::Client (handshake_timeout 500 ms, max_message_size 64 KiB)\n| case | server does | expected | outcome | RSS delta |\n|---|---|---|---|---|\n",
+    );
+    let mut failures = Vec::new();
+    for (name, input, expect, run) in &cases {
+        let rss0 = vm_rss_kb();
+        let outcome =
+            catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|_| Err("panicked".into()));
+        let grown = vm_rss_kb() - rss0;
+        let cell = match &outcome {
+            Ok(d) if grown <= MEM_BOUND_KB => format!("ok: {d}"),
+            Ok(d) => format!("FAILED: {d}; VmRSS grew by {grown} KiB"),
+            Err(e) => format!("FAILED: {e}"),
+        };
+        if cell.starts_with("FAILED") {
+            failures.push(format!("{name}: {cell}"));
+        }
+        let _ = writeln!(
+            report,
+            "| {name} | {input} | {expect} | {cell} | {grown:+} KiB |"
+        );
+    }
+    println!("{report}");
+    assert!(
+        failures.is_empty(),
+        "failed cases:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn hostile_servers_against_a_client() {
+    let _serial = serial();
+    logs();
+    let timeout = |e: &Error| matches!(e, Error::HandshakeTimeout(_));
+    let at_once = (SLACK, Duration::ZERO);
+    let at_deadline = (HS_TIMEOUT + SLACK, HS_TIMEOUT);
+    let mut crc = f3(ECHO.code(), 1, b"checksummed");
+    crc[9] ^= 0x55;
+    let mut huge = f3(ECHO.code(), 1, b"");
+    huge[5..9].copy_from_slice(&u32::MAX.to_be_bytes());
+    let cases: Vec<ClientCase> = vec![
+        (
+            "HTTP instead of the hello",
+            "`HTTP/1.1 200 OK` … (reads as an 18516-byte hello, never completed)",
+            "HandshakeTimeout at handshake_timeout",
+            client_connect_fails(
+                |mut s| {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    drain_until_closed(s);
+                },
+                timeout,
+                at_deadline.0,
+                at_deadline.1,
+            ),
+        ),
+        (
+            "hello longer than 30 KiB",
+            "length prefix `ff ff`",
+            "Handshake(TooLong) at once",
+            client_connect_fails(
+                |mut s| {
+                    let _ = s.write_all(&[0xff, 0xff]);
+                    drain_until_closed(s);
+                },
+                |e| matches!(e, Error::Handshake(HandshakeError::TooLong { .. })),
+                at_once.0,
+                at_once.1,
+            ),
+        ),
+        (
+            "incompatible pv",
+            r#"hello with `"pv": "2.0"`"#,
+            "Handshake(IncompatibleVersion) at once",
+            client_connect_fails(
+                |mut s| {
+                    let _ = s.write_all(&hello("2.0"));
+                    drain_until_closed(s);
+                },
+                |e| {
+                    matches!(
+                        e,
+                        Error::Handshake(HandshakeError::IncompatibleVersion { .. })
+                    )
+                },
+                at_once.0,
+                at_once.1,
+            ),
+        ),
+        (
+            "refusal with a custom reason",
+            r#"`{"error": "go away"}`"#,
+            "ServerFull(\"go away\")",
+            client_connect_fails(
+                |mut s| {
+                    let _ = s.write_all(&hs_msg(r#"{"error": "go away"}"#));
+                    drain_until_closed(s);
+                },
+                |e| matches!(e, Error::ServerFull(r) if r == "go away"),
+                at_once.0,
+                at_once.1,
+            ),
+        ),
+        (
+            "ack other than ok",
+            r#"hello, then `{"result": "OK"}`"#,
+            "Handshake(NotAcknowledged)",
+            client_connect_fails(
+                |mut s| {
+                    let _ = s.write_all(&hello("1.0"));
+                    let mut b = [0u8; 41];
+                    let _ = s.read_exact(&mut b);
+                    let _ = s.write_all(&hs_msg(r#"{"result": "OK"}"#));
+                    drain_until_closed(s);
+                },
+                |e| matches!(e, Error::Handshake(HandshakeError::NotAcknowledged(_))),
+                at_once.0,
+                at_once.1,
+            ),
+        ),
+        (
+            "server never speaks",
+            "accepts, sends nothing",
+            "HandshakeTimeout at handshake_timeout",
+            client_connect_fails(drain_until_closed, timeout, at_deadline.0, at_deadline.1),
+        ),
+        (
+            "slow-loris hello",
+            "valid hello, one byte every 100 ms",
+            "HandshakeTimeout at the total handshake_timeout",
+            client_connect_fails(
+                |mut s| {
+                    for b in hello("1.0") {
+                        if s.write_all(&[b]).is_err() {
+                            return;
+                        }
+                        // The pacing is the input (a slow-loris), not synchronisation.
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                },
+                timeout,
+                at_deadline.0,
+                at_deadline.1,
+            ),
+        ),
+        (
+            "hello, then never acks",
+            "hello, reads the client's hello, silence",
+            "HandshakeTimeout at handshake_timeout",
+            client_connect_fails(
+                |mut s| {
+                    let _ = s.write_all(&hello("1.0"));
+                    drain_until_closed(s);
+                },
+                timeout,
+                at_deadline.0,
+                at_deadline.1,
+            ),
+        ),
+        (
+            "CRC mismatch after the handshake",
+            "frame with a flipped CRC byte",
+            "link dropped, logged",
+            client_drops_link(crc, false, "CRC mismatch"),
+        ),
+        (
+            "header declaring 4 GiB after the handshake",
+            "size `ff ff ff ff`",
+            "link dropped, logged",
+            client_drops_link(huge, false, "over max_message_size"),
+        ),
+        (
+            "bad magic after the handshake",
+            "`GARBAGE-GARBAGE`",
+            "link dropped, logged",
+            client_drops_link(b"GARBAGE-GARBAGE".to_vec(), false, "bad magic"),
+        ),
+        (
+            "truncated frame then EOF",
+            "half a frame, then close",
+            "link dropped, logged",
+            client_drops_link(
+                f3(ECHO.code(), 1, &[1u8; 100])[..60].to_vec(),
+                true,
+                "stream ended inside a frame",
+            ),
+        ),
+        (
+            "unknown and reserved type codes",
+            "frames of types 2 and 4242",
+            "dropped with a warning, link alive",
+            Box::new(client_unknown_types_dropped),
+        ),
+        (
+            "frames pipelined with the ack",
+            "ack + 3 frames in one write",
+            "all delivered in order",
+            Box::new(client_frames_pipelined_with_the_ack),
+        ),
+        (
+            "PING flood",
+            "100,000 PINGs",
+            "every PING answered, in order",
+            Box::new(client_ping_flood),
+        ),
+        (
+            "server never reads",
+            "the client sends 32 KiB messages, the server never reads",
+            "sends fail with QueueFull; memory bounded",
+            Box::new(client_server_never_reads),
+        ),
+        (
+            "server faster than the client's handler",
+            "32 MiB of 16 KiB frames while the client's handler is blocked",
+            "the client stops reading (backpressure); nothing lost, in order",
+            Box::new(client_slow_handler_backpressure),
+        ),
+    ];
+    run_client_table(cases);
+}
