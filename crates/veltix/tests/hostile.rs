@@ -2031,13 +2031,13 @@ fn connect_storm_every_client_gets_the_hello() {
 }
 
 /// `close_client` promises to flush what was queued to the client (bounded by `close_timeout`).
-/// It does not when the peer keeps sending meanwhile: `conn::drive` stops reading, the writer
-/// hands the queued bytes to the kernel and shuts down its side, and then the socket is dropped
-/// with the peer's data unread, so the kernel sends RST and discards whatever it had not sent
-/// yet. Measured (2,000 x 4 KiB queued, then `close_client`; 5 trials per run): 4 runs of 4
-/// failed, trials receiving 1075 to 2000 messages. With a lingering close in `drive` (after the
-/// writer finished, read and discard until EOF or `close_timeout`, then drop the socket), tried
-/// on a scratch copy: 3 runs of 3 passed.
+/// It does not when the peer keeps sending meanwhile: `drive` (crates/veltix/src/conn.rs) stops
+/// reading, the writer hands the queued bytes to the kernel, and then the socket is released
+/// with the peer's data unread, so the kernel sends RST instead of FIN and discards whatever it
+/// had not transmitted yet. Measured (2,000 x 4 KiB queued, then `close_client`; 5 trials per
+/// run): every run fails, trials receiving 1,075 to 1,997 messages. With a lingering close in
+/// `drive` (after the writer flushed: shutdown(SHUT_WR), then read and discard until EOF or
+/// `close_timeout`, then release the socket), tried on a scratch copy: 3 runs of 3 pass.
 #[test]
 #[ignore = "bug: close_client/close_all lose flushed data (RST) when the peer is still sending"]
 fn close_client_delivers_everything_queued_to_a_peer_that_keeps_sending() {
