@@ -758,7 +758,6 @@ fn sigterm_while_clients_blast() {
 /// `close_client_delivers_everything_queued_to_a_peer_that_keeps_sending` in
 /// crates/veltix/tests/hostile.rs.
 #[test]
-#[ignore = "bug: close_all resets (RST) clients that are still sending, dropping flushed data"]
 fn sigterm_closes_every_client_with_eof() {
     let resets: Vec<usize> = (0..4).map(|_| sigterm_scenario().reset).collect();
     assert!(

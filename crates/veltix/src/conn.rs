@@ -180,7 +180,12 @@ impl Conn {
     /// Appends `len` bytes written by `write` to the outbound buffer, unless the connection is
     /// closing or the queue is over its limit (one message larger than the limit still goes
     /// through when the queue is empty).
-    fn enqueue(&self, len: usize, write: impl FnOnce(&mut BytesMut) -> Result<()>) -> Result<()> {
+    fn enqueue(
+        &self,
+        len: usize,
+        may_inline: bool,
+        write: impl FnOnce(&mut BytesMut) -> Result<()>,
+    ) -> Result<()> {
         let inline = {
             let mut ob = lock(&self.out);
             if ob.closing {
@@ -194,7 +199,7 @@ impl Conn {
                 });
             }
             write(&mut ob.buf)?;
-            let idle = self.link_idle(&mut ob);
+            let idle = self.link_idle(&mut ob) && may_inline;
             match &ob.stream {
                 // Nothing queued before us and nobody writing: claim the socket and write from
                 // this thread instead of waking the writer task.
@@ -249,14 +254,16 @@ impl Conn {
     /// Encodes a frame straight into the outbound buffer.
     fn push_frame(&self, message_type: u16, id: u32, content: &[u8]) -> Result<()> {
         let (g, extra) = (self.settings.generation, self.extra());
-        self.enqueue(content.len(), |buf| {
+        self.enqueue(content.len(), true, |buf| {
             Ok(encode_parts(g, message_type, id, extra, content, buf)?)
         })
     }
 
-    /// Queues already-encoded frame bytes (broadcast encodes once for everyone).
+    /// Queues already-encoded frame bytes (broadcast encodes once for everyone). Never written
+    /// inline: a broadcast to N clients would cost the broadcasting thread N system calls (one
+    /// per recipient, measured 20x slower); the recipients' writer tasks do it in parallel.
     pub(crate) fn push_encoded(&self, bytes: &[u8]) -> Result<()> {
-        self.enqueue(bytes.len(), |buf| {
+        self.enqueue(bytes.len(), false, |buf| {
             buf.extend_from_slice(bytes);
             Ok(())
         })
@@ -521,8 +528,11 @@ pub(crate) async fn drive<J: Send + 'static>(
         tokio::select! {
             r = &mut reader => {
                 conn.close(matches!(r, CloseReason::Io(_)));
-                if tokio::time::timeout(conn.settings.close_timeout, &mut writer).await.is_err() {
-                    tracing::warn!(peer = %conn.peer, "could not flush queued data within {:?}; dropped", conn.settings.close_timeout);
+                let deadline = Instant::now() + conn.settings.close_timeout;
+                match tokio::time::timeout_at(deadline, &mut writer).await {
+                    Err(_) => tracing::warn!(peer = %conn.peer, "could not flush queued data within {:?}; dropped", conn.settings.close_timeout),
+                    Ok(WriteEnd::Flushed) if matches!(r, CloseReason::Local) => linger(&stream, deadline).await,
+                    Ok(_) => {}
                 }
                 r
             }
@@ -532,11 +542,27 @@ pub(crate) async fn drive<J: Send + 'static>(
                 r
             }
             w = &mut writer => {
-                conn.close(true);
-                let _ = (&mut reader).await;
+                // The writer ends first when it flushed a local close before the reader noticed
+                // it, or when writing failed or was aborted.
+                let deadline = Instant::now() + conn.settings.close_timeout;
                 match w {
-                    Some(e) => CloseReason::Io(e),
-                    None => CloseReason::Local,
+                    WriteEnd::Flushed => {
+                        let r = (&mut reader).await;
+                        if matches!(r, CloseReason::Local) {
+                            linger(&stream, deadline).await;
+                        }
+                        r
+                    }
+                    WriteEnd::Aborted => {
+                        conn.close(true);
+                        let _ = (&mut reader).await;
+                        CloseReason::Local
+                    }
+                    WriteEnd::Failed(e) => {
+                        conn.close(true);
+                        let _ = (&mut reader).await;
+                        CloseReason::Io(e)
+                    }
                 }
             }
         }
@@ -614,8 +640,39 @@ async fn read_loop<J: Send + 'static>(
     }
 }
 
-/// Returns the write error, if the writer stopped because of one.
-async fn write_loop(conn: &Conn, stream: &TcpStream) -> Option<std::io::Error> {
+/// A local close after the flush: send FIN, then read and discard until the peer closes too (or
+/// the deadline). Releasing a socket with unread input makes the kernel send RST instead of FIN,
+/// and an RST destroys what the peer had not yet read of the data we just flushed.
+async fn linger(stream: &TcpStream, deadline: Instant) {
+    let _ = rustix::net::shutdown(stream, rustix::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout_at(deadline, async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// How the writer task ended.
+enum WriteEnd {
+    /// The connection was closing and everything queued was written.
+    Flushed,
+    /// Told to stop without flushing.
+    Aborted,
+    /// Writing failed.
+    Failed(std::io::Error),
+}
+
+async fn write_loop(conn: &Conn, stream: &TcpStream) -> WriteEnd {
     let mut stop = conn.stop.subscribe();
     let mut spare = BytesMut::new();
     loop {
@@ -632,11 +689,11 @@ async fn write_loop(conn: &Conn, stream: &TcpStream) -> Option<std::io::Error> {
         };
         if spare.is_empty() {
             if closing && !inline_active {
-                break;
+                return WriteEnd::Flushed;
             }
             tokio::select! {
                 _ = conn.out_notify.notified() => {}
-                _ = stop.wait_for(|s| *s == Stop::Abort) => break,
+                _ = stop.wait_for(|s| *s == Stop::Abort) => return WriteEnd::Aborted,
             }
             // Woken by a burst or by concurrent senders: let more frames join this write.
             match conn.settings.mode {
@@ -653,16 +710,16 @@ async fn write_loop(conn: &Conn, stream: &TcpStream) -> Option<std::io::Error> {
         while !spare.is_empty() {
             let ready = tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s == Stop::Abort) => return None,
+                _ = stop.wait_for(|s| *s == Stop::Abort) => return WriteEnd::Aborted,
                 r = stream.writable() => r,
             };
             if let Err(e) = ready {
-                return Some(e);
+                return WriteEnd::Failed(e);
             }
             match stream.try_write(&spare) {
                 Ok(n) => spare.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Some(e),
+                Err(e) => return WriteEnd::Failed(e),
             }
         }
         spare.clear();
@@ -670,7 +727,6 @@ async fn write_loop(conn: &Conn, stream: &TcpStream) -> Option<std::io::Error> {
             spare = BytesMut::new();
         }
     }
-    None
 }
 
 async fn keepalive_loop(conn: &Conn) -> CloseReason {

@@ -390,16 +390,24 @@ impl Server {
             Some(a) => a.to_string(),
             None => format!("{}:{}", cfg.host, cfg.port),
         };
-        let std_listener = std::net::TcpListener::bind(&want).map_err(|source| Error::Bind {
+        let bind_err = |source| Error::Bind {
             addr: want.clone(),
             source,
-        })?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
+        };
+        let target = std::net::ToSocketAddrs::to_socket_addrs(&want)
+            .map_err(bind_err)?
+            .next()
+            .ok_or_else(|| {
+                bind_err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the host resolves to no address",
+                ))
+            })?;
         let listener = {
             let _guard = self.shared.rt.enter();
-            TcpListener::from_std(std_listener)?
+            listen(target).map_err(bind_err)?
         };
+        let addr = listener.local_addr()?;
         *lock(&self.shared.last_addr) = Some(addr);
         self.shared.closed.send_replace(false);
         let weak = Arc::downgrade(&self.shared);
@@ -666,6 +674,22 @@ fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -> Result<us
         }
     }
     Ok(sent)
+}
+
+/// Accept-queue length. std's `TcpListener::bind` uses 128, which overflows when thousands of
+/// clients connect at once (their connect succeeds, then they wait for a hello that never comes
+/// until their handshake times out); the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn accept_loop(weak: Weak<Shared>, listener: TcpListener) {

@@ -2008,8 +2008,6 @@ fn raise_nofile() -> u64 {
 /// with the listener created by `tokio::net::TcpSocket` and `listen(4096)` (tried on a scratch
 /// copy), 5 runs of 5 passed, all 4000 greeted in 0.4 s.
 #[test]
-#[ignore = "bug: Server::start listens with a backlog of 128 (std's default); a connect burst \
-            overflows the accept queue and some clients never get the hello"]
 fn connect_storm_every_client_gets_the_hello() {
     let _serial = serial();
     const N: usize = 4000;
@@ -2039,7 +2037,6 @@ fn connect_storm_every_client_gets_the_hello() {
 /// `drive` (after the writer flushed: shutdown(SHUT_WR), then read and discard until EOF or
 /// `close_timeout`, then release the socket), tried on a scratch copy: 3 runs of 3 pass.
 #[test]
-#[ignore = "bug: close_client/close_all lose flushed data (RST) when the peer is still sending"]
 fn close_client_delivers_everything_queued_to_a_peer_that_keeps_sending() {
     let _serial = serial();
     logs();
