@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use veltix::{Client, ClientConfig, Generation};
+use veltix::Generation;
 
 use crate::serve::{parse_secs, parse_timeout};
 
@@ -80,15 +80,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 /// Runs `veltix ping`.
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = ClientConfig {
-        generation: args.wire,
-        connect_timeout: args.timeout,
-        handshake_timeout: args.timeout,
-        ..ClientConfig::new(args.host.clone(), args.port)
-    };
-    let client = Client::new(config);
-    client.on_recv(|_| ());
-    client.connect()?;
+    let client = crate::send::connect_quietly(&args.host, args.port, args.wire, args.timeout)?;
 
     let mut out = std::io::stdout().lock();
     let mut rtts = Vec::with_capacity(args.count as usize);

@@ -81,19 +81,30 @@ fn print_content(out: &mut impl Write, content: &[u8]) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Connects a one-shot client (used by `send` and `ping`): `timeout` bounds the TCP connect and
+/// the handshake, and unsolicited traffic (e.g. chat broadcasts) is not ours, so it is dropped
+/// without a warning.
+pub(crate) fn connect_quietly(
+    host: &str,
+    port: u16,
+    wire: veltix::Generation,
+    timeout: std::time::Duration,
+) -> veltix::Result<Client> {
+    let client = Client::new(ClientConfig {
+        generation: wire,
+        connect_timeout: timeout,
+        handshake_timeout: timeout,
+        ..ClientConfig::new(host, port)
+    });
+    client.on_recv(|_| ());
+    client.connect()?;
+    Ok(client)
+}
+
 /// Runs `veltix send`.
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let request = build_request(&args)?;
-    let config = ClientConfig {
-        generation: args.wire,
-        connect_timeout: args.timeout,
-        handshake_timeout: args.timeout,
-        ..ClientConfig::new(args.host.clone(), args.port)
-    };
-    let client = Client::new(config);
-    // Other traffic (e.g. chat broadcasts) is not ours: drop it quietly.
-    client.on_recv(|_| ());
-    client.connect()?;
+    let client = connect_quietly(&args.host, args.port, args.wire, args.timeout)?;
     let result = if args.wait {
         client.send_and_wait(&request, args.timeout).map(Some)
     } else {

@@ -4,7 +4,9 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::conn::lock;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
@@ -91,11 +93,6 @@ pub(crate) struct SerialQueue<J: Send + 'static> {
     /// Signalled when the queue drains below half its byte limit (reader backpressure).
     pub(crate) space: Notify,
     limit: usize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave them inconsistent (plain pushes/pops).
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<J: Send + 'static> SerialQueue<J> {
