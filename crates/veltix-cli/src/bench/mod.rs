@@ -110,12 +110,16 @@ pub struct Args {
     /// fps: ticks per second (64).
     #[arg(long)]
     tick_rate: Option<f64>,
-    /// reqrep: threads doing sequential send_and_wait on each shared connection (64).
+    /// reqrep: requesters (tasks or threads, see --reqrep-api) doing sequential send_and_wait on
+    /// each shared connection (64).
     #[arg(long)]
     in_flight: Option<usize>,
-    /// reqrep: connections, each shared by --in-flight threads (1).
+    /// reqrep: connections, each shared by --in-flight requesters (1).
     #[arg(long)]
     connections: Option<usize>,
+    /// reqrep: who waits for the replies.
+    #[arg(long, value_enum, default_value_t = ReqrepApi::Async)]
+    reqrep_api: ReqrepApi,
     /// memory: idle connections to open (10,000).
     #[arg(long)]
     idle_connections: Option<usize>,
@@ -170,6 +174,28 @@ fn parse_mode(s: &str) -> Result<PerformanceMode, String> {
     s.parse()
 }
 
+/// Who waits for the replies in `reqrep`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReqrepApi {
+    /// --in-flight tasks per connection awaiting `AsyncClient::send_and_wait` on a
+    /// multi-threaded tokio runtime (`#[tokio::main]`'s default).
+    Async,
+    /// The same tasks on a current-thread tokio runtime.
+    AsyncCurrentThread,
+    /// --in-flight OS threads per connection blocked in `Client::send_and_wait`.
+    Blocking,
+}
+
+impl ReqrepApi {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReqrepApi::Async => "async",
+            ReqrepApi::AsyncCurrentThread => "async-current-thread",
+            ReqrepApi::Blocking => "blocking",
+        }
+    }
+}
+
 /// Resolved parameters of one scenario.
 #[derive(Clone, Debug)]
 pub struct Params {
@@ -184,6 +210,8 @@ pub struct Params {
     pub timeout: Duration,
     pub mode: PerformanceMode,
     pub client_workers: usize,
+    /// reqrep: who waits for the replies.
+    pub reqrep_api: ReqrepApi,
 }
 
 impl Params {
@@ -223,6 +251,7 @@ impl Params {
             timeout: Duration::from_secs_f64(a.timeout.max(0.1)),
             mode: a.performance_mode,
             client_workers: a.client_workers.max(1),
+            reqrep_api: a.reqrep_api,
         }
     }
 
@@ -236,7 +265,7 @@ impl Params {
                 json!({"clients": self.clients, "messages": self.messages, "size": self.size})
             }
             Reqrep => {
-                json!({"count": self.count, "size": self.size, "in_flight": self.in_flight, "connections": self.connections})
+                json!({"count": self.count, "size": self.size, "in_flight": self.in_flight, "connections": self.connections, "api": self.reqrep_api.as_str()})
             }
             Broadcast => {
                 json!({"clients": self.clients, "messages": self.messages, "size": self.size})

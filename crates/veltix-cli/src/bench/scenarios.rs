@@ -4,11 +4,11 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use veltix::{Client, ClientConfig, Error, Request};
+use veltix::{AsyncClient, Client, ClientConfig, Error, Request};
 
 use super::server::{Counter, ServerProc, BCAST, ECHO, MOVE, SHOOT};
 use super::stats::{latency_summary, mean, now_ns, stdev};
-use super::{progress, Metrics, Outcome, Params};
+use super::{progress, Metrics, Outcome, Params, ReqrepApi};
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -242,22 +242,57 @@ pub fn stress(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
     Ok(Outcome::new(m))
 }
 
-/// `send_and_wait` with `in_flight` threads per connection, each doing sequential requests on
-/// one shared client, over `connections` clients; `count` requests in all.
+/// `send_and_wait` with `in_flight` requesters per connection, each doing sequential requests on
+/// one shared client, over `connections` clients; `count` requests in all. The requesters are
+/// tasks awaiting `AsyncClient::send_and_wait` on one tokio runtime (`--reqrep-api async`, the
+/// default) or OS threads blocked in `Client::send_and_wait` (`--reqrep-api blocking`).
 pub fn reqrep(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
     let conns = p.connections.max(1);
     let k = p.in_flight.max(1);
+    let requesters = conns * k;
+    let per = (p.count / requesters).max(1);
+    let total = per * requesters;
+    let pb = progress(total as u64, "reqrep");
+    let payload = veltix::proto::Frame::new(0, 0, vec![0u8; p.size]).content;
+    let (samples, failures, wall) = match p.reqrep_api {
+        ReqrepApi::Blocking => reqrep_blocking(p, srv.port, conns, k, per, payload, &pb)?,
+        _ => reqrep_async(p, srv.port, conns, k, per, payload, &pb)?,
+    };
+    pb.finish_and_clear();
+    let mut m = Metrics::default();
+    m.push("requests", total as f64);
+    m.push("connections", conns as f64);
+    m.push("in_flight", k as f64);
+    m.push("ok", samples.len() as f64);
+    m.push("failures", failures as f64);
+    m.push("throughput", samples.len() as f64 / wall);
+    latency_summary(&samples, &mut m);
+    Ok(Outcome {
+        metrics: m,
+        samples_ms: samples,
+        notes: Vec::new(),
+    })
+}
+
+/// (latency samples in ms, failures, wall seconds)
+type ReqrepRun = (Vec<f64>, u64, f64);
+
+fn reqrep_blocking(
+    p: &Params,
+    port: u16,
+    conns: usize,
+    k: usize,
+    per: usize,
+    payload: bytes::Bytes,
+    pb: &indicatif::ProgressBar,
+) -> Res<ReqrepRun> {
     let threads = conns * k;
-    let per = (p.count / threads).max(1);
-    let total = per * threads;
     let mut clients = Vec::with_capacity(conns);
     for _ in 0..conns {
-        clients.push(Arc::new(connect(p, srv.port)?));
+        clients.push(Arc::new(connect(p, port)?));
     }
     std::thread::sleep(Duration::from_millis(200));
     let gate = Arc::new(Barrier::new(threads + 1));
-    let pb = progress(total as u64, "reqrep");
-    let payload = veltix::proto::Frame::new(0, 0, vec![0u8; p.size]).content;
     let timeout = p.timeout;
     let mut handles = Vec::with_capacity(threads);
     for i in 0..threads {
@@ -284,7 +319,7 @@ pub fn reqrep(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
     }
     let t0 = Instant::now();
     gate.wait();
-    let mut samples = Vec::with_capacity(total);
+    let mut samples = Vec::with_capacity(threads * per);
     let mut failures = 0;
     for h in handles {
         let (s, f) = h.join().map_err(|_| "a reqrep thread panicked")?;
@@ -292,22 +327,79 @@ pub fn reqrep(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
         failures += f;
     }
     let wall = t0.elapsed().as_secs_f64();
-    pb.finish_and_clear();
     for c in &clients {
         c.disconnect();
     }
-    let mut m = Metrics::default();
-    m.push("requests", total as f64);
-    m.push("connections", conns as f64);
-    m.push("in_flight", k as f64);
-    m.push("ok", samples.len() as f64);
-    m.push("failures", failures as f64);
-    m.push("throughput", samples.len() as f64 / wall);
-    latency_summary(&samples, &mut m);
-    Ok(Outcome {
-        metrics: m,
-        samples_ms: samples,
-        notes: Vec::new(),
+    Ok((samples, failures, wall))
+}
+
+fn reqrep_async(
+    p: &Params,
+    port: u16,
+    conns: usize,
+    k: usize,
+    per: usize,
+    payload: bytes::Bytes,
+    pb: &indicatif::ProgressBar,
+) -> Res<ReqrepRun> {
+    // What a tokio user has: `#[tokio::main]`'s multi-threaded runtime with one worker per CPU,
+    // or a current-thread runtime. The clients' connections run on it too.
+    let rt = match p.reqrep_api {
+        ReqrepApi::AsyncCurrentThread => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    let timeout = p.timeout;
+    rt.block_on(async move {
+        let mut clients = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let c = AsyncClient::new(client_config(p, port));
+            c.connect().await?;
+            clients.push(Arc::new(c));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let gate = Arc::new(tokio::sync::Barrier::new(conns * k + 1));
+        let mut tasks = Vec::with_capacity(conns * k);
+        for i in 0..conns * k {
+            let c = clients[i % conns].clone();
+            let (gate, pb, payload) = (gate.clone(), pb.clone(), payload.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(per);
+                let mut failures = 0u64;
+                gate.wait().await;
+                for j in 0..per {
+                    let t = Instant::now();
+                    match c
+                        .send_and_wait(Request::new(ECHO, payload.clone()), timeout)
+                        .await
+                    {
+                        Ok(_) => samples.push(t.elapsed().as_secs_f64() * 1e3),
+                        Err(_) => failures += 1,
+                    }
+                    if j % 256 == 255 {
+                        pb.inc(256);
+                    }
+                }
+                (samples, failures)
+            }));
+        }
+        let t0 = Instant::now();
+        gate.wait().await;
+        let mut samples = Vec::with_capacity(conns * k * per);
+        let mut failures = 0;
+        for t in tasks {
+            let (s, f) = t.await.map_err(|_| "a reqrep task panicked")?;
+            samples.extend(s);
+            failures += f;
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        for c in &clients {
+            c.disconnect().await;
+        }
+        Ok((samples, failures, wall))
     })
 }
 
