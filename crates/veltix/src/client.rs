@@ -64,7 +64,14 @@ pub(crate) struct Shared {
 impl Shared {
     fn run_jobs(&self, jobs: Vec<Job>) {
         let h = self.handlers.get();
-        for job in jobs {
+        // Replies to pipelined messages go out in one write (see `conn::Batch`).
+        let conn = self.conn().ok();
+        let batch = conn.as_deref().map(Conn::batch);
+        let n = jobs.len();
+        for (i, job) in jobs.into_iter().enumerate() {
+            if let Some(b) = &batch {
+                b.next(i + 1 < n);
+            }
             match job {
                 Job::Message(msg) => match h.handler_for(msg.message_type()) {
                     Some(f) => guarded(|| f(msg)),

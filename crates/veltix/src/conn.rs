@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Buf;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
@@ -68,17 +69,65 @@ struct Outbox {
     /// A sending thread owns the socket's write side right now (an inline write, see `enqueue`).
     inline_active: bool,
     /// The socket, while the connection runs: senders may write to it directly (see `enqueue`).
-    stream: Option<Arc<TcpStream>>,
-    /// When a frame was last queued (`Balanced` mode's burst detector).
-    last_enqueue: Option<std::time::Instant>,
+    stream: Option<Arc<OwnedWriteHalf>>,
+    /// `Balanced` mode's burst detector: the latest of when a send last found the link idle,
+    /// when an inline write ended and when the writer task last emptied the buffer. Sends that
+    /// find data queued do not read the clock: the writer's time covers them.
+    last_activity: Option<std::time::Instant>,
+    /// A handler batch appended frames without writing or waking the writer (see [`Batch`]).
+    held: bool,
 }
 
-/// `Balanced` mode writes inline only when nothing was queued for at least this long: isolated
-/// sends (a ping, a request, its reply) skip the hand-off to the writer task, while bursts and
-/// many concurrent senders (sends closer together than this) are coalesced by the writer task
-/// into few large writes. Measured with `veltix bench latency` (inline wins) against `burst` and
-/// `reqrep` with 64 threads on one connection (coalescing wins).
-const BURST_GAP: Duration = Duration::from_micros(20);
+thread_local! {
+    /// The address of the connection whose handler batch is running on this thread with more
+    /// of its messages behind the current one (0: none). Compared, never dereferenced.
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A batch of handlers for messages of one connection, run in order on a pool thread. While a
+/// handler has more messages of the same batch behind it, what it sends to its own connection
+/// is only appended to the outbound buffer: no system call, no wake-up of the writer task. The
+/// frames are written together, from this thread, before the batch's last handler runs (and
+/// when the batch ends), so pipelined requests are answered with one write instead of one
+/// write or one wake-up each. The last handler of a batch (a lone message, or a slow handler
+/// that sends progress messages) sends as usual, and so do `send_and_wait` and ping.
+pub(crate) struct Batch<'a> {
+    conn: &'a Conn,
+}
+
+impl Batch<'_> {
+    /// Before running the next handler: `more` says whether other messages of the batch follow.
+    pub(crate) fn next(&self, more: bool) {
+        if more {
+            HELD.with(|h| h.set(self.conn as *const Conn as usize));
+        } else {
+            HELD.with(|h| h.set(0));
+            self.conn.release_held();
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(0));
+        self.conn.release_held();
+    }
+}
+
+/// `Balanced` mode writes inline only when the link is idle (nothing queued, nobody writing) and
+/// has been for at least this long (see `Outbox::last_activity`): isolated sends (a ping, a
+/// request, its reply) skip the hand-off to the writer task, while send loops and many
+/// concurrent senders (sends closer together than this) are coalesced by the writer task into
+/// few large writes. A loop calling `send` has gaps well under 1 µs; a request/response exchange
+/// has gaps of at least a round trip (15 µs and more on loopback).
+const BURST_GAP: Duration = Duration::from_micros(5);
+
+/// How long a blocking `send_and_wait`/ping polls for its reply before parking (see
+/// `Conn::spin_for_reply`): a little more than a loopback round trip with a veltix peer.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// The largest read the reader grows to under sustained input (see `read_loop`).
+const MAX_READ: usize = 256 * 1024;
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -115,6 +164,11 @@ pub(crate) struct Conn {
     out: Mutex<Outbox>,
     out_notify: Notify,
     pending: Mutex<Pending>,
+    /// `pending.waiters.len()`, readable without the lock: the reader skips the lock for every
+    /// frame while nobody waits for a reply (the common case of plain sends).
+    waiting: AtomicUsize,
+    /// `out.closing`, readable without the lock (every client send checks it).
+    closing: AtomicBool,
     stop: watch::Sender<Stop>,
     started: Instant,
     last_rx_ms: AtomicU64,
@@ -137,7 +191,8 @@ impl Conn {
                 writing: false,
                 inline_active: false,
                 stream: None,
-                last_enqueue: None,
+                last_activity: None,
+                held: false,
             }),
             out_notify: Notify::new(),
             pending: Mutex::new(Pending {
@@ -145,6 +200,8 @@ impl Conn {
                 ids,
                 closed: false,
             }),
+            waiting: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
             stop: watch::channel(Stop::Run).0,
             started: Instant::now(),
             last_rx_ms: AtomicU64::new(0),
@@ -153,7 +210,7 @@ impl Conn {
 
     /// True until the connection starts closing.
     pub(crate) fn is_open(&self) -> bool {
-        !lock(&self.out).closing
+        !self.closing.load(Ordering::Acquire)
     }
 
     fn extra(&self) -> u64 {
@@ -179,41 +236,60 @@ impl Conn {
 
     /// Appends `len` bytes written by `write` to the outbound buffer, unless the connection is
     /// closing or the queue is over its limit (one message larger than the limit still goes
-    /// through when the queue is empty).
+    /// through when the queue is empty). Then writes them from this thread if the link is idle
+    /// (see [`Conn::link_idle`]), else wakes the writer task; or does neither while a handler
+    /// batch of this connection holds its replies (see [`Batch`]).
     fn enqueue(
         &self,
         len: usize,
         may_inline: bool,
         write: impl FnOnce(&mut BytesMut) -> Result<()>,
     ) -> Result<()> {
-        let inline = {
-            let mut ob = lock(&self.out);
-            if ob.closing {
-                return Err(Error::Closed);
+        let mut ob = lock(&self.out);
+        if ob.closing {
+            return Err(Error::Closed);
+        }
+        let queued = ob.buf.len();
+        if queued > 0 && queued + len > self.settings.max_queued_bytes {
+            return Err(Error::QueueFull {
+                queued,
+                limit: self.settings.max_queued_bytes,
+            });
+        }
+        write(&mut ob.buf)?;
+        if may_inline && self.is_held() {
+            ob.held = true;
+            return Ok(());
+        }
+        // The clock is read only when an inline write is possible at all: in a burst the buffer
+        // is rarely empty with the writer idle, so most sends skip it (it was 8 % of a 64 B
+        // burst's profile when read on every send).
+        let idle = may_inline
+            && queued == 0
+            && !ob.writing
+            && !ob.inline_active
+            && self.link_idle(&mut ob);
+        self.write_or_wake(ob, idle);
+        Ok(())
+    }
+
+    /// With the outbound buffer locked and non-empty: writes it from this thread when `inline`
+    /// and nobody else is writing, else wakes the writer task.
+    fn write_or_wake(&self, mut ob: MutexGuard<'_, Outbox>, inline: bool) {
+        let inline = match &ob.stream {
+            // Nobody writing: claim the socket and write from this thread instead of waking
+            // the writer task.
+            Some(stream) if inline && !ob.writing && !ob.inline_active => {
+                let stream = stream.clone();
+                ob.inline_active = true;
+                Some((stream, ob.buf.split()))
             }
-            let queued = ob.buf.len();
-            if queued > 0 && queued + len > self.settings.max_queued_bytes {
-                return Err(Error::QueueFull {
-                    queued,
-                    limit: self.settings.max_queued_bytes,
-                });
-            }
-            write(&mut ob.buf)?;
-            let idle = self.link_idle(&mut ob) && may_inline;
-            match &ob.stream {
-                // Nothing queued before us and nobody writing: claim the socket and write from
-                // this thread instead of waking the writer task.
-                Some(stream) if idle && queued == 0 && !ob.writing && !ob.inline_active => {
-                    let stream = stream.clone();
-                    ob.inline_active = true;
-                    Some((stream, ob.buf.split()))
-                }
-                _ => None,
-            }
+            _ => None,
         };
+        drop(ob);
         let Some((stream, mut data)) = inline else {
             self.out_notify.notify_one();
-            return Ok(());
+            return;
         };
         // The syscall happens outside the lock: other senders keep appending to `buf` meanwhile
         // (and the writer task leaves the socket alone while `inline_active`). A write error is
@@ -224,6 +300,11 @@ impl Conn {
         let wake = {
             let mut ob = lock(&self.out);
             ob.inline_active = false;
+            if self.settings.mode == PerformanceMode::Balanced {
+                // The gap to the next send is measured from the end of this write: a send loop
+                // whose every write takes longer than BURST_GAP must still be seen as a burst.
+                ob.last_activity = Some(std::time::Instant::now());
+            }
             if !data.is_empty() {
                 // What the socket did not take goes before what others queued meanwhile.
                 data.extend_from_slice(&ob.buf);
@@ -234,18 +315,38 @@ impl Conn {
         if wake {
             self.out_notify.notify_one();
         }
-        Ok(())
     }
 
-    /// Whether a send may write inline: always in `High`, never in `Low`, and in `Balanced` when
-    /// the previous frame was queued at least [`BURST_GAP`] ago. Records this send's time.
+    /// True while a handler batch of this connection runs on this thread and holds its replies.
+    fn is_held(&self) -> bool {
+        HELD.with(|h| h.get()) == self as *const Conn as usize
+    }
+
+    /// Starts a handler batch of this connection on this thread (see [`Batch`]).
+    pub(crate) fn batch(&self) -> Batch<'_> {
+        Batch { conn: self }
+    }
+
+    /// Writes (or hands to the writer) what a handler batch held back.
+    fn release_held(&self) {
+        let mut ob = lock(&self.out);
+        if !std::mem::take(&mut ob.held) || ob.buf.is_empty() {
+            return;
+        }
+        let inline = self.settings.mode != PerformanceMode::Low;
+        self.write_or_wake(ob, inline);
+    }
+
+    /// Whether a send to an idle link may write inline: always in `High`, never in `Low`, and in
+    /// `Balanced` when the previous such check was at least [`BURST_GAP`] ago (a burst keeps
+    /// checking more often than that). Records this check's time.
     fn link_idle(&self, ob: &mut Outbox) -> bool {
         match self.settings.mode {
             PerformanceMode::High => true,
             PerformanceMode::Low => false,
             PerformanceMode::Balanced => {
                 let now = std::time::Instant::now();
-                let last = ob.last_enqueue.replace(now);
+                let last = ob.last_activity.replace(now);
                 last.is_none_or(|t| now.duration_since(t) >= BURST_GAP)
             }
         }
@@ -300,11 +401,14 @@ impl Conn {
             None => Self::next_id(&mut p)?,
         };
         p.waiters.insert(id, waiter);
+        self.waiting.store(p.waiters.len(), Ordering::Release);
         Ok(id)
     }
 
     fn unregister(&self, id: u32) {
-        lock(&self.pending).waiters.remove(&id);
+        let mut p = lock(&self.pending);
+        p.waiters.remove(&id);
+        self.waiting.store(p.waiters.len(), Ordering::Release);
     }
 
     fn send_registered(&self, req: &Request, waiter: Waiter) -> Result<u32> {
@@ -314,6 +418,8 @@ impl Conn {
             self.unregister(id);
             return Err(e);
         }
+        // The caller waits for the reply: never hold the request back (see `Batch`).
+        self.release_held();
         Ok(id)
     }
 
@@ -321,6 +427,9 @@ impl Conn {
     pub(crate) fn request_blocking(&self, req: &Request, timeout: Duration) -> Result<Response> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let id = self.send_registered(req, Waiter::Sync(tx))?;
+        if let Some(r) = self.spin_for_reply(&rx) {
+            return Ok(r);
+        }
         match rx.recv_timeout(timeout) {
             Ok(r) => Ok(r),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -329,6 +438,40 @@ impl Conn {
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Disconnected),
         }
+    }
+
+    /// Waits for a reply by polling for up to [`SPIN`] before the caller parks: a parked thread
+    /// costs a wake-up (a futex call and, on a VM, an inter-processor interrupt to an idle
+    /// vCPU) when the reply arrives, about as much as the round trip itself on loopback. Only
+    /// one thread of the process spins at a time, never in `Low` mode and never on a handler
+    /// thread, so many concurrent waiters do not burn the CPUs the replies need.
+    fn spin_for_reply(&self, rx: &std::sync::mpsc::Receiver<Response>) -> Option<Response> {
+        static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if self.settings.mode == PerformanceMode::Low
+            || crate::pool::in_worker()
+            || SPINNING.swap(true, Ordering::Acquire)
+        {
+            return None;
+        }
+        let start = std::time::Instant::now();
+        let mut got = None;
+        'spin: loop {
+            for _ in 0..64 {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        got = Some(r);
+                        break 'spin;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => break 'spin,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+                }
+            }
+            if start.elapsed() >= SPIN {
+                break;
+            }
+        }
+        SPINNING.store(false, Ordering::Release);
+        got
     }
 
     /// Async request/response. Dropping the future releases the id.
@@ -376,12 +519,19 @@ impl Conn {
 
     /// Routes a received frame to its waiter; gives it back if nobody waits for its id.
     fn deliver(&self, frame: Frame) -> Option<Frame> {
+        // A waiter is registered before its request is written, so before its reply can be
+        // read: if the count is 0 here, nobody waits for this frame.
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return Some(frame);
+        }
         let waiter = {
             let mut p = lock(&self.pending);
             if p.waiters.is_empty() {
                 return Some(frame);
             }
-            p.waiters.remove(&frame.request_id)
+            let w = p.waiters.remove(&frame.request_id);
+            self.waiting.store(p.waiters.len(), Ordering::Release);
+            w
         };
         match waiter {
             None => Some(frame),
@@ -402,12 +552,14 @@ impl Conn {
         let mut p = lock(&self.pending);
         p.closed = true;
         p.waiters.clear();
+        self.waiting.store(0, Ordering::Release);
     }
 
     /// Starts closing: no more sends; the writer flushes what is queued (bounded by
     /// `close_timeout`) unless `abort`.
     pub(crate) fn close(&self, abort: bool) {
         lock(&self.out).closing = true;
+        self.closing.store(true, Ordering::Release);
         self.out_notify.notify_one();
         let want = if abort { Stop::Abort } else { Stop::Close };
         self.stop.send_if_modified(|s| {
@@ -439,6 +591,7 @@ impl Conn {
             return;
         };
         p.waiters.insert(id, Waiter::Ignore);
+        self.waiting.store(p.waiters.len(), Ordering::Release);
         drop(p);
         if self.push_frame(PING.code(), id, &[]).is_err() {
             self.unregister(id);
@@ -512,7 +665,10 @@ pub(crate) async fn drive<J: Send + 'static>(
     queue: Arc<SerialQueue<J>>,
     wrap: impl Fn(Response) -> J + Send,
 ) -> CloseReason {
-    let stream = Arc::new(stream);
+    // The read half is polled through `AsyncRead`, which notes a short read as "drained" and so
+    // saves the `EAGAIN` read per message that `try_read` needs; senders share the write half.
+    let (mut read_half, write_half) = stream.into_split();
+    let stream = Arc::new(write_half);
     lock(&conn.out).stream = Some(stream.clone());
     let mut decoder = Decoder::new(DecoderConfig {
         max_message_size: conn.settings.max_message_size,
@@ -521,7 +677,7 @@ pub(crate) async fn drive<J: Send + 'static>(
     decoder.feed(&leftover);
     conn.touch();
     let reason = {
-        let reader = read_loop(&conn, &stream, decoder, &queue, wrap);
+        let reader = read_loop(&conn, &mut read_half, decoder, &queue, wrap);
         let writer = write_loop(&conn, &stream);
         let keepalive = keepalive_loop(&conn);
         tokio::pin!(reader, writer, keepalive);
@@ -531,7 +687,7 @@ pub(crate) async fn drive<J: Send + 'static>(
                 let deadline = Instant::now() + conn.settings.close_timeout;
                 match tokio::time::timeout_at(deadline, &mut writer).await {
                     Err(_) => tracing::warn!(peer = %conn.peer, "could not flush queued data within {:?}; dropped", conn.settings.close_timeout),
-                    Ok(WriteEnd::Flushed) if matches!(r, CloseReason::Local) => linger(&stream, deadline).await,
+                    Ok(WriteEnd::Flushed) if matches!(r, CloseReason::Local) => linger((*stream).as_ref(), deadline).await,
                     Ok(_) => {}
                 }
                 r
@@ -549,7 +705,7 @@ pub(crate) async fn drive<J: Send + 'static>(
                     WriteEnd::Flushed => {
                         let r = (&mut reader).await;
                         if matches!(r, CloseReason::Local) {
-                            linger(&stream, deadline).await;
+                            linger((*stream).as_ref(), deadline).await;
                         }
                         r
                     }
@@ -574,14 +730,18 @@ pub(crate) async fn drive<J: Send + 'static>(
 
 async fn read_loop<J: Send + 'static>(
     conn: &Conn,
-    stream: &TcpStream,
+    stream: &mut OwnedReadHalf,
     mut decoder: Decoder,
     queue: &Arc<SerialQueue<J>>,
     wrap: impl Fn(Response) -> J,
 ) -> CloseReason {
     let mut stop = conn.stop.subscribe();
     let mut batch: Vec<(J, usize)> = Vec::new();
-    let buffer_size = conn.settings.buffer_size;
+    // Read size: `buffer_size` at first and after quiet periods; doubled (up to MAX_READ) while
+    // reads fill it, so a sustained stream costs one system call per up to 256 KiB instead of
+    // one per 8 KiB (measured: the reader was the bottleneck of a 64 B burst at 8 KiB reads).
+    let buffer_size = conn.settings.buffer_size.max(1);
+    let mut read_size = buffer_size;
     loop {
         // Frames already buffered (e.g. after the handshake) are handled before reading.
         while let Some(d) = decoder.decode() {
@@ -622,8 +782,19 @@ async fn read_loop<J: Send + 'static>(
             // Idle connections keep no read buffer between messages.
             *decoder.buffer_mut() = BytesMut::new();
         }
-        decoder.buffer_mut().reserve(buffer_size);
-        match stream.try_read_buf(decoder.buffer_mut()) {
+        decoder.buffer_mut().reserve(read_size);
+        let room = decoder.buffer_mut().capacity() - decoder.buffer_mut().len();
+        // Readable, so this completes at once (a spurious wake-up gives `None`: back to waiting).
+        let mut read = std::pin::pin!(stream.read_buf(decoder.buffer_mut()));
+        let read = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::future::Future::poll(read.as_mut(), cx) {
+                std::task::Poll::Ready(r) => Some(r),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        let Some(read) = read else { continue };
+        match read {
             Ok(0) => {
                 if let Some(r) = decoder.finish() {
                     return CloseReason::Protocol(r);
@@ -633,6 +804,11 @@ async fn read_loop<J: Send + 'static>(
             Ok(n) => {
                 decoder.note_received(n);
                 conn.touch();
+                if n >= room {
+                    read_size = (read_size * 2).min(MAX_READ.max(buffer_size));
+                } else if n < read_size / 4 {
+                    read_size = (read_size / 2).max(buffer_size);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return CloseReason::Io(e),
@@ -672,12 +848,16 @@ enum WriteEnd {
     Failed(std::io::Error),
 }
 
-async fn write_loop(conn: &Conn, stream: &TcpStream) -> WriteEnd {
+async fn write_loop(conn: &Conn, stream: &OwnedWriteHalf) -> WriteEnd {
     let mut stop = conn.stop.subscribe();
     let mut spare = BytesMut::new();
+    let mut wrote = false;
     loop {
         let (closing, inline_active) = {
             let mut ob = lock(&conn.out);
+            if std::mem::take(&mut wrote) && conn.settings.mode == PerformanceMode::Balanced {
+                ob.last_activity = Some(std::time::Instant::now());
+            }
             if ob.buf.is_empty() || ob.inline_active {
                 // Nothing to do, or a sender is writing inline (it wakes us when it is done).
                 ob.writing = false;
@@ -722,6 +902,7 @@ async fn write_loop(conn: &Conn, stream: &TcpStream) -> WriteEnd {
                 Err(e) => return WriteEnd::Failed(e),
             }
         }
+        wrote = true;
         spare.clear();
         if spare.capacity() > 1024 * 1024 {
             spare = BytesMut::new();

@@ -793,7 +793,11 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
     let runner: Runner<Job> = Arc::new(move |jobs| {
         if let Some(s) = weak.upgrade() {
             let h = s.handlers.get();
-            for job in jobs {
+            // Replies to pipelined messages go out in one write (see `conn::Batch`).
+            let batch = me.conn().batch();
+            let n = jobs.len();
+            for (i, job) in jobs.into_iter().enumerate() {
+                batch.next(i + 1 < n);
                 s.run_job(&h, &me, job);
             }
         }
