@@ -104,6 +104,53 @@ impl AsyncServer {
         self.inner.local_addr()
     }
 
+    /// True while listening: after [`start`](Self::start), until [`close_all`](Self::close_all)
+    /// (see [`Server::is_running`]).
+    ///
+    /// ```
+    /// use veltix::{AsyncServer, ServerConfig};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local());
+    /// assert!(!server.is_running());
+    /// server.start()?;
+    /// assert!(server.is_running());
+    /// server.close_all().await;
+    /// assert!(!server.is_running());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_running(&self) -> bool {
+        self.inner.is_running()
+    }
+
+    /// True when `max_connections` is reached (see [`Server::is_full`]): further clients are
+    /// turned away with [`Error::ServerFull`](crate::Error::ServerFull).
+    ///
+    /// ```
+    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, Error, ServerConfig};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig {
+    ///     max_connections: Some(1),
+    ///     ..ServerConfig::local()
+    /// });
+    /// let addr = server.start()?;
+    /// assert!(!server.is_full());
+    /// let first = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// first.connect().await?;
+    /// assert!(server.is_full());
+    /// let second = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// assert!(matches!(second.connect().await, Err(Error::ServerFull(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.inner.is_full()
+    }
+
     /// A synchronous handler (see [`Server::route`]).
     pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
     where
@@ -332,6 +379,34 @@ impl AsyncClient {
     /// Closes (flushing what was queued) and cancels reconnects.
     pub async fn disconnect(&self) {
         self.inner.shared.clone().disconnect().await
+    }
+
+    /// Starts a reconnect loop in the background with `max` attempts (default: the configured
+    /// `reconnect.retries`) and returns at once (see [`Client::retry`]). Attempts are reported to
+    /// [`on_disconnect`](Self::on_disconnect), success to [`on_connect`](Self::on_connect);
+    /// [`stop_retry`](Self::stop_retry) cancels the loop. Ignored while connected, while a loop
+    /// is running, or with no attempts to make.
+    ///
+    /// ```
+    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, ServerConfig};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local());
+    /// let addr = server.start()?;
+    /// let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// let (tx, mut connected) = tokio::sync::mpsc::unbounded_channel();
+    /// client.on_connect(move || {
+    ///     let _ = tx.send(());
+    /// });
+    /// client.retry(Some(5)); // connects in the background
+    /// connected.recv().await;
+    /// assert!(client.is_connected());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retry(&self, max: Option<u32>) {
+        self.inner.retry(max);
     }
 
     /// See [`Client::stop_retry`].

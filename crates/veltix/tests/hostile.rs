@@ -15,6 +15,8 @@
 //! `cargo test -p veltix --release --test hostile -- --nocapture` prints the outcome table
 //! (RELIABILITY.md reproduces it).
 
+mod support;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
@@ -2052,20 +2054,7 @@ fn close_client_delivers_everything_queued_to_a_peer_that_keeps_sending() {
     const K: usize = 2000;
     let mut results = Vec::new();
     for _trial in 0..5 {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(WAIT)).expect("timeout");
-        let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3));
-        let mut buf = [0u8; 256];
-        while !hs.is_done() {
-            while let Some(b) = hs.poll_transmit() {
-                s.write_all(&b).expect("handshake write");
-            }
-            if hs.is_done() {
-                break;
-            }
-            let n = s.read(&mut buf).expect("handshake read");
-            hs.feed(&buf[..n]).expect("handshake");
-        }
+        let mut s = support::raw::gen3_peer(addr, WAIT);
         let info = ev
             .connected(s.local_addr().expect("addr"))
             .expect("on_connect");

@@ -1,3 +1,4 @@
 //! Shared helpers for the integration tests (`mod support;`).
 
 pub mod python;
+pub mod raw;
