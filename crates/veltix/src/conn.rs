@@ -61,6 +61,27 @@ struct Pending {
     closed: bool,
 }
 
+/// The receiving side of a connection: shared by the reader task and a blocking
+/// `send_and_wait`/ping caller that reads the socket itself while it waits (see
+/// `Conn::read_for_waiter`), so a reply reaches the waiting thread without a hop through the
+/// I/O thread.
+struct Rx {
+    /// `None` before `drive` starts and after it ends.
+    decoder: Option<Decoder>,
+    /// The socket (its write half owns the shared descriptor), for the waiter's reads.
+    stream: Option<Arc<OwnedWriteHalf>>,
+    /// Frames a waiter decoded that are neither replies nor PINGs, in arrival order: the reader
+    /// task queues them for the handlers before decoding anything else.
+    backlog: Vec<Frame>,
+    /// How the connection ended, when a waiter found out (read error, refused frame).
+    end: Option<CloseReason>,
+    /// The reader task stopped reading because handlers are behind: waiters must not read.
+    paused: bool,
+}
+
+/// A waiter stops reading for the reader task once this many frames wait in `Rx::backlog`.
+const MAX_BACKLOG: usize = 1024;
+
 struct Outbox {
     buf: BytesMut,
     closing: bool,
@@ -163,6 +184,9 @@ pub(crate) struct Conn {
     pub(crate) settings: ConnSettings,
     out: Mutex<Outbox>,
     out_notify: Notify,
+    rx: Mutex<Rx>,
+    /// Wakes the reader task when a blocking waiter left frames or an ending in `rx`.
+    rx_notify: Notify,
     pending: Mutex<Pending>,
     /// `pending.waiters.len()`, readable without the lock: the reader skips the lock for every
     /// frame while nobody waits for a reply (the common case of plain sends).
@@ -195,6 +219,14 @@ impl Conn {
                 held: false,
             }),
             out_notify: Notify::new(),
+            rx: Mutex::new(Rx {
+                decoder: None,
+                stream: None,
+                backlog: Vec::new(),
+                end: None,
+                paused: false,
+            }),
+            rx_notify: Notify::new(),
             pending: Mutex::new(Pending {
                 waiters: HashMap::new(),
                 ids,
@@ -456,7 +488,9 @@ impl Conn {
         let start = std::time::Instant::now();
         let mut got = None;
         'spin: loop {
-            for _ in 0..64 {
+            // Read the socket from this thread: the reply is delivered to `rx` right here.
+            self.read_for_waiter();
+            for _ in 0..16 {
                 match rx.try_recv() {
                     Ok(r) => {
                         got = Some(r);
@@ -544,6 +578,69 @@ impl Conn {
                 let _ = tx.send(Response::from_frame(frame));
                 None
             }
+        }
+    }
+
+    /// Answers PINGs and hands replies to their waiters; gives back the frames for the handlers.
+    fn route_frame(&self, f: Frame) -> Option<Frame> {
+        if f.message_type == PING.code() {
+            let _ = self.push_frame(PONG.code(), f.request_id, &[]);
+            None
+        } else {
+            self.deliver(f)
+        }
+    }
+
+    /// A blocking waiter's read: one non-blocking `recv` into the shared decoder, unless the
+    /// reader task is reading right now (it then delivers the reply itself), is paused by
+    /// backpressure, or has frames of ours still to queue. Frames for the handlers go to the
+    /// backlog, in order, and the reader task is woken to queue them.
+    fn read_for_waiter(&self) {
+        let mut guard = match self.rx.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::WouldBlock) => return,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let rx = &mut *guard;
+        if rx.paused || rx.end.is_some() || rx.backlog.len() >= MAX_BACKLOG {
+            return;
+        }
+        let (Some(decoder), Some(stream)) = (rx.decoder.as_mut(), rx.stream.as_ref()) else {
+            return;
+        };
+        let mut buf = [0u8; 16 * 1024];
+        let n = match rustix::net::recv(
+            (**stream).as_ref(),
+            &mut buf[..],
+            rustix::net::RecvFlags::DONTWAIT,
+        ) {
+            // End of stream: the reader task reads it too (it stays readable) and ends.
+            Ok((0, _)) => return,
+            Ok((n, _)) => n,
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => return,
+            Err(e) => {
+                rx.end = Some(CloseReason::Io(e.into()));
+                self.rx_notify.notify_one();
+                return;
+            }
+        };
+        decoder.feed(&buf[..n]);
+        self.touch();
+        while let Some(d) = decoder.decode() {
+            match d {
+                Decoded::Frame(f) => {
+                    if let Some(f) = self.route_frame(f) {
+                        rx.backlog.push(f);
+                    }
+                }
+                Decoded::Rejected(r) => {
+                    rx.end = Some(CloseReason::Protocol(r));
+                    break;
+                }
+            }
+        }
+        if !rx.backlog.is_empty() || rx.end.is_some() {
+            self.rx_notify.notify_one();
         }
     }
 
@@ -675,9 +772,14 @@ pub(crate) async fn drive<J: Send + 'static>(
         ..DecoderConfig::new(conn.settings.generation)
     });
     decoder.feed(&leftover);
+    {
+        let mut rx = lock(&conn.rx);
+        rx.decoder = Some(decoder);
+        rx.stream = Some(stream.clone());
+    }
     conn.touch();
     let reason = {
-        let reader = read_loop(&conn, &mut read_half, decoder, &queue, wrap);
+        let reader = read_loop(&conn, &mut read_half, &queue, wrap);
         let writer = write_loop(&conn, &stream);
         let keepalive = keepalive_loop(&conn);
         tokio::pin!(reader, writer, keepalive);
@@ -725,84 +827,119 @@ pub(crate) async fn drive<J: Send + 'static>(
     };
     // Release the socket: dropping the last handle closes it.
     lock(&conn.out).stream = None;
+    {
+        let mut rx = lock(&conn.rx);
+        rx.decoder = None;
+        rx.stream = None;
+        rx.backlog.clear();
+    }
     reason
 }
 
 async fn read_loop<J: Send + 'static>(
     conn: &Conn,
     stream: &mut OwnedReadHalf,
-    mut decoder: Decoder,
     queue: &Arc<SerialQueue<J>>,
     wrap: impl Fn(Response) -> J,
 ) -> CloseReason {
     let mut stop = conn.stop.subscribe();
     let mut batch: Vec<(J, usize)> = Vec::new();
+    let job = |f: Frame| {
+        let weight = f.content.len() + 64;
+        (wrap(Response::from_frame(f)), weight)
+    };
     // Read size: `buffer_size` at first and after quiet periods; doubled (up to MAX_READ) while
     // reads fill it, so a sustained stream costs one system call per up to 256 KiB instead of
     // one per 8 KiB (measured: the reader was the bottleneck of a 64 B burst at 8 KiB reads).
     let buffer_size = conn.settings.buffer_size.max(1);
     let mut read_size = buffer_size;
     loop {
-        // Frames already buffered (e.g. after the handshake) are handled before reading.
-        while let Some(d) = decoder.decode() {
-            match d {
-                Decoded::Frame(f) => {
-                    if f.message_type == PING.code() {
-                        let _ = conn.push_frame(PONG.code(), f.request_id, &[]);
-                    } else if let Some(f) = conn.deliver(f) {
-                        let weight = f.content.len() + 64;
-                        batch.push((wrap(Response::from_frame(f)), weight));
+        // Frames a waiter left, then frames already buffered (e.g. after the handshake), are
+        // handled before reading.
+        let end = {
+            let mut guard = lock(&conn.rx);
+            let rx = &mut *guard;
+            batch.extend(rx.backlog.drain(..).map(job));
+            let mut end = rx.end.take();
+            if let (None, Some(decoder)) = (&end, rx.decoder.as_mut()) {
+                while let Some(d) = decoder.decode() {
+                    match d {
+                        Decoded::Frame(f) => {
+                            if let Some(f) = conn.route_frame(f) {
+                                batch.push(job(f));
+                            }
+                        }
+                        Decoded::Rejected(r) => {
+                            end = Some(CloseReason::Protocol(r));
+                            break;
+                        }
                     }
                 }
-                Decoded::Rejected(r) => {
-                    queue.push_many(batch.drain(..));
-                    return CloseReason::Protocol(r);
-                }
             }
-        }
+            end
+        };
         if !batch.is_empty() {
             queue.push_many(batch.drain(..));
         }
+        if let Some(r) = end {
+            return r;
+        }
         // Backpressure: stop reading while handlers are behind.
-        while queue.over_limit() {
-            tokio::select! {
-                _ = queue.space.notified() => {}
-                _ = stop.wait_for(|s| *s != Stop::Run) => return CloseReason::Local,
+        if queue.over_limit() {
+            lock(&conn.rx).paused = true;
+            while queue.over_limit() {
+                tokio::select! {
+                    _ = queue.space.notified() => {}
+                    _ = stop.wait_for(|s| *s != Stop::Run) => return CloseReason::Local,
+                }
             }
+            lock(&conn.rx).paused = false;
         }
         let ready = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s != Stop::Run) => return CloseReason::Local,
+            _ = conn.rx_notify.notified() => continue,
             r = stream.readable() => r,
         };
         if let Err(e) = ready {
             return CloseReason::Io(e);
         }
-        if decoder.buffered() == 0 {
-            // Idle connections keep no read buffer between messages.
-            *decoder.buffer_mut() = BytesMut::new();
-        }
-        decoder.buffer_mut().reserve(read_size);
-        let room = decoder.buffer_mut().capacity() - decoder.buffer_mut().len();
-        // Readable, so this completes at once (a spurious wake-up gives `None`: back to waiting).
-        let mut read = std::pin::pin!(stream.read_buf(decoder.buffer_mut()));
+        // Readable, so the read completes at once (`None`: a spurious wake-up, or a waiter
+        // took the bytes first; back to waiting).
         let read = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match std::future::Future::poll(read.as_mut(), cx) {
-                std::task::Poll::Ready(r) => Some(r),
+            let mut rx = lock(&conn.rx);
+            let Some(decoder) = rx.decoder.as_mut() else {
+                return std::task::Poll::Ready(None);
+            };
+            if decoder.buffered() == 0 {
+                // Idle connections keep no read buffer between messages.
+                *decoder.buffer_mut() = BytesMut::new();
+            }
+            decoder.buffer_mut().reserve(read_size);
+            let room = decoder.buffer_mut().capacity() - decoder.buffer_mut().len();
+            let mut read = std::pin::pin!(stream.read_buf(decoder.buffer_mut()));
+            let r = match std::future::Future::poll(read.as_mut(), cx) {
+                std::task::Poll::Ready(Ok(0)) => Some(Ok(None)),
+                std::task::Poll::Ready(Ok(n)) => {
+                    decoder.note_received(n);
+                    Some(Ok(Some((n, room))))
+                }
+                std::task::Poll::Ready(Err(e)) => Some(Err(e)),
                 std::task::Poll::Pending => None,
-            })
+            };
+            std::task::Poll::Ready(r)
         })
         .await;
-        let Some(read) = read else { continue };
         match read {
-            Ok(0) => {
-                if let Some(r) = decoder.finish() {
-                    return CloseReason::Protocol(r);
-                }
-                return CloseReason::PeerClosed;
+            None => {}
+            Some(Ok(None)) => {
+                let rejected = lock(&conn.rx).decoder.as_mut().and_then(Decoder::finish);
+                return match rejected {
+                    Some(r) => CloseReason::Protocol(r),
+                    None => CloseReason::PeerClosed,
+                };
             }
-            Ok(n) => {
-                decoder.note_received(n);
+            Some(Ok(Some((n, room)))) => {
                 conn.touch();
                 if n >= room {
                     read_size = (read_size * 2).min(MAX_READ.max(buffer_size));
@@ -810,8 +947,8 @@ async fn read_loop<J: Send + 'static>(
                     read_size = (read_size / 2).max(buffer_size);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return CloseReason::Io(e),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Some(Err(e)) => return CloseReason::Io(e),
         }
     }
 }

@@ -2659,3 +2659,69 @@ fn hostile_servers_against_a_client() {
     ];
     run_client_table(cases);
 }
+
+/// A blocking `send_and_wait` caller reads the socket itself while it waits; what it decodes for
+/// the handlers must reach them in arrival order, exactly once. The fake server answers each
+/// request with 200 other messages and then the reply, all in one write, so the waiter decodes
+/// many messages at a time.
+#[test]
+fn messages_decoded_by_a_waiting_caller_keep_their_order() {
+    let _serial = serial();
+    const ROUNDS: u32 = 100;
+    const NOTES: u32 = 200;
+    let addr = fake_server(move |mut s| {
+        fake_handshake(&mut s, &[]);
+        let mut dec = Decoder::new(DecoderConfig::new(Generation::Gen3));
+        let mut buf = [0u8; 4096];
+        let mut k = 0u32;
+        while k < ROUNDS {
+            let Ok(n) = s.read(&mut buf) else { return };
+            if n == 0 {
+                return;
+            }
+            dec.feed(&buf[..n]);
+            while let Some(Decoded::Frame(req)) = dec.decode() {
+                let mut out = Vec::new();
+                for j in 0..NOTES {
+                    // Ids of the server half (Gen 3 clients use 0..32768): never a reply.
+                    out.extend(f3(NOTE.code(), 40_000 + j, format!("{k}-{j}").as_bytes()));
+                }
+                out.extend(f3(req.message_type, req.request_id, &req.content));
+                if s.write_all(&out).is_err() {
+                    return;
+                }
+                k += 1;
+            }
+        }
+        drain_until_closed(s);
+    });
+    let c = Client::new(ClientConfig::new("127.0.0.1", addr.port()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = channel();
+    let tx = Mutex::new(tx);
+    let s2 = seen.clone();
+    c.route(&NOTE, move |m: Response| {
+        let mut seen = s2.lock().unwrap_or_else(|p| p.into_inner());
+        seen.push(m.text().unwrap_or("?").to_string());
+        if seen.len() == (ROUNDS * NOTES) as usize {
+            let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(());
+        }
+    });
+    c.connect().expect("connect");
+    for k in 0..ROUNDS {
+        let r = c
+            .send_and_wait(Request::text(&ECHO, &k.to_string()), WAIT)
+            .expect("reply");
+        assert_eq!(r.text().ok(), Some(k.to_string().as_str()));
+    }
+    rx.recv_timeout(WAIT).expect("every message handled");
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    let expected: Vec<String> = (0..ROUNDS)
+        .flat_map(|k| (0..NOTES).map(move |j| format!("{k}-{j}")))
+        .collect();
+    assert!(
+        *seen == expected,
+        "messages were reordered, lost or repeated"
+    );
+    c.disconnect();
+}

@@ -40,6 +40,7 @@ both_faces!(
     scenario_request_reply,
     scenario_ping_both_ways,
     scenario_messages_of_one_connection_are_handled_in_order,
+    scenario_messages_arriving_during_a_wait_keep_their_order,
     scenario_connections_are_handled_in_parallel_and_pings_inline,
     scenario_server_send_and_wait_is_correlated_per_connection,
     scenario_on_recv_is_the_fallback,

@@ -108,6 +108,40 @@ pub fn scenario_messages_of_one_connection_are_handled_in_order<F: Face>() {
     }
 }
 
+/// While a caller waits in `send_and_wait`, the server streams other messages before each
+/// reply (and pings the client): every message reaches its handler once and in order, every
+/// reply its caller. (A blocking caller reads the socket itself while it waits: what it decodes
+/// for the handlers must be queued in arrival order.)
+pub fn scenario_messages_arriving_during_a_wait_keep_their_order<F: Face>() {
+    let s = F::server(ServerConfig::local());
+    s.route(&ECHO, |c: &ClientInfo, m: Response| {
+        let k = m.text().unwrap().to_string();
+        for j in 0..50 {
+            c.send(Request::text(&NOTE, &format!("{k}-{j}")))?;
+        }
+        c.send(echo_body(&m))
+    });
+    let connects = connects(&s);
+    let addr = s.start();
+    let c = client::<F>(addr);
+    let notes = notes(&c);
+    c.connect().unwrap();
+    let info = recv(&connects);
+    for k in 0..40 {
+        if k % 10 == 0 {
+            assert!(s.ping(&info).is_ok());
+        }
+        let reply = c.send_and_wait(Request::text(&ECHO, &k.to_string()), T);
+        assert_eq!(echoed(reply), k.to_string().as_bytes());
+    }
+    for k in 0..40 {
+        for j in 0..50 {
+            assert_eq!(recv(&notes), format!("{k}-{j}"));
+        }
+    }
+    assert!(notes.try_recv().is_err(), "a message was delivered twice");
+}
+
 /// Different connections are handled in parallel, and a slow handler does not hold up pings.
 pub fn scenario_connections_are_handled_in_parallel_and_pings_inline<F: Face>() {
     let s = F::server(ServerConfig {
