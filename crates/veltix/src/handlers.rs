@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
-/// Hashes a `u16` type code with one multiply (Fibonacci hashing) instead of SipHash: route
-/// lookup is on every message's path, and codes are not attacker-chosen keys that could collide
-/// (at most 65536 distinct values, chosen by the program).
+/// Hashes a `u16` type code or a `u32` request id with one multiply (Fibonacci hashing) instead
+/// of SipHash: both lookups are on every message's path, and the keys in the tables are not
+/// attacker-chosen (type codes are chosen by the program; pending request ids are allocated by
+/// us, mostly sequentially; a peer only chooses the ids it looks up, which cannot lengthen a
+/// chain).
 #[derive(Default)]
 pub(crate) struct CodeHasher(u64);
 
@@ -22,6 +24,9 @@ impl Hasher for CodeHasher {
         }
     }
     fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u32(&mut self, n: u32) {
         self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
