@@ -6,7 +6,9 @@
 //! Python Veltix** 3.x (the default, [`Generation::Gen3`]) and 1.6.x ([`Generation::Gen1`]).
 //!
 //! The API is synchronous and thread-friendly (no async required): I/O runs on a shared tokio
-//! runtime in the background, handlers on a pool of worker threads.
+//! runtime in the background (half the CPUs as threads; the `VELTIX_IO_THREADS` environment
+//! variable overrides, [`Server::with_handle`]/[`Client::with_handle`] use your runtime),
+//! handlers on a pool of worker threads.
 //!
 //! ```
 //! use std::time::Duration;
