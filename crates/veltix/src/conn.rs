@@ -130,8 +130,7 @@ impl Batch<'_> {
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        HELD.with(|h| h.set(0));
-        self.conn.release_held();
+        self.next(false);
     }
 }
 
@@ -332,11 +331,7 @@ impl Conn {
         let wake = {
             let mut ob = lock(&self.out);
             ob.inline_active = false;
-            if self.settings.mode == PerformanceMode::Balanced {
-                // The gap to the next send is measured from the end of this write: a send loop
-                // whose every write takes longer than BURST_GAP must still be seen as a burst.
-                ob.last_activity = Some(std::time::Instant::now());
-            }
+            self.note_write_end(&mut ob);
             if !data.is_empty() {
                 // What the socket did not take goes before what others queued meanwhile.
                 data.extend_from_slice(&ob.buf);
@@ -369,9 +364,18 @@ impl Conn {
         self.write_or_wake(ob, inline);
     }
 
+    /// `Balanced` mode's burst detector: the gap to the next send is measured from the end of
+    /// the last write (inline or by the writer task), so a send loop whose every write takes
+    /// longer than [`BURST_GAP`] is still seen as a burst.
+    fn note_write_end(&self, ob: &mut Outbox) {
+        if self.settings.mode == PerformanceMode::Balanced {
+            ob.last_activity = Some(std::time::Instant::now());
+        }
+    }
+
     /// Whether a send to an idle link may write inline: always in `High`, never in `Low`, and in
-    /// `Balanced` when the previous such check was at least [`BURST_GAP`] ago (a burst keeps
-    /// checking more often than that). Records this check's time.
+    /// `Balanced` when `last_activity` (the last idle check or write end) is at least
+    /// [`BURST_GAP`] ago. Records this check's time.
     fn link_idle(&self, ob: &mut Outbox) -> bool {
         match self.settings.mode {
             PerformanceMode::High => true,
@@ -452,14 +456,19 @@ impl Conn {
             None => Self::next_id(&mut p)?,
         };
         p.waiters.insert(id, waiter);
-        self.waiting.store(p.waiters.len(), Ordering::Release);
+        self.mirror_waiting(&p);
         Ok(id)
+    }
+
+    /// Updates `waiting` after a change of `p.waiters` (called with the lock held).
+    fn mirror_waiting(&self, p: &Pending) {
+        self.waiting.store(p.waiters.len(), Ordering::Release);
     }
 
     fn unregister(&self, id: u32) {
         let mut p = lock(&self.pending);
         p.waiters.remove(&id);
-        self.waiting.store(p.waiters.len(), Ordering::Release);
+        self.mirror_waiting(&p);
     }
 
     fn send_registered(&self, req: &Request, waiter: Waiter) -> Result<u32> {
@@ -501,7 +510,7 @@ impl Conn {
     /// so waiters do not burn the CPUs the replies need. Measured with `veltix bench reqrep
     /// --reqrep-api blocking`: letting one of 64 waiters spin cost a third of the throughput.
     fn spin_for_reply(&self, rx: &std::sync::mpsc::Receiver<Response>) -> Option<Response> {
-        static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        static SPINNING: AtomicBool = AtomicBool::new(false);
         if self.settings.mode == PerformanceMode::Low
             || crate::pool::in_worker()
             || self.waiting.load(Ordering::Acquire) > 1
@@ -588,7 +597,7 @@ impl Conn {
                 return Some(frame);
             }
             let w = p.waiters.remove(&frame.request_id);
-            self.waiting.store(p.waiters.len(), Ordering::Release);
+            self.mirror_waiting(&p);
             w
         };
         match waiter {
@@ -673,7 +682,7 @@ impl Conn {
         let mut p = lock(&self.pending);
         p.closed = true;
         p.waiters.clear();
-        self.waiting.store(0, Ordering::Release);
+        self.mirror_waiting(&p);
     }
 
     /// Starts closing: no more sends; the writer flushes what is queued (bounded by
@@ -712,7 +721,7 @@ impl Conn {
             return;
         };
         p.waiters.insert(id, Waiter::Ignore);
-        self.waiting.store(p.waiters.len(), Ordering::Release);
+        self.mirror_waiting(&p);
         drop(p);
         if self.push_frame(PING.code(), id, &[]).is_err() {
             self.unregister(id);
@@ -1027,8 +1036,8 @@ async fn write_loop(conn: &Conn, stream: &OwnedWriteHalf) -> WriteEnd {
     loop {
         let (closing, inline_active) = {
             let mut ob = lock(&conn.out);
-            if std::mem::take(&mut wrote) && conn.settings.mode == PerformanceMode::Balanced {
-                ob.last_activity = Some(std::time::Instant::now());
+            if std::mem::take(&mut wrote) {
+                conn.note_write_end(&mut ob);
             }
             if ob.buf.is_empty() || ob.inline_active {
                 // Nothing to do, or a sender is writing inline (it wakes us when it is done).
