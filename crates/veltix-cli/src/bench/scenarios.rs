@@ -277,6 +277,37 @@ pub fn reqrep(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
 /// (latency samples in ms, failures, wall seconds)
 type ReqrepRun = (Vec<f64>, u64, f64);
 
+/// What one requester saw: the latency of each answered request and the failures.
+struct Tally {
+    samples_ms: Vec<f64>,
+    failures: u64,
+}
+
+impl Tally {
+    fn with_capacity(n: usize) -> Tally {
+        Tally {
+            samples_ms: Vec::with_capacity(n),
+            failures: 0,
+        }
+    }
+
+    /// Records request `j`, started at `t`, and advances the progress bar every 256 requests.
+    fn record<T, E>(&mut self, j: usize, t: Instant, r: Result<T, E>, pb: &indicatif::ProgressBar) {
+        match r {
+            Ok(_) => self.samples_ms.push(t.elapsed().as_secs_f64() * 1e3),
+            Err(_) => self.failures += 1,
+        }
+        if j % 256 == 255 {
+            pb.inc(256);
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.samples_ms.extend(other.samples_ms);
+        self.failures += other.failures;
+    }
+}
+
 fn reqrep_blocking(
     p: &Params,
     port: u16,
@@ -300,37 +331,28 @@ fn reqrep_blocking(
         let gate = gate.clone();
         let pb = pb.clone();
         let payload = payload.clone();
-        handles.push(std::thread::spawn(move || -> (Vec<f64>, u64) {
-            let mut samples = Vec::with_capacity(per);
-            let mut failures = 0;
+        handles.push(std::thread::spawn(move || {
+            let mut tally = Tally::with_capacity(per);
             gate.wait();
             for j in 0..per {
                 let t = Instant::now();
-                match c.send_and_wait(Request::new(ECHO, payload.clone()), timeout) {
-                    Ok(_) => samples.push(t.elapsed().as_secs_f64() * 1e3),
-                    Err(_) => failures += 1,
-                }
-                if j % 256 == 255 {
-                    pb.inc(256);
-                }
+                let r = c.send_and_wait(Request::new(ECHO, payload.clone()), timeout);
+                tally.record(j, t, r, &pb);
             }
-            (samples, failures)
+            tally
         }));
     }
     let t0 = Instant::now();
     gate.wait();
-    let mut samples = Vec::with_capacity(threads * per);
-    let mut failures = 0;
+    let mut all = Tally::with_capacity(threads * per);
     for h in handles {
-        let (s, f) = h.join().map_err(|_| "a reqrep thread panicked")?;
-        samples.extend(s);
-        failures += f;
+        all.merge(h.join().map_err(|_| "a reqrep thread panicked")?);
     }
     let wall = t0.elapsed().as_secs_f64();
     for c in &clients {
         c.disconnect();
     }
-    Ok((samples, failures, wall))
+    Ok((all.samples_ms, all.failures, wall))
 }
 
 fn reqrep_async(
@@ -367,39 +389,29 @@ fn reqrep_async(
             let c = clients[i % conns].clone();
             let (gate, pb, payload) = (gate.clone(), pb.clone(), payload.clone());
             tasks.push(tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(per);
-                let mut failures = 0u64;
+                let mut tally = Tally::with_capacity(per);
                 gate.wait().await;
                 for j in 0..per {
                     let t = Instant::now();
-                    match c
+                    let r = c
                         .send_and_wait(Request::new(ECHO, payload.clone()), timeout)
-                        .await
-                    {
-                        Ok(_) => samples.push(t.elapsed().as_secs_f64() * 1e3),
-                        Err(_) => failures += 1,
-                    }
-                    if j % 256 == 255 {
-                        pb.inc(256);
-                    }
+                        .await;
+                    tally.record(j, t, r, &pb);
                 }
-                (samples, failures)
+                tally
             }));
         }
         let t0 = Instant::now();
         gate.wait().await;
-        let mut samples = Vec::with_capacity(conns * k * per);
-        let mut failures = 0;
+        let mut all = Tally::with_capacity(conns * k * per);
         for t in tasks {
-            let (s, f) = t.await.map_err(|_| "a reqrep task panicked")?;
-            samples.extend(s);
-            failures += f;
+            all.merge(t.await.map_err(|_| "a reqrep task panicked")?);
         }
         let wall = t0.elapsed().as_secs_f64();
         for c in &clients {
             c.disconnect().await;
         }
-        Ok((samples, failures, wall))
+        Ok((all.samples_ms, all.failures, wall))
     })
 }
 
