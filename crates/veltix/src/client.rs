@@ -14,7 +14,7 @@ use tracing::{debug, info, warn, Instrument};
 use veltix_proto::{Generation, Handshake, HandshakeConfig, IdAllocator};
 
 use crate::conn::{self, lock, CloseReason, Conn};
-use crate::handlers::Registry;
+use crate::handlers::{HandlerSet, Registry};
 use crate::pool::{guarded, Pool, Runner, SerialQueue};
 use crate::{
     ClientConfig, DisconnectReason, DisconnectState, Error, HandlerResult, Request, Response,
@@ -64,6 +64,19 @@ pub(crate) struct Shared {
 impl Shared {
     fn run_jobs(&self, jobs: Vec<Job>) {
         let h = self.handlers.get();
+        let mut jobs = Some(jobs);
+        h.run_batch(&mut || {
+            if let Some(jobs) = jobs.take() {
+                self.run_batch(&h, jobs);
+            }
+        });
+    }
+
+    fn run_batch(
+        &self,
+        h: &HandlerSet<ClientRoute, ConnectCallback, DisconnectCallback>,
+        jobs: Vec<Job>,
+    ) {
         // Replies to pipelined messages go out in one write (see `conn::Batch`).
         let conn = self.conn().ok();
         let batch = conn.as_deref().map(Conn::batch);
@@ -493,6 +506,17 @@ impl Client {
     /// Adds a callback receiving every [`DisconnectState`] notification.
     pub fn on_disconnect(&self, f: impl Fn(&DisconnectState) + Send + Sync + 'static) -> &Self {
         self.shared.handlers.add_on_disconnect(Arc::new(f));
+        self
+    }
+
+    /// Wraps every batch of handler calls (see [`Server::around_handlers`](crate::Server::around_handlers)).
+    ///
+    /// ```
+    /// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// client.around_handlers(|batch| batch());
+    /// ```
+    pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
+        self.shared.handlers.set_around(Arc::new(f));
         self
     }
 
