@@ -244,6 +244,8 @@ class Server:
     """
 
     _ROUTE_ORDER_V1 = False
+    _CLIENT_INFO: type = ClientInfo
+    _TAG_EVENTS = True
 
     def __init__(self, config: ServerConfig) -> None:
         if not isinstance(config, ServerConfig):
@@ -271,9 +273,11 @@ class Server:
     def _make_native(self) -> _native.NativeServer:
         me = weakref.ref(self)
         bus = self._bus
+        info_cls = type(self)._CLIENT_INFO
+        tag_bus = bus if self._TAG_EVENTS else None
 
         def wrap(handle: _native.ClientHandle) -> ClientInfo:
-            return ClientInfo(handle, bus)
+            return info_cls(handle, tag_bus)
 
         def on_connect(client: ClientInfo) -> None:
             s = me()
