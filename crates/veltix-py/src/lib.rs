@@ -72,7 +72,8 @@ fn with_python(f: impl for<'py> FnOnce(Python<'py>)) {
 /// (which logs it with its traceback and emits `ErrorEvent.CALLBACK`); if that fails too, the
 /// exception goes to `sys.unraisablehook`.
 fn report(py: Python<'_>, on_error: &Py<PyAny>, func: &Py<PyAny>, err: PyErr) {
-    let exc = err.value(py).clone();
+    // `into_value` attaches the traceback to the exception object (`exc.__traceback__`).
+    let exc = err.into_value(py);
     if let Err(e) = on_error.call1(py, (func.clone_ref(py), exc)) {
         e.write_unraisable(py, Some(func.bind(py)));
     }
