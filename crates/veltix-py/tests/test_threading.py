@@ -218,8 +218,25 @@ def test_ctrl_c_in_wait_until_closed_closes_the_server():
             from veltix_rs.events import ServerEvent
             s = vx.Server(vx.ServerConfig(host="127.0.0.1", port=0))
             s.bus.subscribe(ServerEvent.STOPPED, lambda e, p: print("stopped", flush=True))
+            import sys, threading
             s.start()
-            print("ready", s.port, flush=True)
+            main = threading.main_thread().ident
+
+            def announce():
+                # "ready" only once the main thread is inside wait_until_closed().
+                ev = threading.Event()
+                while True:
+                    f = sys._current_frames().get(main)
+                    names = []
+                    while f is not None:
+                        names.append(f.f_code.co_name)
+                        f = f.f_back
+                    if "wait_until_closed" in names:
+                        print("ready", s.port, flush=True)
+                        return
+                    ev.wait(0.01)
+
+            threading.Thread(target=announce, daemon=True).start()
             s.wait_until_closed()
             print("returned", s.is_running, flush=True)
             """)],
