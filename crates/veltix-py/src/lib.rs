@@ -464,6 +464,13 @@ struct ServerState {
     wrap_client: Py<PyAny>,
     on_error: Py<PyAny>,
     gen1: bool,
+    /// Set while the bus has `RECEIVED`/`ROUTED`/`UNHANDLED` subscribers: dispatch then also
+    /// calls `on_observe(client, response, kind)`.
+    observe: AtomicBool,
+    on_observe: Py<PyAny>,
+    /// The Python `on_recv` fallback and its argument order (the core's `on_recv` is always
+    /// installed, so unrouted messages can be reported as `UNHANDLED`).
+    on_recv: Mutex<Option<(Py<PyAny>, bool)>>,
 }
 
 impl ServerState {
@@ -503,7 +510,7 @@ impl NativeServer {
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (host, port, buffer_size, max_connection, max_message_size,
         handshake_timeout, max_workers, id_window, generation_, performance_mode,
-        wrap_client, on_connect, on_disconnect, on_error))]
+        wrap_client, on_connect, on_disconnect, on_error, on_observe))]
     fn new(
         host: String,
         port: u16,
@@ -519,6 +526,7 @@ impl NativeServer {
         on_connect: Py<PyAny>,
         on_disconnect: Py<PyAny>,
         on_error: Py<PyAny>,
+        on_observe: Py<PyAny>,
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
         let config = ServerConfig {
@@ -544,9 +552,28 @@ impl NativeServer {
             wrap_client,
             on_error,
             gen1: generation == Generation::Gen1,
+            observe: AtomicBool::new(false),
+            on_observe,
+            on_recv: Mutex::new(None),
         });
         // One GIL acquisition per batch of one connection's messages.
         server.around_handlers(|batch| with_python(|_py| batch()));
+        let st = state.clone();
+        server.on_recv(move |c: &ClientInfo, m: Response| {
+            with_python(|py| {
+                let fallback = lock(&st.on_recv)
+                    .as_ref()
+                    .map(|(f, rev)| (f.clone_ref(py), *rev));
+                match fallback {
+                    Some((func, rev)) => dispatch(py, &st, &func, rev, c, &m, "on_recv"),
+                    None => {
+                        if let Err(e) = observe(py, &st, c, &m, "unhandled") {
+                            report(py, &st.on_error, &st.on_observe, e);
+                        }
+                    }
+                }
+            })
+        });
         let st = state.clone();
         server.on_connect(move |c: &ClientInfo| {
             with_python(|py| {
@@ -600,8 +627,10 @@ impl NativeServer {
     /// `func(response, client)` with `reversed_args` (the 1.6 order).
     #[pyo3(signature = (code, func, reversed_args = false))]
     fn route(&self, code: u16, func: Py<PyAny>, reversed_args: bool) {
-        let h = handler(self.state.clone(), func, reversed_args);
-        self.server.route(code, h);
+        let st = self.state.clone();
+        self.server.route(code, move |c: &ClientInfo, m: Response| {
+            with_python(|py| dispatch(py, &st, &func, reversed_args, c, &m, "registered"))
+        });
     }
 
     /// Removes the route of `code`; True if there was one.
@@ -612,8 +641,12 @@ impl NativeServer {
     /// Sets the fallback for messages without a route (same call convention as `route`).
     #[pyo3(signature = (func, reversed_args = false))]
     fn on_recv(&self, func: Py<PyAny>, reversed_args: bool) {
-        let h = handler(self.state.clone(), func, reversed_args);
-        self.server.on_recv(h);
+        *lock(&self.state.on_recv) = Some((func, reversed_args));
+    }
+
+    /// Turns `on_observe` reporting (the bus's `RECEIVED`/`ROUTED`/`UNHANDLED`) on or off.
+    fn set_observe(&self, on: bool) {
+        self.state.observe.store(on, Ordering::Release);
     }
 
     /// The Python `ClientInfo` of every client whose handshake is done.
@@ -664,28 +697,49 @@ impl NativeServer {
     }
 }
 
-fn handler(
-    state: Arc<ServerState>,
-    func: Py<PyAny>,
+fn observe(
+    py: Python<'_>,
+    st: &ServerState,
+    c: &ClientInfo,
+    m: &Response,
+    kind: &str,
+) -> PyResult<()> {
+    // Unhandled messages are always reported (the package logs a warning, as Veltix does).
+    if kind != "unhandled" && !st.observe.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let client = st.py_client(py, c)?;
+    let resp = PyResponse::from_core(py, m, st.gen1)?;
+    st.on_observe.call1(py, (client, resp, kind))?;
+    Ok(())
+}
+
+/// Calls a Python route or `on_recv`: `func(client, response)` (or reversed, the 1.6 order).
+fn dispatch(
+    py: Python<'_>,
+    st: &ServerState,
+    func: &Py<PyAny>,
     reversed_args: bool,
-) -> impl Fn(&ClientInfo, Response) + Send + Sync + 'static {
-    move |c: &ClientInfo, m: Response| {
-        with_python(|py| {
-            let r = (|| -> PyResult<()> {
-                let client = state.py_client(py, c)?;
-                let resp = PyResponse::from_core(py, &m, state.gen1)?.into_any();
-                let args = if reversed_args {
-                    PyTuple::new(py, [resp, client])?
-                } else {
-                    PyTuple::new(py, [client, resp])?
-                };
-                func.call1(py, args)?;
-                Ok(())
-            })();
-            if let Err(e) = r {
-                report(py, &state.on_error, &func, e);
-            }
-        })
+    c: &ClientInfo,
+    m: &Response,
+    kind: &str,
+) {
+    if let Err(e) = observe(py, st, c, m, kind) {
+        report(py, &st.on_error, &st.on_observe, e);
+    }
+    let r = (|| -> PyResult<()> {
+        let client = st.py_client(py, c)?;
+        let resp = PyResponse::from_core(py, m, st.gen1)?.into_any();
+        let args = if reversed_args {
+            PyTuple::new(py, [resp, client])?
+        } else {
+            PyTuple::new(py, [client, resp])?
+        };
+        func.call1(py, args)?;
+        Ok(())
+    })();
+    if let Err(e) = r {
+        report(py, &st.on_error, func, e);
     }
 }
 
@@ -697,8 +751,37 @@ fn handler(
 #[pyclass(module = "veltix_rs._native", name = "NativeClient", frozen)]
 pub struct NativeClient {
     client: Arc<veltix::Client>,
-    on_error: Arc<Py<PyAny>>,
+    state: Arc<ClientState>,
+}
+
+struct ClientState {
+    on_error: Py<PyAny>,
     gen1: bool,
+    observe: AtomicBool,
+    on_observe: Py<PyAny>,
+    on_recv: Mutex<Option<Py<PyAny>>>,
+}
+
+impl ClientState {
+    fn observe(&self, py: Python<'_>, m: &Response, kind: &str) {
+        // Unhandled messages are always reported (the package logs a warning, as Veltix does).
+        if kind != "unhandled" && !self.observe.load(Ordering::Acquire) {
+            return;
+        }
+        let r = PyResponse::from_core(py, m, self.gen1)
+            .and_then(|resp| self.on_observe.call1(py, (resp, kind)));
+        if let Err(e) = r {
+            report(py, &self.on_error, &self.on_observe, e);
+        }
+    }
+
+    fn dispatch(&self, py: Python<'_>, func: &Py<PyAny>, m: &Response, kind: &str) {
+        self.observe(py, m, kind);
+        let r = PyResponse::from_core(py, m, self.gen1).and_then(|resp| func.call1(py, (resp,)));
+        if let Err(e) = r {
+            report(py, &self.on_error, func, e);
+        }
+    }
 }
 
 #[pymethods]
@@ -710,7 +793,7 @@ impl NativeClient {
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (host, port, buffer_size, max_message_size, handshake_timeout,
         max_workers, retry, retry_delay, generation_, performance_mode,
-        on_connect, on_disconnect, on_error))]
+        on_connect, on_disconnect, on_error, on_observe))]
     fn new(
         host: String,
         port: u16,
@@ -725,6 +808,7 @@ impl NativeClient {
         on_connect: Py<PyAny>,
         on_disconnect: Py<PyAny>,
         on_error: Py<PyAny>,
+        on_observe: Py<PyAny>,
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
         let timeout = secs(handshake_timeout)?;
@@ -742,30 +826,42 @@ impl NativeClient {
             ..ClientConfig::default()
         };
         let client = Arc::new(veltix::Client::new(config));
-        let on_error = Arc::new(on_error);
+        let state = Arc::new(ClientState {
+            on_error,
+            gen1: generation == Generation::Gen1,
+            observe: AtomicBool::new(false),
+            on_observe,
+            on_recv: Mutex::new(None),
+        });
         client.around_handlers(|batch| with_python(|_py| batch()));
-        let err = on_error.clone();
-        client.on_connect(move || {
+        let st = state.clone();
+        client.on_recv(move |m: Response| {
             with_python(|py| {
-                if let Err(e) = on_connect.call0(py) {
-                    report(py, &err, &on_connect, e);
+                let fallback = lock(&st.on_recv).as_ref().map(|f| f.clone_ref(py));
+                match fallback {
+                    Some(func) => st.dispatch(py, &func, &m, "on_recv"),
+                    None => st.observe(py, &m, "unhandled"),
                 }
             })
         });
-        let err = on_error.clone();
+        let st = state.clone();
+        client.on_connect(move || {
+            with_python(|py| {
+                if let Err(e) = on_connect.call0(py) {
+                    report(py, &st.on_error, &on_connect, e);
+                }
+            })
+        });
+        let st = state.clone();
         client.on_disconnect(move |s: &DisconnectState| {
             with_python(|py| {
                 let args = (s.permanent, s.attempt, s.retry_max, reason_name(s.reason));
                 if let Err(e) = on_disconnect.call1(py, args) {
-                    report(py, &err, &on_disconnect, e);
+                    report(py, &st.on_error, &on_disconnect, e);
                 }
             })
         });
-        Ok(NativeClient {
-            client,
-            on_error,
-            gen1: generation == Generation::Gen1,
-        })
+        Ok(NativeClient { client, state })
     }
 
     /// Connects and completes the handshake (GIL released; runs the reconnect loop on failure
@@ -785,7 +881,10 @@ impl NativeClient {
 
     /// Registers `func(response)` for type `code`.
     fn route(&self, code: u16, func: Py<PyAny>) {
-        self.client.route(code, client_handler(self, func));
+        let st = self.state.clone();
+        self.client.route(code, move |m: Response| {
+            with_python(|py| st.dispatch(py, &func, &m, "registered"))
+        });
     }
 
     /// Removes the route of `code`; True if there was one.
@@ -795,7 +894,12 @@ impl NativeClient {
 
     /// Sets the fallback `func(response)` for messages without a route.
     fn on_recv(&self, func: Py<PyAny>) {
-        self.client.on_recv(client_handler(self, func));
+        *lock(&self.state.on_recv) = Some(func);
+    }
+
+    /// Turns `on_observe` reporting (the bus's `RECEIVED`/`ROUTED`/`UNHANDLED`) on or off.
+    fn set_observe(&self, on: bool) {
+        self.state.observe.store(on, Ordering::Release);
     }
 
     /// Queues one frame; False when not connected or the message is invalid.
@@ -822,7 +926,7 @@ impl NativeClient {
         let req = request(code, content, request_id);
         let client = self.client.clone();
         match py.detach(move || client.send_and_wait(req, timeout)) {
-            Ok(m) => Ok(Some(PyResponse::from_core(py, &m, self.gen1)?)),
+            Ok(m) => Ok(Some(PyResponse::from_core(py, &m, self.state.gen1)?)),
             Err(_) => Ok(None),
         }
     }
@@ -849,19 +953,6 @@ impl NativeClient {
     #[pyo3(signature = (max_ = None))]
     fn retry(&self, max_: Option<u32>) {
         self.client.retry(max_);
-    }
-}
-
-fn client_handler(c: &NativeClient, func: Py<PyAny>) -> impl Fn(Response) + Send + Sync + 'static {
-    let on_error = c.on_error.clone();
-    let gen1 = c.gen1;
-    move |m: Response| {
-        with_python(|py| {
-            let r = PyResponse::from_core(py, &m, gen1).and_then(|resp| func.call1(py, (resp,)));
-            if let Err(e) = r {
-                report(py, &on_error, &func, e);
-            }
-        })
     }
 }
 

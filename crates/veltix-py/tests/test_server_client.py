@@ -315,3 +315,55 @@ def test_large_message_round_trip(echo_server, make_client):
     assert reply is not None and reply.content == b"echo:" + big
     too_big = vx.Request(ECHO, b"x" * (10 * 1024 * 1024))
     assert c.send(too_big) is False  # over max_message_size: refused, not sent
+
+
+def test_memory_is_bounded_when_a_peer_stops_reading(make_server, make_client):
+    """The client's handler blocks, so the client stops reading (its inbound queue is bounded),
+    then the server's outbound queue to it fills up: send returns False instead of growing."""
+    s = make_server()
+    s.start()
+    c = make_client(s.port)
+    release = threading.Event()
+    received = []
+    c.route(NOTE)(lambda r: (release.wait(T), received.append(len(r.content))))
+    assert c.connect()
+    wait_until(lambda: len(s.clients) == 1)
+    info = s.clients[0]
+    chunk = vx.Request(NOTE, b"x" * (1024 * 1024))
+    sent = 0
+    refused = False
+    for _ in range(400):  # 400 MiB if nothing pushed back
+        if not s.send(chunk, info):
+            refused = True
+            break
+        sent += 1
+    release.set()
+    assert refused, "the outbound queue never filled"
+    assert sent < 200, f"{sent} MiB accepted for a peer that does not read"
+    wait_until(lambda: len(received) == sent, what="the client drains what was accepted")
+
+
+def test_message_events_received_routed_unhandled(make_server, make_client):
+    s = make_server()
+    routed_type = vx.MessageType("ev_routed")
+    stray_type = vx.MessageType("ev_stray")
+    s.route(routed_type)(lambda client, msg: None)
+    events = Inbox()
+    s.bus.subscribe([MessageEvent.RECEIVED, MessageEvent.ROUTED, MessageEvent.UNHANDLED],
+                    lambda e, p: events.put((e, p)))
+    s.start()
+    c = make_client(s.port)
+    assert c.connect()
+    assert c.send(vx.Request(routed_type, b"abc"))
+    e1, p1 = events.get()
+    e2, p2 = events.get()
+    assert e1 is MessageEvent.RECEIVED and p1["type"] is routed_type and p1["length"] == 3
+    assert p1["client"][0] == "127.0.0.1"
+    assert (e2, p2) == (MessageEvent.ROUTED, {"type": routed_type, "route": "registered", "source": "server"})
+    assert c.send(vx.Request(stray_type, b"zz"))
+    assert events.get()[0] is MessageEvent.RECEIVED
+    assert events.get() == (MessageEvent.UNHANDLED, {"type": stray_type, "length": 2, "source": "server"})
+    s.bus.clear()
+    assert c.send(vx.Request(routed_type, b"quiet"))
+    assert c.send_and_wait(vx.Request(vx.PING, b""), timeout=T) is not None  # PONG: same id
+    assert events.empty()

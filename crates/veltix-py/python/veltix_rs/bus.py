@@ -50,6 +50,11 @@ class EventBus:
         self._lock = threading.Lock()
         self._known: set[Enum] = set()
         self._subs: dict[Enum, tuple[Subscriber, ...]] = {}
+        self._watchers: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for w in self._watchers:
+            w()
 
     def register(self, events: Any) -> None:
         """Make events (a member, an enum class, or a list) known to the bus."""
@@ -68,12 +73,14 @@ class EventBus:
                     raise ValueError(f"{fn!r} is already subscribed to {e!r}")
             for e in members:
                 self._subs[e] = self._subs.get(e, ()) + (fn,)
+        self._changed()
 
     def unsubscribe(self, events: Any, fn: Subscriber) -> None:
         """Stop calling ``fn`` on ``events`` (no error if it was not subscribed)."""
         with self._lock:
             for e in _members(events):
                 self._subs[e] = tuple(s for s in self._subs.get(e, ()) if s is not fn)
+        self._changed()
 
     def once(self, events: Any, fn: Subscriber) -> None:
         """Like ``subscribe``, but ``fn`` is removed after its first call."""
@@ -102,6 +109,7 @@ class EventBus:
             else:
                 for e in _members(events):
                     self._subs.pop(e, None)
+        self._changed()
 
     def has_subscriber(self, event: Enum, fn: Subscriber) -> bool:
         """Is ``fn`` subscribed to ``event``?"""

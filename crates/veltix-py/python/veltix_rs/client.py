@@ -17,7 +17,7 @@ from .events import ClientEvent, ErrorEvent, MessageEvent, ReconnectEvent
 from .exceptions import ServerFullError
 from .request import Request, Response
 from .sender import Sender
-from .server import RequestHandler, _payload, _wait
+from .server import RequestHandler, _observed, _observing, _payload, _wait
 
 __all__ = ["Client", "ClientConfig", "DisconnectReason", "DisconnectState"]
 
@@ -81,12 +81,17 @@ class Client:
             if c is not None:
                 c._dispatch_disconnect(permanent, attempt, retry_max, reason)
 
+        def on_observe(response: Response, kind: str) -> None:
+            _observed(bus, "client", response, kind, {"from": "server"})
+
         c = self._config
-        return _native.NativeClient(
+        native = _native.NativeClient(
             c.server_addr, c.port, int(c.buffer_size), c.max_message_size, float(c.handshake_timeout),
             c.max_workers, c.retry, float(c.retry_delay), self._generation(), self._performance_mode(),
-            on_connect, on_disconnect, _runtime.make_error_reporter(lambda: bus),
+            on_connect, on_disconnect, _runtime.make_error_reporter(lambda: bus), on_observe,
         )
+        bus._watchers.append(lambda: native.set_observe(_observing(bus)))
+        return native
 
     # -- dispatchers (handler pool) ---------------------------------------------------------
 

@@ -289,13 +289,18 @@ class Server:
             if s is not None:
                 s._dispatch_disconnect(client)
 
+        def on_observe(client: ClientInfo, response: Response, kind: str) -> None:
+            _observed(bus, "server", response, kind, {"client": client.addr})
+
         c = self._config
-        return _native.NativeServer(
+        native = _native.NativeServer(
             c.host, c.port, int(c.buffer_size), c.max_connection, c.max_message_size,
             float(c.handshake_timeout), c.max_workers, c.id_window, self._generation(),
             self._performance_mode(), wrap, on_connect, on_disconnect,
-            _runtime.make_error_reporter(lambda: bus),
+            _runtime.make_error_reporter(lambda: bus), on_observe,
         )
+        bus._watchers.append(lambda: native.set_observe(_observing(bus)))
+        return native
 
     def _dispatch_connect(self, client: ClientInfo) -> None:
         log.info("client connected: %s:%s", client.ip, client.port)
@@ -548,6 +553,28 @@ class Server:
 
     def __repr__(self) -> str:
         return f"Server(host={self._config.host!r}, port={self.port or self._config.port}, running={self.is_running})"
+
+
+_OBSERVED = (MessageEvent.RECEIVED, MessageEvent.ROUTED, MessageEvent.UNHANDLED)
+
+
+def _observing(bus: VeltixBus) -> bool:
+    return any(bus.has_subscribers(e) for e in _OBSERVED)
+
+
+def _observed(bus: VeltixBus, side: str, response: Response, kind: str, origin: dict[str, Any]) -> None:
+    """``RECEIVED`` + ``ROUTED``/``UNHANDLED`` for one message delivered to Python (3.3.0
+    payloads); an unhandled message is also logged as a warning."""
+    mtype = response.type
+    length = len(response.content)
+    if bus.has_subscribers(MessageEvent.RECEIVED):
+        bus.emit(MessageEvent.RECEIVED, {"type": mtype, "length": length, **origin})
+    if kind == "unhandled":
+        log.warning("no handler for message type %s (%d bytes): dropped", mtype, length)
+        if bus.has_subscribers(MessageEvent.UNHANDLED):
+            bus.emit(MessageEvent.UNHANDLED, {"type": mtype, "length": length, "source": side})
+    elif bus.has_subscribers(MessageEvent.ROUTED):
+        bus.emit(MessageEvent.ROUTED, {"type": mtype, "route": kind, "source": side})
 
 
 def _wait(bus: VeltixBus, request: Request, call: Callable[[int, bytes, int | None], Response | None], timeout: float) -> Response | None:
