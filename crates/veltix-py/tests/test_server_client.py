@@ -163,7 +163,10 @@ def test_close_client_and_disconnect_once(echo_server, make_client):
     assert echo_server.clients == []
     wait_until(lambda: not c.is_connected)
     # Better than Veltix: a send on a dead link returns False and a wait returns None at once.
+    send_errors = Inbox()
+    c.bus.subscribe(ErrorEvent.SEND, lambda e, p: send_errors.put(p))
     assert c.send(vx.Request(ECHO, b"x")) is False
+    assert send_errors.get()["mode"] == "client"
     assert echo_server.send(vx.Request(ECHO, b"x"), info) is False
     t0 = time.monotonic()
     assert c.send_and_wait(vx.Request(ECHO, b"x"), timeout=T) is None

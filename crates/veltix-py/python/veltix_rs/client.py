@@ -17,7 +17,7 @@ from .events import ClientEvent, ErrorEvent, MessageEvent, ReconnectEvent
 from .exceptions import ServerFullError
 from .request import Request, Response
 from .sender import Sender
-from .server import RequestHandler, _observed, _observing, _payload, _wait
+from .server import RequestHandler, _observed, _observing, _payload, _send_failed, _wait
 
 __all__ = ["Client", "ClientConfig", "DisconnectReason", "DisconnectState"]
 
@@ -228,6 +228,10 @@ class Client:
     def _shutdown(self) -> None:
         self._native.disconnect()
 
+    def init_components(self) -> None:
+        """Accepted for compatibility: the core rebuilds a connection's components on every
+        (re)connect by itself; routes, callbacks and the bus are kept."""
+
     # -- routing ----------------------------------------------------------------------------
 
     def _register_route(self, type_: MessageType, func: Callable[..., Any]) -> bool:
@@ -282,7 +286,9 @@ class Client:
         if p is None:
             return False
         ok = self._native.send(*p)
-        if ok and self._bus.has_subscribers(MessageEvent.SENT):
+        if not ok:
+            _send_failed(self._bus, "client")
+        elif self._bus.has_subscribers(MessageEvent.SENT):
             self._bus.emit(MessageEvent.SENT, {"type": request.type, "length": len(request.content), "mode": "client"})
         return ok
 

@@ -14,7 +14,7 @@ from ._sig import check_signature
 from ._types import MessageType
 from .bus import VeltixBus
 from .config import ServerConfig
-from .events import ClientEvent, MessageEvent, ServerEvent
+from .events import ClientEvent, ErrorEvent, MessageEvent, ServerEvent
 from .request import Request, Response
 
 __all__ = ["Server", "ClientInfo"]
@@ -484,6 +484,8 @@ class Server:
         ok = h.send(*p)
         if ok:
             self._sent(request)
+        else:
+            _send_failed(self._bus, "server")
         return ok
 
     def broadcast(self, request: Request, except_clients: "list[Any] | None" = None) -> bool:
@@ -553,6 +555,11 @@ class Server:
 
     def __repr__(self) -> str:
         return f"Server(host={self._config.host!r}, port={self.port or self._config.port}, running={self.is_running})"
+
+
+def _send_failed(bus: VeltixBus, mode: str) -> None:
+    if bus.has_subscribers(ErrorEvent.SEND):
+        bus.emit(ErrorEvent.SEND, {"error": "send failed: link closed, outbound queue full or invalid message", "mode": mode})
 
 
 _OBSERVED = (MessageEvent.RECEIVED, MessageEvent.ROUTED, MessageEvent.UNHANDLED)
