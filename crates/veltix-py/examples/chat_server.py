@@ -20,7 +20,9 @@ def main() -> None:
     def join(client: ClientInfo, msg: Response) -> None:
         client.set_tag("name", msg.text)
         online = len(server.clients)
-        server.send(Request(JOIN, text=f"welcome {msg.text} ({online} online)").respond(msg), client)
+        welcome = Request(JOIN, text=f"welcome {msg.text} ({online} online)")
+        welcome.respond(msg)
+        server.send(welcome, client)
 
     @server.route(CHAT)
     def chat(client: ClientInfo, msg: Response) -> None:

@@ -16,7 +16,9 @@ def main() -> None:
 
     @server.route(ECHO)
     def echo(client: ClientInfo, msg: Response) -> None:
-        server.send(Request(ECHO, msg.content).respond(msg), client)
+        reply = Request(ECHO, msg.content)
+        reply.respond(msg)  # same request id, so the sender's send_and_wait gets it
+        server.send(reply, client)
 
     server.on_connect(lambda client: print(f"hello {client.ip}:{client.port}", flush=True))
     server.start()

@@ -303,6 +303,47 @@ fn request(code: u16, content: &[u8], request_id: Option<u32>) -> Request {
     }
 }
 
+/// Reads a `veltix_rs.Request` (or anything with `type.code`, `content` and `request_id`);
+/// None if it does not look like one. A 1.6 id (4 bytes) becomes its big-endian `u32`.
+fn read_request(req: &Bound<'_, PyAny>) -> Option<(u16, Vec<u8>, Option<u32>)> {
+    let code: u16 = req
+        .getattr("type")
+        .ok()?
+        .getattr("code")
+        .ok()?
+        .extract()
+        .ok()?;
+    let content = req.getattr("content").ok()?;
+    let content = content.cast::<PyBytes>().ok()?.as_bytes().to_vec();
+    let rid = req.getattr("request_id").ok()?;
+    let rid = if rid.is_none() {
+        None
+    } else if let Ok(b) = rid.cast::<PyBytes>() {
+        let b: [u8; 4] = b.as_bytes().try_into().ok()?;
+        Some(u32::from_be_bytes(b))
+    } else {
+        Some(rid.extract::<u32>().ok()?)
+    };
+    Some((code, content, rid))
+}
+
+fn send_owned(
+    py: Python<'_>,
+    send: impl FnOnce(Request) -> bool + Send,
+    (code, content, rid): (u16, Vec<u8>, Option<u32>),
+) -> bool {
+    let big = content.len() >= DETACH_SEND_BYTES;
+    let mut r = Request::new(code, content);
+    if let Some(id) = rid {
+        r = r.with_request_id(id);
+    }
+    if big {
+        py.detach(move || send(r))
+    } else {
+        send(r)
+    }
+}
+
 fn reason_name(r: DisconnectReason) -> &'static str {
     match r {
         DisconnectReason::Manual => "MANUAL",
@@ -423,6 +464,18 @@ impl ClientHandle {
             });
         }
         self.inner.send(request(code, content, request_id)).is_ok()
+    }
+
+    /// Sends a `Request` object (the fast path of `Server.send`); False if it is not a valid
+    /// request or cannot be queued.
+    fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> bool {
+        match read_request(request) {
+            Some(parts) => {
+                let inner = self.inner.clone();
+                send_owned(py, move |r| inner.send(r).is_ok(), parts)
+            }
+            None => false,
+        }
     }
 
     /// Sends and waits (GIL released) for the reply with the same id; None on timeout, send
@@ -911,6 +964,18 @@ impl NativeClient {
             return py.detach(move || client.send(req).is_ok());
         }
         self.client.send(request(code, content, request_id)).is_ok()
+    }
+
+    /// Sends a `Request` object (the fast path of `Client.send`); False if it is not a valid
+    /// request, or when not connected.
+    fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> bool {
+        match read_request(request) {
+            Some(parts) => {
+                let client = self.client.clone();
+                send_owned(py, move |r| client.send(r).is_ok(), parts)
+            }
+            None => false,
+        }
     }
 
     /// Sends and waits (GIL released) for the reply; None on timeout, failure or drop.

@@ -51,8 +51,13 @@ class EventBus:
         self._known: set[Enum] = set()
         self._subs: dict[Enum, tuple[Subscriber, ...]] = {}
         self._watchers: list[Callable[[], None]] = []
+        #: True while SENT or SEND-error events have subscribers (checked on every send).
+        self.watching_sends = False
 
     def _changed(self) -> None:
+        from .events import ErrorEvent, MessageEvent
+
+        self.watching_sends = bool(self._subs.get(MessageEvent.SENT) or self._subs.get(ErrorEvent.SEND))
         for w in self._watchers:
             w()
 

@@ -282,14 +282,14 @@ class Client:
 
     def send(self, request: Request) -> bool:
         """Send one message; False when not connected (nothing is queued) or invalid."""
-        p = _payload(request)
-        if p is None:
+        if not isinstance(request, Request):
             return False
-        ok = self._native.send(*p)
-        if not ok:
-            _send_failed(self._bus, "client")
-        elif self._bus.has_subscribers(MessageEvent.SENT):
-            self._bus.emit(MessageEvent.SENT, {"type": request.type, "length": len(request.content), "mode": "client"})
+        ok = self._native.send_request(request)
+        if self._bus.watching_sends:
+            if not ok:
+                _send_failed(self._bus, "client")
+            elif self._bus.has_subscribers(MessageEvent.SENT):
+                self._bus.emit(MessageEvent.SENT, {"type": request.type, "length": len(request.content), "mode": "client"})
         return ok
 
     def send_and_wait(self, request: Request, timeout: float = 5.0) -> Response | None:

@@ -76,8 +76,8 @@ class Request:
         self.flags: int = 0
 
     def respond(self, response: Response) -> "Request":
-        """Copy ``response.request_id`` so the peer's ``send_and_wait`` is satisfied; returns
-        ``self``."""
+        """Copy ``response.request_id`` so the peer's ``send_and_wait`` is satisfied. Returns
+        ``self`` (3.3.0 returns None: do not chain if the code must also run on Veltix)."""
         self.request_id = response.request_id
         return self
 

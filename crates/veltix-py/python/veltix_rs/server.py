@@ -477,15 +477,15 @@ class Server:
     def send(self, request: Request, client: "ClientInfo | _native.ClientHandle") -> bool:
         """Send one message to one client; False if it could not be queued (closed link, full
         outbound queue, invalid message)."""
-        h = _handle(client)
-        p = _payload(request)
-        if h is None or p is None:
+        h = client._h if type(client) is self._CLIENT_INFO else _handle(client)
+        if h is None or not isinstance(request, Request):
             return False
-        ok = h.send(*p)
-        if ok:
-            self._sent(request)
-        else:
-            _send_failed(self._bus, "server")
+        ok = h.send_request(request)
+        if self._bus.watching_sends:
+            if ok:
+                self._sent(request)
+            else:
+                _send_failed(self._bus, "server")
         return ok
 
     def broadcast(self, request: Request, except_clients: "list[Any] | None" = None) -> bool:
