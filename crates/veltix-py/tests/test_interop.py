@@ -186,3 +186,33 @@ def test_veltix_1_6_9_server_with_v1_client(peers):
         assert pushed.content == b"\x01\x02" and pushed.type.code == 205
     finally:
         c.disconnect()
+
+
+def test_v1_api_surface():
+    cfg = v1.ServerConfig()
+    assert (cfg.buffer_size, cfg.socket_core, cfg.performance_mode) == (
+        1024, vx.SocketCore.THREADING, v1.PerformanceMode.BALANCED)
+    assert [e.value for e in v1.Events] == ["on_recv", "on_connect", "on_disconnect"]
+    assert (v1.HELLO.code, v1.HELLO_ACK.code, v1.PING.code, v1.PONG.code) == (10, 11, 0, 1)
+    r = v1.Request(V1_ECHO, b"x")
+    assert isinstance(r.request_id, bytes) and len(r.request_id) == 4
+    assert v1.Request(V1_ECHO, b"x").request_id != r.request_id
+    with pytest.raises(v1.RequestError):
+        v1.Request(V1_ECHO, "text")  # type: ignore[arg-type]
+    assert v1.MessageType(150, "free_in_1_6").code == 150  # 1.6 did not reserve 0-199
+    s = v1.Server(v1.ServerConfig(host="127.0.0.1", port=0, performance_mode=v1.PerformanceMode.HIGH))
+    got = Inbox()
+    s.set_callback("on_recv", lambda client, response: got.put((client.tags, response.content)))
+    s.set_callback("nonsense", lambda: None)  # logs a warning, as 1.6.9 did
+    s.start(_on_th=False)
+    try:
+        c = v1.Client(v1.ClientConfig(server_addr="127.0.0.1", port=s.port))
+        assert c.connect()
+        assert c.get_sender().send(v1.Request(V1_NOTE, b"fallback"))
+        tags, content = got.get()
+        assert tags == {} and content == b"fallback"
+        c.retry(3)
+        assert c.config.retry == 3  # 1.6.9: retry(max_) overwrote config.retry
+        c.disconnect()
+    finally:
+        s.close_all()

@@ -252,6 +252,8 @@ class Server:
             raise TypeError(f"Server(config) needs a ServerConfig, got {type(config).__name__}")
         self._config = config
         self._bus = VeltixBus()
+        if config.id_window > 32768:
+            self._bus.warning("id_window %d capped to 32768 (the server half of the id space)", config.id_window)
         self._request_handler = RequestHandler(self)
         self._closed = threading.Event()
         self._closed.set()
