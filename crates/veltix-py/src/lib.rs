@@ -306,16 +306,17 @@ fn request(code: u16, content: &[u8], request_id: Option<u32>) -> Request {
 /// Reads a `veltix_rs.Request` (or anything with `type.code`, `content` and `request_id`);
 /// None if it does not look like one. A 1.6 id (4 bytes) becomes its big-endian `u32`.
 fn read_request(req: &Bound<'_, PyAny>) -> Option<(u16, Vec<u8>, Option<u32>)> {
+    let py = req.py();
     let code: u16 = req
-        .getattr("type")
+        .getattr(pyo3::intern!(py, "type"))
         .ok()?
-        .getattr("code")
+        .getattr(pyo3::intern!(py, "code"))
         .ok()?
         .extract()
         .ok()?;
-    let content = req.getattr("content").ok()?;
+    let content = req.getattr(pyo3::intern!(py, "content")).ok()?;
     let content = content.cast::<PyBytes>().ok()?.as_bytes().to_vec();
-    let rid = req.getattr("request_id").ok()?;
+    let rid = req.getattr(pyo3::intern!(py, "request_id")).ok()?;
     let rid = if rid.is_none() {
         None
     } else if let Ok(b) = rid.cast::<PyBytes>() {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import threading
+import time
 import weakref
 from typing import Any, Callable, Iterable
 
@@ -571,6 +572,22 @@ def _observing(bus: VeltixBus) -> bool:
     return any(bus.has_subscribers(e) for e in _OBSERVED)
 
 
+_unhandled_lock = threading.Lock()
+_unhandled_state = {"last": 0.0, "dropped": 0}
+
+
+def _unhandled_warning(mtype: Any, length: int) -> None:
+    """Warn about a message nobody handles: at most once a second, with the count since."""
+    now = time.monotonic()
+    with _unhandled_lock:
+        _unhandled_state["dropped"] += 1
+        if now - _unhandled_state["last"] < 1.0:
+            return
+        n, _unhandled_state["dropped"], _unhandled_state["last"] = _unhandled_state["dropped"], 0, now
+    log.warning("no handler for message type %s (%d bytes): dropped (%d unhandled since the last warning)",
+                mtype, length, n)
+
+
 def _observed(bus: VeltixBus, side: str, response: Response, kind: str, origin: dict[str, Any]) -> None:
     """``RECEIVED`` + ``ROUTED``/``UNHANDLED`` for one message delivered to Python (3.3.0
     payloads); an unhandled message is also logged as a warning."""
@@ -579,7 +596,7 @@ def _observed(bus: VeltixBus, side: str, response: Response, kind: str, origin: 
     if bus.has_subscribers(MessageEvent.RECEIVED):
         bus.emit(MessageEvent.RECEIVED, {"type": mtype, "length": length, **origin})
     if kind == "unhandled":
-        log.warning("no handler for message type %s (%d bytes): dropped", mtype, length)
+        _unhandled_warning(mtype, length)
         if bus.has_subscribers(MessageEvent.UNHANDLED):
             bus.emit(MessageEvent.UNHANDLED, {"type": mtype, "length": length, "source": side})
     elif bus.has_subscribers(MessageEvent.ROUTED):
