@@ -370,3 +370,17 @@ def test_message_events_received_routed_unhandled(make_server, make_client):
     assert c.send(vx.Request(routed_type, b"quiet"))
     assert c.send_and_wait(vx.Request(vx.PING, b""), timeout=T) is not None  # PONG: same id
     assert events.empty()
+
+
+def test_start_on_a_busy_port_raises_oserror(make_server):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        s = make_server(port=taken.getsockname()[1])
+        with pytest.raises(OSError):
+            s.start()
+        assert not s.is_running
+    s2 = make_server()
+    s2.start()
+    s2.start()  # already started: a warning, nothing else
+    assert s2.is_running

@@ -390,7 +390,12 @@ class Server:
                 if self._started:
                     self._bus.warning("Server already closed")
                 return
-            self._native.close_all()
+        # Not under the lock: a callback may call close_all() while another thread's close_all
+        # waits for the callbacks (the core's close_all is idempotent).
+        self._native.close_all()
+        with self._state_lock:
+            if self._closed.is_set():
+                return
             self._closed.set()
         port = self._bound[1] if self._bound else self._config.port
         self._bus.emit(ServerEvent.STOPPED, {"host": self._config.host, "port": port})
