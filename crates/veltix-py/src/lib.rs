@@ -30,7 +30,7 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::PyBytes;
 
 use veltix::{
     ClientConfig, ClientInfo, DisconnectReason, DisconnectState, Error, Generation,
@@ -783,13 +783,13 @@ fn dispatch(
     }
     let r = (|| -> PyResult<()> {
         let client = st.py_client(py, c)?;
-        let resp = PyResponse::from_core(py, m, st.gen1)?.into_any();
-        let args = if reversed_args {
-            PyTuple::new(py, [resp, client])?
+        let resp = PyResponse::from_core(py, m, st.gen1)?;
+        // Rust tuples of Python objects go through vectorcall (no argument tuple is built).
+        if reversed_args {
+            func.call1(py, (resp, client))?;
         } else {
-            PyTuple::new(py, [client, resp])?
-        };
-        func.call1(py, args)?;
+            func.call1(py, (client, resp))?;
+        }
         Ok(())
     })();
     if let Err(e) = r {

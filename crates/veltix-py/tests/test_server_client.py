@@ -384,3 +384,39 @@ def test_start_on_a_busy_port_raises_oserror(make_server):
     s2.start()
     s2.start()  # already started: a warning, nothing else
     assert s2.is_running
+
+
+def test_client_lifecycle_and_log_events(echo_server):
+    from veltix_rs.events import LogEvent
+
+    c = vx.Client(vx.ClientConfig(port=echo_server.port))
+    seen = []
+    c.bus.subscribe([ClientEvent.CONNECTING, ClientEvent.ON_CONNECT, ClientEvent.DISCONNECTING,
+                     ClientEvent.ON_DISCONNECT], lambda e, p: seen.append((e, p)))
+    logs = []
+    c.bus.subscribe(LogEvent.INFO, lambda e, p: logs.append(p))
+    assert c.connect()
+    c.disconnect()
+    kinds = [e for e, _ in seen]
+    assert kinds == [ClientEvent.CONNECTING, ClientEvent.ON_CONNECT, ClientEvent.DISCONNECTING,
+                     ClientEvent.ON_DISCONNECT]
+    assert seen[0][1] == {"host": "127.0.0.1", "port": echo_server.port} and seen[1][1] is None
+    assert seen[3][1].reason is vx.DisconnectReason.MANUAL
+    assert any("connected to" in line for line in logs)
+
+
+def test_reconnect_events_when_every_attempt_fails():
+    c = vx.Client(vx.ClientConfig(port=free_port(), retry=2, retry_delay=0.01, handshake_timeout=2.0))
+    states, rec = [], []
+    c.on_disconnect(states.append)
+    c.bus.subscribe(ReconnectEvent, lambda e, p: rec.append((e, p)))
+    assert c.connect() is False
+    got = [(s.permanent, s.attempt, s.retry_max) for s in states]
+    assert got == [(False, 0, 2), (False, 1, 2), (False, 2, 2), (True, 2, 2)]
+    assert all(s.reason is vx.DisconnectReason.ERROR for s in states)
+    assert rec == [
+        (ReconnectEvent.ATTEMPT, {"attempt": 1, "max_retry": 2}),
+        (ReconnectEvent.FAIL, {"attempt": 1}),
+        (ReconnectEvent.ATTEMPT, {"attempt": 2, "max_retry": 2}),
+        (ReconnectEvent.FAIL, {"attempt": 2}),
+    ]

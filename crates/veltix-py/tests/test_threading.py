@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 
-import pytest
 
 import veltix_rs as vx
 from veltix_rs.events import ErrorEvent

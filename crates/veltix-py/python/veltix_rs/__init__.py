@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ._enums import BufferSize, DisconnectReason, DisconnectState, Mode, SocketCore
 from ._native import Response
-from ._runtime import log as _log  # noqa: F401  (installs the native hooks and atexit)
+from . import _runtime  # noqa: F401  (installs the native hooks and the atexit cleanup)
 from ._types import PING, PONG, MessageType
 from .client import Client
 from .config import ClientConfig, ServerConfig

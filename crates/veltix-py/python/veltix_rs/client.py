@@ -8,7 +8,6 @@ from typing import Any, Callable
 
 from . import _native, _runtime
 from ._enums import DisconnectReason, DisconnectState, Mode
-from ._runtime import log
 from ._sig import check_signature
 from ._types import MessageType
 from .bus import VeltixBus
@@ -17,7 +16,7 @@ from .events import ClientEvent, ErrorEvent, MessageEvent, ReconnectEvent
 from .exceptions import ServerFullError
 from .request import Request, Response
 from .sender import Sender
-from .server import RequestHandler, _observed, _observing, _payload, _send_failed, _wait
+from .server import RequestHandler, _observed, _observing, _send_failed, _wait
 
 __all__ = ["Client", "ClientConfig", "DisconnectReason", "DisconnectState"]
 
@@ -101,7 +100,7 @@ class Client:
             self._bus.emit(ReconnectEvent.SUCCESS, {"attempt": self._attempt + 1})
         self._closed.clear()
         self._connected_evt.set()
-        log.info("connected to %s:%s", self._config.server_addr, self._config.port)
+        self._bus.info("connected to %s:%s", self._config.server_addr, self._config.port)
         _runtime.report_bus_errors(self._bus, self._bus.emit(ClientEvent.ON_CONNECT, None), "on_connect")
 
     def _dispatch_disconnect(self, permanent: bool, attempt: int, retry_max: int, reason: str) -> None:
@@ -120,7 +119,7 @@ class Client:
                 self._bus.emit(ReconnectEvent.FAIL, {"attempt": attempt})
             if attempt < retry_max:
                 self._bus.emit(ReconnectEvent.ATTEMPT, {"attempt": attempt + 1, "max_retry": retry_max})
-        log.info("disconnected: %s", state)
+        self._bus.info("disconnected: %s", state)
         _runtime.report_bus_errors(self._bus, self._bus.emit(ClientEvent.ON_DISCONNECT, state), "on_disconnect")
         if permanent:
             self._closed.set()
@@ -183,7 +182,7 @@ class Client:
             raise
         except OSError as e:
             self._bus.emit(ErrorEvent.NETWORK, {"error": str(e), "host": self._config.server_addr, "port": self._config.port})
-            log.warning("connect to %s:%s failed: %s", self._config.server_addr, self._config.port, e)
+            self._bus.warning("connect to %s:%s failed: %s", self._config.server_addr, self._config.port, e)
             if wait:
                 self._closed.wait(_CALLBACK_WAIT)
             return False

@@ -306,11 +306,11 @@ class Server:
         return native
 
     def _dispatch_connect(self, client: ClientInfo) -> None:
-        log.info("client connected: %s:%s", client.ip, client.port)
+        self._bus.info("client connected: %s:%s", client.ip, client.port)
         _runtime.report_bus_errors(self._bus, self._bus.emit(ServerEvent.ON_CONNECT, client), "on_connect")
 
     def _dispatch_disconnect(self, client: ClientInfo) -> None:
-        log.info("client disconnected: %s:%s", client.ip, client.port)
+        self._bus.info("client disconnected: %s:%s", client.ip, client.port)
         _runtime.report_bus_errors(self._bus, self._bus.emit(ServerEvent.ON_DISCONNECT, client), "on_disconnect")
 
     # -- properties -------------------------------------------------------------------------
@@ -378,7 +378,7 @@ class Server:
             self._bound = self._native.start()
             self._started = True
             self._closed.clear()
-        log.info("server listening on %s:%s", *self._bound)
+        self._bus.info("server listening on %s:%s", *self._bound)
         self._bus.emit(ServerEvent.STARTED, {"host": self._config.host, "port": self._bound[1]})
 
     def close_all(self) -> None:
@@ -413,7 +413,7 @@ class Server:
             while not self._closed.wait(1.0):
                 pass
         except KeyboardInterrupt:
-            log.info("KeyboardInterrupt: closing the server")
+            self._bus.info("KeyboardInterrupt: closing the server")
             self.close_all()
 
     def _shutdown(self) -> None:
