@@ -41,7 +41,11 @@ if [ ! -f "$VENV/.tools-complete" ] || ! "$VENV/bin/python" -c 'import maturin, 
   py=$(pick_python)
   echo "setup-python-pkg.sh: creating $VENV with $py" >&2
   rm -rf "$VENV"
-  "$py" -m venv "$VENV"
+  if ! "$py" -m venv "$VENV" 2>/dev/null; then
+    # Some distributions ship python without ensurepip: borrow the system pip.
+    rm -rf "$VENV"
+    "$py" -m venv --without-pip --system-site-packages "$VENV"
+  fi
   pip_in install --quiet --upgrade pip
   pip_in install --quiet "maturin>=1.7,<2" "pytest>=8" "pyzmq>=26" psutil
   touch "$VENV/.tools-complete"
