@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of issue 13: the same Python code (crates/veltix-py/bench/side_by_side.py)
 # on Python Veltix 3.3.0 and on veltix_rs, plus pyzmq, in one invocation. Each side at its best:
-# Python Veltix pinned to one CPU (its best on 2 cores), veltix_rs on all CPUs, pyzmq both ways.
+# Python Veltix pinned to one CPU with its THREADING core (its best on 2 cores), veltix_rs on all
+# CPUs with its default (RUST) core, pyzmq both ways.
 # Writes docs/bench/python-side-by-side.json (or $1) and prints a table.
 #
 #   bash scripts/bench-python.sh [OUT.json] [extra side_by_side.py args, e.g. --runs 5]
@@ -29,7 +30,8 @@ run() { # NAME PIN(yes|no) PYTHON IMPL
 }
 
 EXTRA=("$@")
-run veltix-3.3.0-pinned yes target/py/veltix-3.3.0/bin/python veltix "${EXTRA[@]}"
+# Python Veltix at its best on 2 cores: pinned to one CPU, THREADING core (see BENCHMARKS.md).
+run veltix-3.3.0-pinned yes target/py/veltix-3.3.0/bin/python veltix --socket-core threading "${EXTRA[@]}"
 run veltix_rs no target/py/veltix-rs/bin/python veltix_rs "${EXTRA[@]}"
 run pyzmq no target/py/veltix-rs/bin/python zmq "${EXTRA[@]}"
 run pyzmq-pinned yes target/py/veltix-rs/bin/python zmq "${EXTRA[@]}"

@@ -2,7 +2,7 @@
 pyzmq (PUSH/PULL with a Python receive loop, REQ/REP) as the library a Python user would pick
 instead. Server and clients in one process over loopback, as Veltix's own benchmark does.
 
-    python side_by_side.py --impl veltix|veltix_rs|zmq [--runs 3] [--json FILE]
+    python side_by_side.py --impl veltix|veltix_rs|zmq [--socket-core threading] [--runs 3] [--json FILE]
 
 Scenarios (every message is delivered to a Python handler that counts it):
   burst   one client sends N x 64 B back to back; rate = N / (time until the last arrived)
@@ -45,10 +45,11 @@ def pct(xs: list[float], p: float) -> float:
 
 
 class VeltixBench:
-    def __init__(self, module: str) -> None:
+    def __init__(self, module: str, socket_core: str | None) -> None:
         self.vx = importlib.import_module(module)
         self.name = module
         vx = self.vx
+        self.core = {} if socket_core is None else {"socket_core": vx.SocketCore[socket_core.upper()]}
         if module == "veltix":
             vx.Logger.get_instance(vx.LoggerConfig(level=vx.LogLevel.ERROR))
         else:
@@ -60,7 +61,7 @@ class VeltixBench:
 
     def server(self, on_move: Callable[[], None]) -> tuple[Any, int]:
         vx = self.vx
-        s = vx.Server(vx.ServerConfig(host="127.0.0.1", port=0, max_connection=-1))
+        s = vx.Server(vx.ServerConfig(host="127.0.0.1", port=0, max_connection=-1, **self.core))
 
         @s.route(self.MOVE)
         def move(client, response):
@@ -78,7 +79,7 @@ class VeltixBench:
 
     def client(self, port: int) -> Any:
         vx = self.vx
-        c = vx.Client(vx.ClientConfig(server_addr="127.0.0.1", port=port))
+        c = vx.Client(vx.ClientConfig(server_addr="127.0.0.1", port=port, **self.core))
         assert c.connect(), "connect failed"
         return c
 
@@ -308,9 +309,10 @@ def main() -> None:
     p.add_argument("--pings", type=int, default=5000)
     p.add_argument("--reqreps", type=int, default=5000)
     p.add_argument("--mem-clients", type=int, default=50)
+    p.add_argument("--socket-core", default=None, help="threading|async|rust (default: the library's)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    b: Any = ZmqBench() if a.impl == "zmq" else VeltixBench(a.impl)
+    b: Any = ZmqBench() if a.impl == "zmq" else VeltixBench(a.impl, a.socket_core)
     runs: list[dict] = []
     b.burst(min(a.burst, 10_000))  # warm-up
     for _ in range(a.runs):
