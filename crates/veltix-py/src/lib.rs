@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::exceptions::{
@@ -60,12 +60,45 @@ fn secs(timeout: f64) -> PyResult<Duration> {
     Ok(Duration::from_secs_f64(timeout.min(1e9)))
 }
 
+/// Batches of Python callbacks running right now (see [`shutdown`]).
+static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
+static IN_FLIGHT_DONE: Condvar = Condvar::new();
+
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        *lock(&IN_FLIGHT) += 1;
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut n = lock(&IN_FLIGHT);
+        *n -= 1;
+        if *n == 0 {
+            IN_FLIGHT_DONE.notify_all();
+        }
+    }
+}
+
 /// Runs `f` on a worker thread with the GIL, unless the interpreter is shutting down.
 fn with_python(f: impl for<'py> FnOnce(Python<'py>)) {
     if SHUTDOWN.load(Ordering::Acquire) {
         return;
     }
     let _ = Python::try_attach(f);
+}
+
+/// Runs one batch of callbacks under one GIL acquisition (the `around_handlers` wrapper; every
+/// Python callback runs inside one), counted in [`IN_FLIGHT`].
+fn batch_with_python(batch: &mut dyn FnMut()) {
+    if SHUTDOWN.load(Ordering::Acquire) {
+        return;
+    }
+    let _running = InFlight::enter();
+    with_python(|_py| batch());
 }
 
 /// Reports an exception raised by a user callback through the owner's `on_error(func, exc)`
@@ -611,7 +644,7 @@ impl NativeServer {
             on_recv: Mutex::new(None),
         });
         // One GIL acquisition per batch of one connection's messages.
-        server.around_handlers(|batch| with_python(|_py| batch()));
+        server.around_handlers(batch_with_python);
         let st = state.clone();
         server.on_recv(move |c: &ClientInfo, m: Response| {
             with_python(|py| {
@@ -887,7 +920,7 @@ impl NativeClient {
             on_observe,
             on_recv: Mutex::new(None),
         });
-        client.around_handlers(|batch| with_python(|_py| batch()));
+        client.around_handlers(batch_with_python);
         let st = state.clone();
         client.on_recv(move |m: Response| {
             with_python(|py| {
@@ -1034,11 +1067,22 @@ fn init(py: Python<'_>, type_factory: Py<PyAny>, invalid_content_error: Py<PyAny
     let _ = INVALID_CONTENT.set(py, invalid_content_error);
 }
 
-/// Called at interpreter exit (after live servers and clients were closed): workers stop
-/// calling into Python.
+/// Called at interpreter exit: from now on workers no longer call into Python; then waits (GIL
+/// released, at most `timeout` seconds) until the callbacks already running have returned, so
+/// that no worker is inside Python while the interpreter finalizes. Returns how many batches
+/// are still running (0 normally).
 #[pyfunction]
-fn shutdown() {
+#[pyo3(signature = (timeout = 0.0))]
+fn shutdown(py: Python<'_>, timeout: f64) -> usize {
     SHUTDOWN.store(true, Ordering::Release);
+    let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+    py.detach(move || {
+        let n = lock(&IN_FLIGHT);
+        let (n, _) = IN_FLIGHT_DONE
+            .wait_timeout_while(n, timeout, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        *n
+    })
 }
 
 /// The native extension of `veltix_rs`.

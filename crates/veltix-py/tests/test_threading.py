@@ -247,3 +247,34 @@ def test_ctrl_c_in_wait_until_closed_closes_the_server():
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped" in out and "returned False" in out
+
+
+def test_interpreter_exit_waits_for_a_running_callback():
+    """A callback still running Python code when the interpreter exits finishes before
+    finalization (a worker re-entering a finalizing interpreter would be killed through Rust
+    frames and abort the process)."""
+    r = _run(
+        """
+        import atexit, threading
+        import veltix_rs as vx
+        T = vx.MessageType(300, "t")
+        s = vx.Server(vx.ServerConfig(host="127.0.0.1", port=0))
+        entered, release = threading.Event(), threading.Event()
+
+        def h(c, m):
+            entered.set()
+            release.wait(60)
+            total = sum(range(3_000_000))  # still in Python while the exit proceeds
+            print("handler done", total > 0, flush=True)
+
+        s.route(T)(h)
+        s.start()
+        c = vx.Client(vx.ClientConfig(port=s.port))
+        assert c.connect() and c.send(vx.Request(T, b"x"))
+        assert entered.wait(20)
+        atexit.register(release.set)  # runs before veltix_rs's own exit hook (LIFO)
+        print("exiting", flush=True)
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["exiting", "handler done True"]

@@ -28,8 +28,15 @@ def track(obj: Any) -> None:
         _live.add(obj)
 
 
+#: How long interpreter exit waits for callbacks that are still running (seconds).
+EXIT_CALLBACK_WAIT = 5.0
+
+
 @atexit.register
 def _at_exit() -> None:
+    """Close live servers and clients, stop calling into Python from the handler pools, and
+    wait (bounded) for callbacks still running: a worker that re-entered Python while the
+    interpreter finalizes would be killed by CPython (pthread_exit) through Rust frames."""
     with _live_lock:
         objs = list(_live)
     for obj in objs:
@@ -37,7 +44,9 @@ def _at_exit() -> None:
             obj._shutdown()
         except Exception:  # noqa: BLE001 - never fail interpreter exit
             log.debug("veltix_rs: error while closing %r at exit", obj, exc_info=True)
-    _native.shutdown()
+    left = _native.shutdown(EXIT_CALLBACK_WAIT)
+    if left:
+        log.warning("veltix_rs: %d callback batch(es) still running at interpreter exit", left)
 
 
 def func_name(func: Any) -> str:
