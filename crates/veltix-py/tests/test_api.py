@@ -252,3 +252,18 @@ def test_logger_api(tmp_path):
         vx.LoggerConfig(level=20)  # type: ignore[arg-type]
     vx.Logger.reset_instance()
     assert str(vx.LogLevel.SUCCESS) == "SUCCESS"
+
+
+def test_3_3_0_module_paths():
+    from veltix_rs.exceptions import IDsExhaustedError
+    from veltix_rs.network._rust import engine_name, rust_enabled
+    from veltix_rs.network.request import Request
+    from veltix_rs.network.response import Response
+    from veltix_rs.network.sender import Mode, Sender
+    from veltix_rs.network.system_types import PING
+    from veltix_rs.network.types import MessageTypeRegistry
+
+    assert MessageTypeRegistry.get(200) is ECHO and ECHO in MessageTypeRegistry.list_all()
+    assert (Request, Response, Sender, Mode, PING) == (vx.Request, vx.Response, vx.Sender, vx.Mode, vx.PING)
+    assert rust_enabled() and engine_name() == "rust"
+    assert issubclass(IDsExhaustedError, vx.VeltixError)
