@@ -420,3 +420,49 @@ def test_reconnect_events_when_every_attempt_fails():
         (ReconnectEvent.ATTEMPT, {"attempt": 2, "max_retry": 2}),
         (ReconnectEvent.FAIL, {"attempt": 2}),
     ]
+
+
+def test_close_client_by_id(echo_server, make_client):
+    assert make_client(echo_server.port).connect()
+    wait_until(lambda: len(echo_server.clients) == 1)
+    info = echo_server.clients[0]
+    assert echo_server.close_client(None, id_=info.thread_id) is True  # type: ignore[arg-type]
+    assert echo_server.close_client(None, id_=10**9) is False  # type: ignore[arg-type]
+    wait_until(lambda: echo_server.clients == [])
+
+
+def test_stop_retry_cancels_the_reconnect_loop():
+    c = vx.Client(vx.ClientConfig(port=free_port(), retry=10_000, retry_delay=0.05, handshake_timeout=2.0))
+    states = Inbox()
+    c.on_disconnect(states.put)
+    result = []
+    t = threading.Thread(target=lambda: result.append(c.connect()))
+    t.start()
+    first = states.get()
+    assert (first.permanent, first.attempt) == (False, 0)
+    c.stop_retry()
+    t.join(T)
+    assert result == [False]
+    last = first
+    while not last.permanent:
+        last = states.get()
+    assert last.attempt < 10_000 and not c.running
+
+
+def test_retry_reconnects_in_the_background(make_server):
+    s = make_server()
+    s.start()
+    port = s.port
+    c = vx.Client(vx.ClientConfig(port=port))  # retry=0: a drop is permanent
+    connects, states = Inbox(), Inbox()
+    c.on_connect(lambda: connects.put(1))
+    c.on_disconnect(states.put)
+    assert c.connect()
+    connects.get()
+    s.close_all()
+    assert states.get().permanent
+    s.start()
+    c.retry(50)
+    assert connects.get() == 1
+    assert c.is_connected and c.config.retry == 0  # 3.3.0: retry(max_) does not change config
+    c.disconnect()
