@@ -771,6 +771,13 @@ impl NativeServer {
         }
     }
 
+    /// The core's counters (connections, frames and bytes in/out, drops, rejections, handshake
+    /// failures) as a JSON object string.
+    fn stats_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.server.stats())
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
     /// Closes one client (queued data is flushed); False if it was not connected.
     fn close_client(&self, handle: &ClientHandle) -> bool {
         self.server.close_client(&handle.inner)
@@ -1041,6 +1048,12 @@ impl NativeClient {
     fn disconnect(&self, py: Python<'_>) {
         let client = self.client.clone();
         py.detach(move || client.disconnect());
+    }
+
+    /// The core's counters (across reconnects) as a JSON object string.
+    fn stats_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.client.stats())
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Cancels a running reconnect loop.

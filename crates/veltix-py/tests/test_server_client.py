@@ -466,3 +466,15 @@ def test_retry_reconnects_in_the_background(make_server):
     assert connects.get() == 1
     assert c.is_connected and c.config.retry == 0  # 3.3.0: retry(max_) does not change config
     c.disconnect()
+
+
+def test_stats(echo_server, make_client):
+    c = make_client(echo_server.port)
+    assert c.connect()
+    assert c.send_and_wait(vx.Request(ECHO, b"abc"), timeout=T) is not None
+    st = echo_server.stats()
+    assert st["connections"] == 1 and st["connections_opened"] == 1
+    assert st["frames_in"] >= 1 and st["bytes_in"] >= 3 + 15
+    assert set(st["dropped"]) >= {"queue_full", "closed", "unrouted"}
+    cs = c.stats()
+    assert cs["frames_out"] >= 1 and cs["frames_in"] >= 1

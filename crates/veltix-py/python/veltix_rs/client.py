@@ -300,5 +300,12 @@ class Client:
         """PING round trip in ms (float), or None on timeout / when not connected."""
         return self._native.ping(float(timeout))
 
+    def stats(self) -> dict[str, Any]:
+        """veltix_rs extra: the core's counters of this client across reconnects (same keys as
+        ``Server.stats()``)."""
+        import json
+
+        return json.loads(self._native.stats_json())
+
     def __repr__(self) -> str:
         return f"Client(server={self._config.server_addr}:{self._config.port}, connected={self.is_connected})"

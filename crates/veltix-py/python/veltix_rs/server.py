@@ -561,6 +561,15 @@ class Server:
             return [c for c in self.clients if c.has_tag(tag)]
         return [c for c in self.clients if c.has_tag(tag) and c.get_tag(tag) == value]
 
+    def stats(self) -> dict[str, Any]:
+        """veltix_rs extra: the core's counters since the server was created: ``connections``
+        (open now), ``connections_opened``, ``frames_in``/``bytes_in``, ``frames_out``/
+        ``bytes_out``, ``dropped`` (``queue_full``, ``closed``, ``pongs``, ``unrouted``),
+        ``rejected``, ``refused``, ``handshake_failures``, ``keepalive_timeouts``."""
+        import json
+
+        return json.loads(self._native.stats_json())
+
     def __repr__(self) -> str:
         return f"Server(host={self._config.host!r}, port={self.port or self._config.port}, running={self.is_running})"
 
