@@ -343,6 +343,7 @@ def test_memory_is_bounded_when_a_peer_stops_reading(make_server, make_client):
     release.set()
     assert refused, "the outbound queue never filled"
     assert sent < 200, f"{sent} MiB accepted for a peer that does not read"
+    assert s.stats()["dropped"]["queue_full"] >= 1
     wait_until(lambda: len(received) == sent, what="the client drains what was accepted")
 
 
