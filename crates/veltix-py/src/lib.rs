@@ -20,7 +20,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -60,6 +60,10 @@ fn secs(timeout: f64) -> PyResult<Duration> {
     Ok(Duration::from_secs_f64(timeout.min(1e9)))
 }
 
+/// GIL acquisitions by handler-pool workers (one per batch), process-wide; see
+/// [`gil_acquisitions`].
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+
 /// Batches of Python callbacks running right now (see [`shutdown`]).
 static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
 static IN_FLIGHT_DONE: Condvar = Condvar::new();
@@ -97,6 +101,7 @@ fn batch_with_python(batch: &mut dyn FnMut()) {
     if SHUTDOWN.load(Ordering::Acquire) {
         return;
     }
+    BATCHES.fetch_add(1, Ordering::Relaxed);
     let _running = InFlight::enter();
     with_python(|_py| batch());
 }
@@ -1080,6 +1085,14 @@ fn init(py: Python<'_>, type_factory: Py<PyAny>, invalid_content_error: Py<PyAny
     let _ = INVALID_CONTENT.set(py, invalid_content_error);
 }
 
+/// How many times handler-pool workers have attached to the interpreter to run a batch of
+/// callbacks, process-wide (each batch holds up to 64 messages of one connection). For tests
+/// and diagnostics.
+#[pyfunction]
+fn gil_acquisitions() -> u64 {
+    BATCHES.load(Ordering::Relaxed)
+}
+
 /// Called at interpreter exit: from now on workers no longer call into Python; then waits (GIL
 /// released, at most `timeout` seconds) until the callbacks already running have returned, so
 /// that no worker is inside Python while the interpreter finalizes. Returns how many batches
@@ -1107,6 +1120,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(gil_acquisitions, m)?)?;
     m.add("CORE_VERSION", "veltix-rs 0.1.0")?;
     Ok(())
 }

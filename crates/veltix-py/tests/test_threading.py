@@ -278,3 +278,38 @@ def test_interpreter_exit_waits_for_a_running_callback():
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["exiting", "handler done True"]
+
+
+def test_a_backlog_is_delivered_in_batches_under_one_gil_acquisition_each(make_server, make_client):
+    """While the handler is blocked, 640 messages queue up; they are then delivered in batches
+    of up to 64 under one GIL acquisition each (not one acquisition per message)."""
+    from veltix_rs import _native
+
+    s = make_server(max_workers=1)
+    entered, release, done = threading.Event(), threading.Event(), threading.Event()
+    n = 641
+    seen = []
+
+    @s.route(NOTE)
+    def note(client, msg):
+        if not seen:
+            entered.set()
+            assert release.wait(T)
+        seen.append(msg.content)
+        if len(seen) == n:
+            done.set()
+
+    s.start()
+    c = make_client(s.port)
+    assert c.connect()
+    assert c.send(vx.Request(NOTE, b"first"))
+    assert entered.wait(T)  # the handler is blocked inside the first batch
+    for i in range(n - 1):
+        assert c.send(vx.Request(NOTE, str(i).encode()))
+    assert c.send_and_wait(vx.Request(vx.PING, b""), timeout=T) is not None  # all reached the server
+    before = _native.gil_acquisitions()
+    release.set()
+    assert done.wait(T)
+    used = _native.gil_acquisitions() - before
+    assert seen[1:] == [str(i).encode() for i in range(n - 1)]
+    assert used <= 2 * ((n - 1) // 64 + 1) + 4, f"{used} GIL acquisitions for {n - 1} messages"
