@@ -313,3 +313,43 @@ def test_a_backlog_is_delivered_in_batches_under_one_gil_acquisition_each(make_s
     used = _native.gil_acquisitions() - before
     assert seen[1:] == [str(i).encode() for i in range(n - 1)]
     assert used <= 2 * ((n - 1) // 64 + 1) + 4, f"{used} GIL acquisitions for {n - 1} messages"
+
+
+def test_ctrl_c_in_client_wait_until_closed_disconnects():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(
+            """
+            import sys, threading
+            import veltix_rs as vx
+            s = vx.Server(vx.ServerConfig(host="127.0.0.1", port=0))
+            s.start()
+            c = vx.Client(vx.ClientConfig(port=s.port))
+            c.on_disconnect(lambda st: print("state", st.permanent, st.reason.name, flush=True))
+            assert c.connect()
+            main = threading.main_thread().ident
+
+            def announce():
+                ev = threading.Event()
+                while True:
+                    f = sys._current_frames().get(main)
+                    names = []
+                    while f is not None:
+                        names.append(f.f_code.co_name)
+                        f = f.f_back
+                    if "wait_until_closed" in names:
+                        print("ready", flush=True)
+                        return
+                    ev.wait(0.01)
+
+            threading.Thread(target=announce, daemon=True).start()
+            c.wait_until_closed()
+            print("returned", c.is_connected, flush=True)
+            s.close_all()
+            """)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "state True MANUAL" in out and "returned False" in out
