@@ -30,7 +30,7 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyType};
 
 use veltix::{
     ClientConfig, ClientInfo, DisconnectReason, DisconnectState, Error, Generation,
@@ -41,6 +41,8 @@ use veltix::{
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 /// `code -> MessageType` resolver installed by the package (`veltix_rs._types`).
 static TYPE_FACTORY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// `veltix_rs.Request`: `send_request` refuses anything else (as Veltix's `send` does).
+static REQUEST_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 /// `veltix_rs.exceptions.InvalidContentError`.
 static INVALID_CONTENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -345,6 +347,11 @@ fn request(code: u16, content: &[u8], request_id: Option<u32>) -> Request {
 /// None if it does not look like one. A 1.6 id (4 bytes) becomes its big-endian `u32`.
 fn read_request(req: &Bound<'_, PyAny>) -> Option<(u16, Vec<u8>, Option<u32>)> {
     let py = req.py();
+    if let Some(cls) = REQUEST_CLASS.get(py) {
+        if !req.is_instance(cls.bind(py)).unwrap_or(false) {
+            return None;
+        }
+    }
     let code: u16 = req
         .getattr(pyo3::intern!(py, "type"))
         .ok()?
@@ -1077,12 +1084,21 @@ impl NativeClient {
 // Module
 // ---------------------------------------------------------------------------------------------
 
-/// Installs the package's hooks: `type_factory(code) -> MessageType` and the
-/// `InvalidContentError` class.
+/// Installs the package's hooks: `type_factory(code) -> MessageType`, the
+/// `InvalidContentError` class, and the `Request` class (sends accept only its instances).
 #[pyfunction]
-fn init(py: Python<'_>, type_factory: Py<PyAny>, invalid_content_error: Py<PyAny>) {
+#[pyo3(signature = (type_factory, invalid_content_error, request_class = None))]
+fn init(
+    py: Python<'_>,
+    type_factory: Py<PyAny>,
+    invalid_content_error: Py<PyAny>,
+    request_class: Option<Py<PyType>>,
+) {
     let _ = TYPE_FACTORY.set(py, type_factory);
     let _ = INVALID_CONTENT.set(py, invalid_content_error);
+    if let Some(cls) = request_class {
+        let _ = REQUEST_CLASS.set(py, cls);
+    }
 }
 
 /// How many times handler-pool workers have attached to the interpreter to run a batch of

@@ -301,6 +301,12 @@ def test_sender_objects(echo_server, make_client):
     c.route(NOTE)(lambda r: got.put(r.content))
     assert c.connect()
     assert c.sender.send(vx.Request(ECHO, b"via-sender"))
+    assert c.send("not a request") is False  # type: ignore[arg-type]
+
+    class Lookalike:
+        type, content, request_id = ECHO, b"x", None
+
+    assert c.send(Lookalike()) is False  # type: ignore[arg-type]
     wait_until(lambda: len(echo_server.clients) == 1)
     info = echo_server.clients[0]
     assert echo_server.sender.send(vx.Request(NOTE, b"1"), info)

@@ -15,7 +15,9 @@ from .exceptions import InvalidContentError
 
 log = logging.getLogger("veltix_rs")
 
-_native.init(type_for_code, InvalidContentError)
+from .request import Request  # noqa: E402
+
+_native.init(type_for_code, InvalidContentError, Request)
 
 #: Live servers and clients, closed at interpreter exit.
 _live: "weakref.WeakSet[Any]" = weakref.WeakSet()

@@ -90,7 +90,23 @@ class Client:
             on_connect, on_disconnect, _runtime.make_error_reporter(lambda: bus), on_observe,
         )
         bus._watchers.append(lambda: native.set_observe(_observing(bus)))
+
+        def fast_send() -> None:
+            c = me()
+            if c is not None:
+                c._update_fast_send(native)
+
+        bus._watchers.append(fast_send)
+        self._update_fast_send(native)
         return native
+
+    def _update_fast_send(self, native: _native.NativeClient) -> None:
+        # While nobody watches SENT / SEND errors, `client.send` is the native method itself
+        # (no Python frame per message); otherwise the class method, which emits the events.
+        if self._bus.watching_sends:
+            self.__dict__.pop("send", None)
+        else:
+            self.__dict__["send"] = native.send_request
 
     # -- dispatchers (handler pool) ---------------------------------------------------------
 
