@@ -353,3 +353,33 @@ def test_ctrl_c_in_client_wait_until_closed_disconnects():
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "state True MANUAL" in out and "returned False" in out
+
+
+def test_gil_is_released_while_connect_blocks():
+    """A listener that never sends the handshake: connect() blocks until handshake_timeout; a
+    Python thread must make progress meanwhile."""
+    import socket
+
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen()
+        c = vx.Client(vx.ClientConfig(port=lst.getsockname()[1], handshake_timeout=1.0))
+        go, stop = threading.Event(), threading.Event()
+        ticks = [0]
+
+        def count():
+            go.wait(T)
+            while not stop.is_set():
+                ticks[0] += 1
+
+        t = threading.Thread(target=count)
+        t.start()
+        try:
+            go.set()
+            assert c.connect() is False  # ~1 s in Rust; only counts if the GIL was released
+        finally:
+            stop.set()
+            t.join(T)
+        # About a second of counting is millions of iterations; holding the GIL for the
+        # connect would leave at most one switch interval (5 ms) to the counter.
+        assert ticks[0] > 200_000, f"the counting thread only ran {ticks[0]} iterations"
