@@ -11,8 +11,10 @@
 //!   `disconnect`, `restart`, large sends) releases the GIL (`Python::detach`) first, so a
 //!   callback may call them, and other Python threads keep running meanwhile.
 //! - Interpreter shutdown: the package's `atexit` hook closes live servers and clients and calls
-//!   [`shutdown`]; after it, no worker attaches to the interpreter again (`Python::try_attach`
-//!   also refuses once finalization started).
+//!   [`shutdown`], which stops workers from attaching to the interpreter again and waits
+//!   (bounded, GIL released) for the batches still running: CPython 3.11 ends a thread that
+//!   re-enters a finalizing interpreter with `pthread_exit`, whose forced unwind through the
+//!   core's `catch_unwind` would abort the process.
 //!
 //! Everything Python-facing here is thin: validation, enums, the event bus, tags and the 1.6
 //! facade live in the Python package (`python/veltix_rs`).
