@@ -100,6 +100,9 @@ pub struct ServerConfig {
     /// Keep-alive: PING an idle peer every `interval`, close it when nothing arrived for
     /// `timeout` (default `None`: off, as in Python).
     pub keepalive: Option<KeepAlive>,
+    /// TLS on every connection (default `None`: plaintext, as in Python). Certificates and keys
+    /// are read and checked by `start()`; see [`ServerTls`](crate::tls::ServerTls).
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +122,7 @@ impl Default for ServerConfig {
             max_inbound_queue: 16 * 1024 * 1024,
             close_timeout: Duration::from_secs(2),
             keepalive: None,
+            tls: None,
         }
     }
 }
@@ -297,6 +301,12 @@ pub struct ClientConfig {
     pub keepalive: Option<KeepAlive>,
     /// What to do when the connection drops or cannot be made (default: no retry, like Python).
     pub reconnect: crate::ReconnectPolicy,
+    /// TLS to the server (default `None`: plaintext). Files are read and checked by
+    /// `connect()`; see [`ClientTls`](crate::tls::ClientTls).
+    pub tls: Option<crate::tls::ClientTls>,
+    /// Gen 3: the `meta` object of our hello, e.g. credentials for the server's authenticate
+    /// hook (default empty, as Python sends; see [`ClientConfig::with_token`]).
+    pub meta: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for ClientConfig {
@@ -316,6 +326,8 @@ impl Default for ClientConfig {
             close_timeout: Duration::from_secs(2),
             keepalive: None,
             reconnect: crate::ReconnectPolicy::default(),
+            tls: None,
+            meta: serde_json::Map::new(),
         }
     }
 }
@@ -328,6 +340,19 @@ impl ClientConfig {
             port,
             ..Self::default()
         }
+    }
+
+    /// Presents `token` to the server: sets `meta["token"]` (what
+    /// [`auth::token_list`](crate::auth::token_list) and `veltix serve --auth-token-file` check).
+    ///
+    /// ```
+    /// let cfg = veltix::ClientConfig::new("127.0.0.1", 8080).with_token("s3cret");
+    /// assert_eq!(cfg.meta["token"], "s3cret");
+    /// ```
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.meta
+            .insert("token".into(), serde_json::Value::String(token.into()));
+        self
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

@@ -38,6 +38,10 @@
 //! - [`config`]: [`ServerConfig`], [`ClientConfig`], [`PerformanceMode`], [`KeepAlive`].
 //! - [`reconnect`]: [`ReconnectPolicy`], [`DisconnectState`].
 //! - [`message`]: [`Request`], [`Response`].
+//! - [`tls`]: [`tls::ServerTls`], [`tls::ClientTls`], [`tls::TlsInfo`]: TLS 1.2/1.3 with
+//!   rustls, mutual TLS. `conn::tls` (private) drives a TLS connection.
+//! - [`auth`]: [`auth::AuthRequest`], [`auth::AuthDecision`], [`auth::token_list`]: the
+//!   authenticate hook of the handshake. `secure` (private) runs TLS, handshake and hook.
 //! - [`proto`]: the sans-I/O protocol crate (`veltix-proto`), re-exported.
 //!
 //! ## Guarantees (and where we differ from Python Veltix)
@@ -56,6 +60,7 @@
 #![forbid(unsafe_code)]
 
 pub mod asynch;
+pub mod auth;
 pub mod client;
 pub mod config;
 mod conn;
@@ -65,7 +70,9 @@ pub mod message;
 mod pool;
 pub mod reconnect;
 mod rt;
+mod secure;
 pub mod server;
+pub mod tls;
 
 pub use asynch::{AsyncClient, AsyncServer, Incoming};
 pub use client::{Client, ClientSender};
