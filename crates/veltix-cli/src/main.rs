@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod ping;
+mod secure;
 mod send;
 mod serve;
 

@@ -63,6 +63,8 @@ pub struct Args {
     /// Write coalescing: low, balanced (default) or high.
     #[arg(long, value_name = "MODE")]
     pub performance_mode: Option<PerformanceMode>,
+    #[command(flatten)]
+    pub security: crate::secure::ServeArgs,
 }
 
 /// Parses a number of seconds (`0.5`, `2`); finite and not negative.
@@ -204,12 +206,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(v) = args.performance_mode {
         config.performance_mode = v;
     }
+    args.security.configure(&mut config);
 
     // Signal handlers first: a SIGTERM arriving right after the `listening on` line must not
     // kill the process with the default action.
     let signals = Signals::new()?;
 
     let server = Server::new(config);
+    args.security.install(&server)?;
     let stats = Arc::new(SinkStats::new());
     let drain = Arc::new(Drain::default());
     match args.mode {

@@ -5,7 +5,6 @@
 //!
 //! Every wait is on an event with a generous timeout; every server binds port 0.
 
-#[allow(dead_code)]
 #[path = "support/certs.rs"]
 mod certs;
 
