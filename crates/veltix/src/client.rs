@@ -438,7 +438,10 @@ impl Client {
     /// On failure with `reconnect.retries > 0`, it runs the reconnect loop before returning (as
     /// Python does) and returns `Ok` if an attempt succeeded. A full server is not retried here.
     /// Errors: [`Error::ConnectionRefused`], [`Error::ConnectTimeout`], [`Error::ServerFull`],
-    /// [`Error::Handshake`] (e.g. incompatible version), [`Error::HandshakeTimeout`].
+    /// [`Error::Handshake`] (e.g. incompatible version), [`Error::HandshakeTimeout`],
+    /// [`Error::Rejected`] (the server's authenticate hook said no; not retried),
+    /// [`Error::Tls`] (certificate check or TLS handshake failed),
+    /// [`Error::TlsConfig`] (a bad certificate, key or CA file; not retried).
     pub fn connect(&self) -> Result<()> {
         crate::rt::block_on(&self.shared.rt, self.shared.clone().connect())
     }

@@ -924,3 +924,74 @@ fn a_panicking_hook_refuses_the_client_and_the_server_keeps_serving() {
     good.connect().expect("accepted");
     server.close_all();
 }
+
+#[test]
+fn gen1_has_no_refusal_message_so_a_refused_client_is_disconnected() {
+    // Gen 1 carries no meta: the hook decides on the address and the TLS identity alone.
+    let p = pki();
+    let client_ca = Ca::new("gen1 client CA");
+    let allowed = client_ca.client("allowed");
+    let other = client_ca.client("other");
+    let server = Server::new(ServerConfig {
+        generation: Generation::Gen1,
+        tls: Some(p.server_tls().client_ca_pem(client_ca.pem.cert.clone())),
+        ..ServerConfig::local()
+    });
+    server.authenticate(|req| {
+        assert!(req.meta.is_empty());
+        match req.certificate_cn() {
+            Some("allowed") => AuthDecision::accept(),
+            _ => AuthDecision::reject("unauthorized"),
+        }
+    });
+    let (tx, connected) = channel();
+    let tx = Mutex::new(tx);
+    server.on_connect(move |c| {
+        let _ = lock(&tx).send(c.tls().and_then(|t| t.peer_certificate.clone()));
+    });
+    let addr = server.start().expect("start");
+    let connect = |who: &certs::Pem| {
+        let c = Client::new(client_config(
+            addr,
+            Generation::Gen1,
+            Some(
+                p.client_tls()
+                    .client_cert_pem(who.cert.clone(), who.key.clone()),
+            ),
+        ));
+        let (dtx, dropped) = channel();
+        let dtx = Mutex::new(dtx);
+        c.on_disconnect(move |s| {
+            let _ = lock(&dtx).send(s.permanent);
+        });
+        (c.connect(), c, dropped)
+    };
+    let (r, good, _) = connect(&allowed);
+    r.expect("allowed in");
+    assert!(good.ping_server(T).is_ok());
+    let cert = connected
+        .recv_timeout(T)
+        .expect("on_connect")
+        .expect("cert");
+    assert_eq!(cert.common_name.as_deref(), Some("allowed"));
+    // The Gen 1 client's handshake completes before the hook has spoken, so its connect()
+    // may succeed; the server then closes the link, and on_connect never runs for it.
+    let (r, bad, dropped) = connect(&other);
+    if r.is_ok() {
+        assert!(
+            dropped.recv_timeout(T).expect("disconnected"),
+            "permanent drop"
+        );
+        assert!(bad.ping_server(T).is_err());
+    }
+    let deadline = Instant::now() + T;
+    while server.auth_failures() == 0 {
+        assert!(Instant::now() < deadline, "counted");
+        std::thread::yield_now();
+    }
+    assert!(
+        connected.try_recv().is_err(),
+        "the refused client never connected"
+    );
+    server.close_all();
+}
