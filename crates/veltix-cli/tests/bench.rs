@@ -340,4 +340,7 @@ fn against_tls_runs_the_same_scenario_over_tls() {
     assert_eq!(s["tls"]["count"].as_f64(), Some(50.0));
     assert_eq!(s["tls"]["failures"].as_f64(), Some(0.0));
     positive(&s, &["throughput", "p50_ms"]);
+    // Memory per TLS connection: raw TLS connections held open.
+    let (s, _) = bench(&["memory", "--idle-connections", "60", "--against", "tls"]);
+    assert_eq!(s["tls"]["connections"].as_f64(), Some(60.0), "{}", s["tls"]);
 }

@@ -228,6 +228,8 @@ pub struct Params {
     pub reqrep_api: ReqrepApi,
     /// TLS for the clients (`--against tls` runs).
     pub tls: Option<veltix::tls::ClientTls>,
+    /// The same trust for the memory scenario's raw TLS connections.
+    pub raw_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Params {
@@ -270,6 +272,7 @@ impl Params {
             client_workers: a.client_workers.max(1),
             reqrep_api: a.reqrep_api,
             tls: None,
+            raw_tls: None,
         }
     }
 
@@ -769,6 +772,7 @@ fn run_scenario(
         };
         let tp = Params {
             tls: Some(t.client()),
+            raw_tls: Some(t.rustls_client()?),
             ..p.clone()
         };
         let mut tls_runs = Vec::new();

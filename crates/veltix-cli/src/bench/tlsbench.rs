@@ -3,6 +3,7 @@
 //! end.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use veltix::tls::ClientTls;
@@ -52,6 +53,52 @@ impl TlsSetup {
     /// The clients' TLS settings (trusting only this run's CA).
     pub fn client(&self) -> ClientTls {
         ClientTls::ca_pem(self.ca_pem.clone())
+    }
+
+    /// The same trust as a rustls configuration, for the memory scenario's raw connections.
+    pub fn rustls_client(&self) -> Res<Arc<rustls::ClientConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+}
+
+/// A blocking TLS connection that completed the Gen 3 handshake (memory scenario).
+pub type RawTls = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// Connects over TLS to `port` and runs the Gen 3 client handshake (see
+/// `memory::handshake_connect`, its plaintext twin).
+pub fn handshake_connect(port: u16, config: &Arc<rustls::ClientConfig>) -> Res<RawTls> {
+    use std::io::{Read, Write};
+    use veltix::proto::{Generation, Handshake, HandshakeConfig};
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let conn = rustls::ClientConnection::new(config.clone(), name)?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3));
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(b) = hs.poll_transmit() {
+            s.write_all(&b)?;
+            s.flush()?;
+        }
+        if hs.is_done() {
+            return Ok(s);
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err("server closed during the handshake".into());
+        }
+        hs.feed(&buf[..n])?;
     }
 }
 
