@@ -42,6 +42,19 @@ use serde_json::{Map, Value};
 use crate::tls::TlsInfo;
 
 /// What the authenticate hook is told about a client that completed the protocol handshake.
+///
+/// ```
+/// use veltix::auth::AuthRequest;
+/// let mut req = AuthRequest {
+///     peer: "10.0.0.7:50000".parse().unwrap(),
+///     meta: Default::default(),
+///     peer_version: "3.3.0".into(),
+///     tls: None,
+/// };
+/// req.meta.insert("token".into(), "abc".into());
+/// assert_eq!(req.token(), Some("abc"));
+/// assert_eq!(req.certificate_cn(), None); // no TLS
+/// ```
 #[derive(Clone, Debug)]
 pub struct AuthRequest {
     /// The client's address.

@@ -38,6 +38,13 @@ use rustls::{RootCertStore, SupportedProtocolVersion};
 use crate::{Error, Result};
 
 /// PEM data: a file read when the server starts / the client connects, or bytes in memory.
+///
+/// ```
+/// use veltix::tls::{Pem, ServerTls};
+/// let tls = ServerTls::new(Pem::File("chain.pem".into()), Pem::Bytes(b"-----BEGIN PRIVATE KEY-----...".to_vec()));
+/// // Key material is never printed.
+/// assert!(format!("{tls:?}").contains("Pem::Bytes(30 bytes)"));
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub enum Pem {
     /// A PEM file.
@@ -233,6 +240,13 @@ impl ServerTls {
 }
 
 /// Where a client's trust anchors come from.
+///
+/// ```
+/// use veltix::tls::{ClientTls, Pem, Roots};
+/// let private = ClientTls::new(Roots::Pem(Pem::File("ca.pem".into())));
+/// let public = ClientTls::new(Roots::System); // = ClientTls::system_roots()
+/// # let _ = (private, public);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Roots {
     /// The operating system's store (on Linux, `/etc/ssl/certs`; `SSL_CERT_FILE` /
@@ -585,6 +599,38 @@ mod der {
 
     #[cfg(test)]
     mod tests {
+        #[test]
+        fn every_truncation_and_corruption_of_a_real_certificate_is_safe() {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "wörker-7");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, "Acme");
+            let der = params.self_signed(&key).unwrap().der().to_vec();
+            assert_eq!(
+                super::subject(&der),
+                Some((
+                    "CN=wörker-7, O=Acme".to_string(),
+                    Some("wörker-7".to_string())
+                ))
+            );
+            for n in 0..der.len() {
+                let _ = super::subject(&der[..n]);
+            }
+            let mut rng = fastrand::Rng::with_seed(7);
+            for _ in 0..20_000 {
+                let mut d = der.clone();
+                for _ in 0..rng.usize(1..4) {
+                    let i = rng.usize(..d.len());
+                    d[i] = rng.u8(..);
+                }
+                let _ = super::subject(&d);
+            }
+        }
+
         #[test]
         fn garbage_does_not_panic() {
             for input in [
