@@ -314,12 +314,9 @@ fn our_tls_client_talks_to_a_python_server_behind_stunnel() {
                 .unwrap_or_else(|p| p.into_inner())
                 .send(m.text().unwrap_or("").to_string());
         });
-        let clients = py.cmd_ok(json!({"cmd": "clients"}));
-        let idx = clients["clients"]
-            .as_array()
-            .and_then(|c| c.last())
-            .map(|c| c["client"].clone())
-            .expect("python sees our client");
+        // The Python server's on_connect for this connection gives its index.
+        let ev = py.wait_event(|e| e["event"] == "connect", T);
+        let idx = ev["client"].clone();
         py.cmd_ok(json!({"cmd": "send", "client": idx, "type": 201, "payload": payload::text("from python")}));
         assert_eq!(rx.recv_timeout(T).expect("python's message"), "from python");
         client.disconnect();

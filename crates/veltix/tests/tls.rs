@@ -818,6 +818,11 @@ fn the_hook_sees_the_tls_identity_and_meta() {
             _ => AuthDecision::reject("unknown device"),
         }
     });
+    let (ctx, connected) = channel();
+    let ctx = Mutex::new(ctx);
+    server.on_connect(move |c| {
+        let _ = lock(&ctx).send(c.get_tag("device"));
+    });
     let addr = server.start().expect("start");
     let mut cfg = client_config(
         addr,
@@ -833,8 +838,10 @@ fn the_hook_sees_the_tls_identity_and_meta() {
     assert_eq!(req.peer_version, "3.3.0");
     assert!(req.peer.ip().is_loopback());
     assert_eq!(req.certificate_cn(), Some("device-42"));
-    let c = server.clients().pop().expect("one client");
-    assert_eq!(c.get_tag("device"), Some(serde_json::json!("device-42")));
+    assert_eq!(
+        connected.recv_timeout(T).expect("on_connect"),
+        Some(serde_json::json!("device-42"))
+    );
     server.close_all();
 }
 
