@@ -92,6 +92,14 @@ for g, items in streams.items():
         put("decoder", bytes([mode | 8, 0, 0]) + s)                   # 1-byte pieces, batched
     put("decoder", bytes([mode, 0, 3]) + b"".join(items))             # everything at once
     put("decoder", bytes([mode | 4, 0, 9]) + b"".join(items))         # with known_types
+# Crafted resync input: a bad-CRC Gen 3 header every 15 bytes, each declaring a frame that ends
+# inside the stream (Python's resync rule hashes it over and over; ours stays linear).
+crafted = bytearray(8000)
+for i in range(0, len(crafted) - 15, 15):
+    size = (len(crafted) - i - 15) // 2
+    crafted[i:i + 15] = b"VX\x00\x00\xc8" + size.to_bytes(4, "big") + b"\xde\xad\xbe\xef\x00\x00"
+put("decoder", bytes([0, 0, 3]) + bytes(crafted))
+put("decoder", bytes([8, 0, 0]) + bytes(crafted))
 put("decoder", bytes([16, 0, 3]) + bytes(range(64)))                 # structured mode
 put("decoder", bytes([17, 0, 0]) + bytes(range(64)))
 hs = {e["name"]: bytes.fromhex(e["bytes_hex"]) for e in v if e["kind"] == "handshake"}

@@ -203,6 +203,8 @@ impl<'a> Checker<'a> {
             s.discarded_bytes + self.frame_bytes as u64,
             self.consumed as u64
         );
+        // Resync work stays linear in the input (crafted bad-CRC streams included).
+        assert!(s.hashed_bytes <= Decoder::MAX_HASH_FACTOR * s.bytes_in + Decoder::HASH_ALLOWANCE);
     }
 
     fn finish(&mut self) {

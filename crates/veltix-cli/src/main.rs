@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod logging;
 mod ping;
 mod secure;
 mod send;
@@ -15,9 +16,17 @@ mod serve;
 #[derive(Parser)]
 #[command(name = "veltix", version, about)]
 struct Cli {
-    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "veltix=debug". Logs go to stderr.
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "veltix=debug". Logs go to stderr
+    /// through a bounded, non-blocking writer: when stderr is slow, lines are dropped (and
+    /// counted), the server never waits for it.
     #[arg(long, global = true, default_value = "warn")]
     log: String,
+    /// Log line format: text (colours only on a terminal) or json (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
+    /// Log lines that may wait for a slow stderr before new ones are dropped.
+    #[arg(long, global = true, value_name = "LINES", default_value_t = logging::BUFFERED_LINES)]
+    log_buffer: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,19 +47,21 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let logging = match logging::Logging::init(&cli.log, cli.log_format, cli.log_buffer) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("veltix: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let r = match cli.command {
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(a, &logging),
         Command::Send(a) => send::run(a),
         Command::Ping(a) => ping::run(a),
         Command::Bench(a) => bench::run(*a),
         Command::Demo(a) => demo::run(a),
     };
+    logging.finish();
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

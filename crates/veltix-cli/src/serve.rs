@@ -2,6 +2,8 @@
 //!
 //! Output contract (stdout):
 //! - once bound: `listening on HOST:PORT` (the real port with `--port 0`), flushed at once;
+//! - every `--stats-interval` seconds, and once on stop: `stats: {JSON}`, the server's
+//!   [`veltix::Stats`] plus `log_lines_dropped` (lines stderr did not take in time);
 //! - sink mode, on stop: `received N messages (B bytes) in T s: R msg/s`.
 //!
 //! This module also holds the small argument parsers shared by `send` and `ping`.
@@ -14,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 use veltix::{ClientInfo, Generation, PerformanceMode, Request, Response, Server, ServerConfig};
+
+use crate::logging::Logging;
 
 /// First message type code that belongs to users (`0..=199` are the protocol's).
 const FIRST_USER_CODE: u16 = veltix::proto::types::FIRST_USER_CODE;
@@ -63,6 +67,13 @@ pub struct Args {
     /// Write coalescing: low, balanced (default) or high.
     #[arg(long, value_name = "MODE")]
     pub performance_mode: Option<PerformanceMode>,
+    /// Print a `stats: {JSON}` line on stdout every SECS seconds (and always once on stop).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub stats_interval: Option<Duration>,
+    /// On stop, how long queued data may take to reach each client before it is dropped (a
+    /// client that does not read cannot hold the exit longer).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "0.5")]
+    pub close_timeout: Duration,
     #[command(flatten)]
     pub security: crate::secure::ServeArgs,
 }
@@ -186,12 +197,13 @@ fn echo_of(msg: &Response) -> Request {
 }
 
 /// Runs `veltix serve` until SIGINT or SIGTERM.
-pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ServerConfig {
         host: args.host.clone(),
         port: args.port,
         generation: args.wire,
         max_connections: args.max_connections.map(usize::try_from).transpose()?,
+        close_timeout: args.close_timeout,
         ..ServerConfig::default()
     };
     if let Some(v) = args.max_message_size {
@@ -257,12 +269,20 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     info!(%addr, mode = ?args.mode, wire = %args.wire, "serving");
 
-    let which = signals.wait()?;
+    let print_stats = || -> std::io::Result<()> {
+        let mut json = serde_json::to_value(server.stats()).map_err(std::io::Error::other)?;
+        json["log_lines_dropped"] = logging.dropped_lines().into();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "stats: {json}")?;
+        out.flush()
+    };
+    let which = signals.wait(args.stats_interval, &print_stats)?;
     info!("{which} received: closing every client");
     if args.mode == Mode::Sink {
         drain.track(&server.clients());
     }
     server.close_all();
+    print_stats()?;
 
     if args.mode == Mode::Sink {
         if !drain.wait(DRAIN_TIMEOUT) {
@@ -288,6 +308,7 @@ impl Signals {
     fn new() -> std::io::Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
+            .enable_time()
             .build()?;
         #[cfg(unix)]
         {
@@ -301,8 +322,23 @@ impl Signals {
         Ok(Signals { rt })
     }
 
-    /// Blocks until a signal arrives; returns its name.
-    fn wait(self) -> std::io::Result<&'static str> {
+    /// Blocks until a signal arrives, calling `tick` every `interval` meanwhile; returns the
+    /// signal's name.
+    fn wait(
+        self,
+        interval: Option<Duration>,
+        tick: &dyn Fn() -> std::io::Result<()>,
+    ) -> std::io::Result<&'static str> {
+        let ticks = async {
+            let Some(every) = interval else {
+                return std::future::pending().await;
+            };
+            let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                timer.tick().await;
+                tick()?;
+            }
+        };
         #[cfg(unix)]
         {
             let Signals {
@@ -310,17 +346,22 @@ impl Signals {
                 mut int,
                 mut term,
             } = self;
-            Ok(rt.block_on(async {
+            rt.block_on(async {
                 tokio::select! {
-                    _ = int.recv() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => Ok("SIGINT"),
+                    _ = term.recv() => Ok("SIGTERM"),
+                    r = ticks => r,
                 }
-            }))
+            })
         }
         #[cfg(not(unix))]
         {
-            self.rt.block_on(tokio::signal::ctrl_c())?;
-            Ok("Ctrl-C")
+            self.rt.block_on(async {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => r.map(|_| "Ctrl-C"),
+                    r = ticks => r,
+                }
+            })
         }
     }
 }

@@ -411,12 +411,24 @@ fn sink_mode_reports_the_count_on_sigterm() {
     server.signal("TERM");
     let (status, rest, stderr) = server.finish();
     assert!(status.success(), "{status}; stderr: {stderr}");
-    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    // The stats line (10 messages + the PING read), then sink mode's count.
+    let stats = stats_line(&rest[0]);
+    assert_eq!(stats["frames_in"], 11, "{stats}");
+    assert_eq!(stats["connections_opened"], 1, "{stats}");
     assert!(
-        rest[0].starts_with("received 10 messages (1000 bytes) in ") && rest[0].ends_with(" msg/s"),
+        rest[1].starts_with("received 10 messages (1000 bytes) in ") && rest[1].ends_with(" msg/s"),
         "{:?}",
-        rest[0]
+        rest[1]
     );
+}
+
+/// Parses a `stats: {JSON}` line of `veltix serve`.
+fn stats_line(line: &str) -> serde_json::Value {
+    let json = line
+        .strip_prefix("stats: ")
+        .unwrap_or_else(|| panic!("not a stats line: {line:?}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("stats JSON ({e}): {line:?}"))
 }
 
 #[test]
@@ -431,7 +443,11 @@ fn gen1_serve_and_send_work_and_sigint_exits_zero() {
     server.signal("INT");
     let (status, rest, stderr) = server.finish();
     assert!(status.success(), "{status}; stderr: {stderr}");
-    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(rest.len(), 1, "only the stats line: {rest:?}");
+    // Two connections (send, ping): one echo and two PINGs.
+    let stats = stats_line(&rest[0]);
+    assert_eq!(stats["connections_opened"], 2, "{stats}");
+    assert_eq!(stats["frames_in"], 3, "{stats}");
 }
 
 #[test]

@@ -11,30 +11,27 @@
 //! `soak_churn` (`#[ignore]`) is the client side of `scripts/soak.sh`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use veltix::proto::{Frame, Generation, Handshake, HandshakeConfig};
+mod support;
+
+use support::{env_addr, env_u64, lock, raw_handshake, Lines, T};
+use veltix::proto::{Frame, Generation};
 use veltix::{
     Client, ClientConfig, DisconnectReason, DisconnectState, Error, ReconnectPolicy, Request,
     Response,
 };
 
-/// Deadline of any single wait.
-const T: Duration = Duration::from_secs(30);
 /// Routed echoes (the client has a route for this type).
 const ROUTED: u16 = 200;
 /// Echoes that reach the client's `on_recv` (no route).
 const FALLBACK: u16 = 300;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 // ------------------------------------------------------------------------------------------
 // Captured logs of this process (the library clients' side)
@@ -72,56 +69,6 @@ fn client_logs() -> &'static Logs {
 
 // ------------------------------------------------------------------------------------------
 // The server process
-
-/// Lines of a child's output, kept and waited on.
-#[derive(Default)]
-struct Lines {
-    lines: Mutex<Vec<String>>,
-    cv: Condvar,
-    closed: AtomicBool,
-}
-
-impl Lines {
-    fn collect(pipe: impl Read + Send + 'static) -> Arc<Lines> {
-        let l = Arc::new(Lines::default());
-        let l2 = l.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lock(&l2.lines).push(line);
-                l2.cv.notify_all();
-            }
-            l2.closed.store(true, Ordering::SeqCst);
-            l2.cv.notify_all();
-        });
-        l
-    }
-
-    /// Waits for a line at index >= `from` for which `f` holds.
-    fn wait(&self, from: usize, what: &str, f: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + T;
-        let mut lines = lock(&self.lines);
-        loop {
-            if let Some(l) = lines.iter().skip(from).find(|l| f(l)) {
-                return l.clone();
-            }
-            let now = Instant::now();
-            assert!(
-                now < deadline && !self.closed.load(Ordering::SeqCst),
-                "no line {what} within {T:?}; got: {:#?}",
-                lines.iter().skip(from).rev().take(10).collect::<Vec<_>>()
-            );
-            lines = self
-                .cv
-                .wait_timeout(lines, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    fn len(&self) -> usize {
-        lock(&self.lines).len()
-    }
-}
 
 /// `veltix serve` in echo mode, logging at info level; killed on drop.
 struct Serve {
@@ -438,24 +385,6 @@ impl Drop for Pumps {
 // ------------------------------------------------------------------------------------------
 // A raw peer in a child process (this test binary again)
 
-/// Raw Gen 3 handshake on a blocking socket.
-fn raw_handshake(s: &mut TcpStream) {
-    s.set_read_timeout(Some(T)).expect("timeout");
-    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3));
-    let mut buf = [0u8; 256];
-    while !hs.is_done() {
-        while let Some(b) = hs.poll_transmit() {
-            s.write_all(&b).expect("handshake write");
-        }
-        if hs.is_done() {
-            break;
-        }
-        let n = s.read(&mut buf).expect("handshake read");
-        assert!(n > 0, "server closed during the handshake");
-        hs.feed(&buf[..n]).expect("handshake");
-    }
-}
-
 /// The child of `peer_killed_mid_frame`: connects to `VELTIX_FAULT_PEER` (ADDR), completes the
 /// handshake; with `VELTIX_FAULT_UNREAD=1` it first makes the server send it a PONG it never
 /// reads; then writes 415 of the 1015 bytes of a frame, prints `@@ ready LOCAL_ADDR` and waits
@@ -463,10 +392,7 @@ fn raw_handshake(s: &mut TcpStream) {
 #[test]
 #[ignore = "helper process of peer_killed_mid_frame; does nothing on its own"]
 fn fault_peer_process() {
-    let Some(addr) = std::env::var("VELTIX_FAULT_PEER")
-        .ok()
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-    else {
+    let Some(addr) = env_addr("VELTIX_FAULT_PEER") else {
         return;
     };
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -778,18 +704,10 @@ fn sigterm_closes_every_client_with_eof() {
 #[test]
 #[ignore = "client side of scripts/soak.sh"]
 fn soak_churn() {
-    let Some(addr) = std::env::var("VELTIX_SOAK_ADDR")
-        .ok()
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-    else {
+    let Some(addr) = env_addr("VELTIX_SOAK_ADDR") else {
         return;
     };
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = env_u64;
     let secs = env("VELTIX_SOAK_SECS", 60);
     let workers = env("VELTIX_SOAK_WORKERS", 8) as usize;
     let deadline = Instant::now() + Duration::from_secs(secs);

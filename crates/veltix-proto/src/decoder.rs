@@ -144,6 +144,13 @@ pub struct DecoderStats {
     pub truncated: u64,
     /// Bytes thrown away by any rejection.
     pub discarded_bytes: u64,
+    /// Content bytes hashed by CRC checks (valid frames and mismatches alike). Always at most
+    /// [`Decoder::MAX_HASH_FACTOR`] × `bytes_in` + [`Decoder::HASH_ALLOWANCE`]: resync work is
+    /// linear in the input, whatever the input.
+    pub hashed_bytes: u64,
+    /// CRC mismatches after which the whole declared frame was skipped instead of resyncing
+    /// one byte further (see [`Decoder`]: the resync budget was spent).
+    pub skipped_frames: u64,
 }
 
 impl DecoderStats {
@@ -164,6 +171,16 @@ impl DecoderStats {
 /// Gen 1 reproduces 1.6.9 (an oversize header clears the whole buffer; a bad CRC or unknown type
 /// drops the frame). Unlike Python, every rejection is reported to the caller.
 ///
+/// Linear time on any input: resyncing after a CRC mismatch re-examines the bytes of the bad
+/// frame, and crafted input (a `"VX"` header every few bytes, each declaring a large frame
+/// with a wrong CRC) would make Python's rule hash the same bytes over and over: quadratic.
+/// The decoder keeps Python's rule while the bytes hashed for mismatching frames stay within
+/// `bytes_in` + [`Decoder::HASH_ALLOWANCE`]; beyond that budget a mismatching Gen 3 frame is
+/// skipped whole (as Gen 1 does), which pays for its hashing with the bytes it discards. So
+/// [`DecoderStats::hashed_bytes`] never exceeds [`Decoder::MAX_HASH_FACTOR`] × `bytes_in` +
+/// [`Decoder::HASH_ALLOWANCE`]. Honest peers never send a bad CRC, so this changes nothing for
+/// them.
+///
 /// ```
 /// use veltix_proto::{Decoded, Decoder, DecoderConfig, Frame, Generation};
 /// let wire = Frame::new(200, 1, &b"one"[..]).encode(Generation::Gen3).unwrap();
@@ -182,15 +199,28 @@ pub struct Decoder {
     config: DecoderConfig,
     buf: BytesMut,
     stats: DecoderStats,
+    /// Content bytes hashed for mismatching frames that were then resynced (not skipped).
+    wasted: u64,
 }
 
 impl Decoder {
+    /// Bytes of mismatching frames the decoder may hash beyond `bytes_in` before it stops
+    /// resyncing inside them (see [`Decoder`]).
+    pub const HASH_ALLOWANCE: u64 = 64 * 1024;
+
+    /// Bound on [`DecoderStats::hashed_bytes`] per input byte (plus [`Decoder::HASH_ALLOWANCE`]):
+    /// hashed bytes are those of valid frames and of mismatches skipped whole (disjoint parts
+    /// of the input, so at most `bytes_in` together) and those of mismatches resynced within
+    /// the budget (at most `bytes_in` + the allowance).
+    pub const MAX_HASH_FACTOR: u64 = 2;
+
     /// A decoder with an empty buffer.
     pub fn new(config: DecoderConfig) -> Self {
         Decoder {
             config,
             buf: BytesMut::new(),
             stats: DecoderStats::default(),
+            wasted: 0,
         }
     }
 
@@ -260,6 +290,12 @@ impl Decoder {
         n
     }
 
+    /// CRC of the content of the frame at the front of the buffer.
+    fn crc(&mut self, hlen: usize, total: usize) -> u32 {
+        self.stats.hashed_bytes += (total - hlen) as u64;
+        crc32fast::hash(&self.buf[hlen..total])
+    }
+
     fn is_known(&self, code: u16) -> bool {
         self.config
             .known_types
@@ -300,9 +336,17 @@ impl Decoder {
                 size: header.size,
             }));
         }
-        let actual = crc32fast::hash(&self.buf[hlen..total]);
+        let actual = self.crc(hlen, total);
         if actual != header.crc {
-            self.resync();
+            self.wasted += (total - hlen) as u64;
+            if self.wasted <= self.stats.bytes_in + Self::HASH_ALLOWANCE {
+                self.resync();
+            } else {
+                // Out of budget: skip the frame whole, as Gen 1 does (see `Decoder`).
+                self.wasted -= (total - hlen) as u64;
+                self.discard(total);
+                self.stats.skipped_frames += 1;
+            }
             self.stats.crc_mismatch += 1;
             return Some(Decoded::Rejected(Rejection::CrcMismatch {
                 message_type: header.message_type,
@@ -335,7 +379,7 @@ impl Decoder {
             self.reserve_towards(total);
             return None;
         }
-        let actual = crc32fast::hash(&self.buf[hlen..total]);
+        let actual = self.crc(hlen, total);
         if actual != header.crc {
             self.discard(total);
             self.stats.crc_mismatch += 1;

@@ -328,6 +328,7 @@ proptest! {
         if g == Generation::Gen1 {
             prop_assert_eq!(s.bad_magic, 0);
         }
+        prop_assert!(s.hashed_bytes <= Decoder::MAX_HASH_FACTOR * s.bytes_in + Decoder::HASH_ALLOWANCE);
         let left = dec.buffered();
         match dec.finish() {
             None => prop_assert_eq!(left, 0),
@@ -625,4 +626,81 @@ proptest! {
     ) {
         check_handshake(false, ours, theirs, trailer, split)?;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resync in linear time
+
+/// 1 MiB of Gen 3 headers, one every `step` bytes, each declaring a frame that ends inside the
+/// buffer (so its CRC is computed) with a wrong CRC. Python's resync rule (next `"VX"` from
+/// offset 1) hashes the same bytes again for every header: about `len / step * len / 2`
+/// bytes, tens of GiB here.
+fn crafted_bad_crc(step: usize, fill: u8, frac: u8) -> (Vec<u8>, u64) {
+    const LEN: usize = 1 << 20;
+    let mut buf = vec![fill; LEN];
+    let mut python_work = 0u64;
+    let mut i = 0;
+    while i + 15 <= LEN {
+        let room = LEN - i - 15;
+        let size = room * (usize::from(frac) + 1) / 256;
+        let mut h = [0u8; 15];
+        h[..2].copy_from_slice(b"VX");
+        h[3..5].copy_from_slice(&200u16.to_be_bytes());
+        h[5..9].copy_from_slice(&(size as u32).to_be_bytes());
+        // CRC of nothing plausible: wrong for (almost) any content.
+        h[9..13].copy_from_slice(&0xDEAD_BEEFu32.to_be_bytes());
+        buf[i..i + 15].copy_from_slice(&h);
+        python_work += size as u64;
+        i += step;
+    }
+    (buf, python_work)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Crafted bad-CRC buffers of 1 MiB, fed whole or in pieces: the decoder consumes them with
+    /// CRC work linear in the input (never more than `MAX_HASH_FACTOR` x input + allowance),
+    /// where Python's rule would hash `python_work` bytes; every byte is accounted for.
+    #[test]
+    fn crafted_bad_crc_resync_is_linear(
+        step in 15usize..64, fill in any::<u8>(), frac in 128u8.., piece in prop_oneof![Just(1usize << 20), 1usize..65536],
+    ) {
+        let (buf, python_work) = crafted_bad_crc(step, fill, frac);
+        let mut dec = Decoder::new(DecoderConfig::new(Generation::Gen3));
+        let mut out = Out::default();
+        for chunk in buf.chunks(piece) {
+            dec.feed(chunk);
+            drain(&mut dec, &mut out);
+        }
+        let _ = dec.finish();
+        let s = *dec.stats();
+        let bound = Decoder::MAX_HASH_FACTOR * s.bytes_in + Decoder::HASH_ALLOWANCE;
+        prop_assert!(s.hashed_bytes <= bound, "hashed {} > bound {}", s.hashed_bytes, bound);
+        prop_assert!(python_work > 100 * bound, "the case is not hostile: {python_work}");
+        prop_assert!(s.crc_mismatch > 0 && s.skipped_frames > 0);
+        prop_assert_eq!(s.discarded_bytes + out.frames.iter().map(|f| f.encoded_len(Generation::Gen3) as u64).sum::<u64>(), s.bytes_in);
+    }
+}
+
+/// Within the budget, Python's rule still holds: a valid frame hidden inside a frame whose CRC
+/// is wrong is found by resyncing from offset 1.
+#[test]
+fn resync_inside_a_bad_frame_finds_the_frame_hidden_there() {
+    let inner = Frame::new(201, 7, &b"hidden"[..])
+        .encode(Generation::Gen3)
+        .unwrap();
+    let mut outer = Frame::new(200, 1, [&b"xx"[..], &inner[..], &b"yy"[..]].concat())
+        .encode(Generation::Gen3)
+        .unwrap()
+        .to_vec();
+    outer[9] ^= 0xFF; // break the outer CRC
+    let mut dec = Decoder::new(DecoderConfig::new(Generation::Gen3));
+    dec.feed(&outer);
+    let mut out = Out::default();
+    drain(&mut dec, &mut out);
+    assert_eq!(out.frames.len(), 1, "{out:?}");
+    assert_eq!(&out.frames[0].content[..], b"hidden");
+    assert_eq!(dec.stats().crc_mismatch, 1);
+    assert_eq!(dec.stats().skipped_frames, 0);
 }

@@ -151,6 +151,16 @@ impl AsyncServer {
         self.inner.is_full()
     }
 
+    /// Counters since the server was created (see [`Server::stats`]).
+    ///
+    /// ```
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// assert_eq!(server.stats().connections, 0);
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        self.inner.stats()
+    }
+
     /// A synchronous handler (see [`Server::route`]).
     pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
     where
@@ -351,6 +361,16 @@ impl AsyncClient {
     /// True while connected.
     pub fn is_connected(&self) -> bool {
         self.inner.is_connected()
+    }
+
+    /// Counters since the client was created, across reconnects (see [`Client::stats`]).
+    ///
+    /// ```
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// assert_eq!(client.stats().frames_in, 0);
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        self.inner.stats()
     }
 
     /// A synchronous handler.

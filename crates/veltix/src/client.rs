@@ -16,6 +16,7 @@ use veltix_proto::{Generation, IdAllocator};
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::Registry;
 use crate::pool::{guarded, Pool, Runner, SerialQueue};
+use crate::stats::{add, Counters, Stats};
 use crate::{
     ClientConfig, DisconnectReason, DisconnectState, Error, HandlerResult, Request, Response,
     Result, TypeCode,
@@ -59,6 +60,7 @@ pub(crate) struct Shared {
     queue: Arc<SerialQueue<Job>>,
     rt: Handle,
     _pool: Pool,
+    counters: Arc<Counters>,
 }
 
 impl Shared {
@@ -75,12 +77,10 @@ impl Shared {
             match job {
                 Job::Message(msg) => match h.handler_for(msg.message_type()) {
                     Some(f) => guarded(|| f(msg)),
-                    None => warn!(
-                        "no handler for message type {} (id {}, {} bytes): dropped",
-                        msg.message_type(),
-                        msg.request_id(),
-                        msg.content().len()
-                    ),
+                    None => match &conn {
+                        Some(c) => c.unrouted(&msg),
+                        None => add(&self.counters.dropped_unrouted, 1),
+                    },
                 },
                 Job::Connect => h.on_connect.iter().for_each(|f| guarded(|| f())),
                 Job::Disconnect(state) => {
@@ -175,6 +175,21 @@ impl Shared {
         let _ = rx.wait_for(|c| *c).await;
     }
 
+    pub(crate) fn stats(&self) -> Stats {
+        self.counters.snapshot(u64::from(self.conn().is_ok()))
+    }
+
+    /// Logs an error a handler returned, throttled per connection (see [`Conn::handler_failed`]).
+    fn handler_failed(&self, which: &dyn std::fmt::Display, e: &crate::HandlerError) {
+        let conn = lock(&self.link).as_ref().map(|l| l.conn.clone());
+        match conn {
+            Some(c) => c.handler_failed(which, e),
+            // The link is gone: one line per error, bounded by the messages already received.
+            None if !e.is_refused_send() => warn!("{which} failed: {e}"),
+            None => {}
+        }
+    }
+
     pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
         match &*lock(&self.link) {
             Some(l) if l.conn.is_open() => Ok(l.conn.clone()),
@@ -233,13 +248,25 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
     };
     let _ = stream.set_nodelay(true);
     let (transport, leftover, peer_version) =
-        crate::secure::client_handshake(cfg, tls, stream).await?;
+        match crate::secure::client_handshake(cfg, tls, stream).await {
+            Ok(x) => x,
+            Err(e) => {
+                shared.counters.handshake_failed(&e);
+                return Err(e);
+            }
+        };
+    add(&shared.counters.connections_opened, 1);
     debug!(%addr, peer_version = peer_version.as_str(), tls = cfg.tls.is_some(), "connected");
     let ids = match cfg.generation {
         Generation::Gen1 => IdAllocator::random(),
         Generation::Gen3 => IdAllocator::client(),
     };
-    let conn = Conn::new(addr, shared.config.common().conn_settings(), ids);
+    let conn = Conn::new(
+        addr,
+        shared.config.common().conn_settings(),
+        ids,
+        shared.counters.clone(),
+    );
     // on_connect runs before any message of this connection, and only sees the client as
     // connected: the link lock is held until the link is stored (a send from on_connect waits
     // for it).
@@ -422,6 +449,7 @@ impl Client {
                 queue: SerialQueue::new(&pool, runner, limit),
                 rt,
                 _pool: pool,
+                counters: Arc::default(),
                 config,
             }
         });
@@ -451,6 +479,19 @@ impl Client {
         self.shared.conn().is_ok()
     }
 
+    /// Counters since the client was created, across reconnects: traffic, drops and handshake
+    /// failures (see [`Stats`]). Cheap: a few atomic loads.
+    ///
+    /// ```
+    /// use veltix::{Client, ClientConfig};
+    /// let client = Client::new(ClientConfig::new("127.0.0.1", 9));
+    /// let stats = client.stats();
+    /// assert_eq!((stats.connections, stats.frames_out), (0, 0));
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
     /// The server's address while connected.
     pub fn server_addr(&self) -> Option<SocketAddr> {
         self.shared.conn().ok().map(|c| c.peer)
@@ -464,9 +505,12 @@ impl Client {
         R: HandlerResult,
     {
         let code = message_type.type_code();
+        let weak = Arc::downgrade(&self.shared);
         let f: ClientRoute = Arc::new(move |m| {
-            if let Err(e) = handler(m).into_result() {
-                warn!("handler for type {code} failed: {e}");
+            if let Err(e) = handler(m).into_handler_result() {
+                if let Some(s) = weak.upgrade() {
+                    s.handler_failed(&format_args!("handler for type {code}"), &e);
+                }
             }
         });
         self.shared.handlers.set_route(code, f);
@@ -484,9 +528,12 @@ impl Client {
         F: Fn(Response) -> R + Send + Sync + 'static,
         R: HandlerResult,
     {
+        let weak = Arc::downgrade(&self.shared);
         let f: ClientRoute = Arc::new(move |m| {
-            if let Err(e) = handler(m).into_result() {
-                warn!("on_recv handler failed: {e}");
+            if let Err(e) = handler(m).into_handler_result() {
+                if let Some(s) = weak.upgrade() {
+                    s.handler_failed(&"on_recv handler", &e);
+                }
             }
         });
         self.shared.handlers.set_on_recv(f);

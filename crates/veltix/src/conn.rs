@@ -21,6 +21,7 @@ use veltix_proto::{
 
 use crate::config::{KeepAlive, PerformanceMode};
 use crate::pool::SerialQueue;
+use crate::stats::{add, finish_throttled, throttled, Counters, Throttle};
 use crate::{Error, Request, Response, Result};
 
 mod tls;
@@ -100,6 +101,8 @@ struct Outbox {
     last_activity: Option<std::time::Instant>,
     /// A handler batch appended frames without writing or waking the writer (see [`Batch`]).
     held: bool,
+    /// Frames in `buf` (for [`Counters::frames_out`], counted when they are taken for writing).
+    frames: u64,
 }
 
 thread_local! {
@@ -198,6 +201,19 @@ pub(crate) struct Conn {
     stop: watch::Sender<Stop>,
     started: Instant,
     last_rx_ms: AtomicU64,
+    /// The owner's (server's or client's) counters.
+    pub(crate) counters: Arc<Counters>,
+    /// This connection's repeated events, logged at most once per second each.
+    throttles: ConnThrottles,
+}
+
+/// The repeated events of one connection that are logged through a [`Throttle`].
+#[derive(Debug, Default)]
+struct ConnThrottles {
+    queue_full: Throttle,
+    pongs: Throttle,
+    unrouted: Throttle,
+    handler_errors: Throttle,
 }
 
 impl std::fmt::Debug for Conn {
@@ -207,7 +223,12 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(peer: SocketAddr, settings: ConnSettings, ids: IdAllocator) -> Arc<Conn> {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        settings: ConnSettings,
+        ids: IdAllocator,
+        counters: Arc<Counters>,
+    ) -> Arc<Conn> {
         Arc::new(Conn {
             peer,
             settings,
@@ -219,6 +240,7 @@ impl Conn {
                 stream: None,
                 last_activity: None,
                 held: false,
+                frames: 0,
             }),
             out_notify: Notify::new(),
             rx: Mutex::new(Rx {
@@ -239,7 +261,63 @@ impl Conn {
             stop: watch::channel(Stop::Run).0,
             started: Instant::now(),
             last_rx_ms: AtomicU64::new(0),
+            counters,
+            throttles: ConnThrottles::default(),
         })
+    }
+
+    /// Counts a refused send and logs it (a full queue at most once per second, see
+    /// [`Throttle`]); returns the error for the caller.
+    fn refused(&self, e: Error) -> Error {
+        self.counters.send_refused(&e);
+        if let Error::QueueFull { queued, limit } = &e {
+            throttled!(
+                self.throttles.queue_full,
+                self.peer,
+                summary: "dropped {count} sends to this peer in {secs} s: outbound queue full",
+                "outbound queue full ({queued} bytes queued, limit {limit}): the peer is not \
+                 reading; sends to it are dropped (summarised once per second)"
+            );
+        }
+        e
+    }
+
+    /// Counts and logs (throttled) a received frame that no handler takes.
+    pub(crate) fn unrouted(&self, msg: &Response) {
+        add(&self.counters.dropped_unrouted, 1);
+        throttled!(
+            self.throttles.unrouted,
+            self.peer,
+            summary: "dropped {count} frames without a handler in {secs} s",
+            "no handler for message type {} (id {}, {} bytes): dropped (repeats are summarised \
+             once per second)",
+            msg.message_type(),
+            msg.request_id(),
+            msg.content().len()
+        );
+    }
+
+    /// Logs (throttled) an error returned by a handler of this connection. Refused sends are
+    /// not logged again: [`Conn::refused`] logged them where they happened.
+    pub(crate) fn handler_failed(&self, which: &dyn std::fmt::Display, e: &crate::HandlerError) {
+        if e.is_refused_send() {
+            return;
+        }
+        throttled!(
+            self.throttles.handler_errors,
+            self.peer,
+            summary: "{count} handler errors in {secs} s",
+            "{which} failed: {e} (repeats are summarised once per second)"
+        );
+    }
+
+    /// Logs what the throttles still hold; called once when the connection ends.
+    fn finish_throttles(&self) {
+        let t = &self.throttles;
+        finish_throttled!(t.queue_full, self.peer, summary: "dropped {count} sends to this peer in the last {secs} s: outbound queue full");
+        finish_throttled!(t.pongs, self.peer, summary: "dropped {count} PONGs in the last {secs} s: outbound queue full");
+        finish_throttled!(t.unrouted, self.peer, summary: "dropped {count} frames without a handler in the last {secs} s");
+        finish_throttled!(t.handler_errors, self.peer, summary: "{count} handler errors in the last {secs} s");
     }
 
     /// True until the connection starts closing.
@@ -291,6 +369,7 @@ impl Conn {
             });
         }
         write(&mut ob.buf)?;
+        ob.frames += 1;
         if may_inline && self.is_held() {
             ob.held = true;
             return Ok(());
@@ -316,6 +395,7 @@ impl Conn {
             Some(stream) if inline && !ob.writing && !ob.inline_active => {
                 let stream = stream.clone();
                 ob.inline_active = true;
+                add(&self.counters.frames_out, std::mem::take(&mut ob.frames));
                 Some((stream, ob.buf.split()))
             }
             _ => None,
@@ -329,6 +409,7 @@ impl Conn {
         // (and the writer task leaves the socket alone while `inline_active`). A write error is
         // left for the writer task to find.
         if let Ok(n) = stream.try_write(&data) {
+            add(&self.counters.bytes_out, n as u64);
             data.advance(n);
         }
         let wake = {
@@ -426,6 +507,7 @@ impl Conn {
             buf.extend_from_slice(bytes);
             Ok(())
         })
+        .map_err(|e| self.refused(e))
     }
 
     fn next_id(p: &mut Pending) -> Result<u32> {
@@ -440,7 +522,8 @@ impl Conn {
             Some(id) => id,
             None => Self::next_id(&mut lock(&self.pending))?,
         };
-        self.push_user_frame(req.message_type(), id, req.content())?;
+        self.push_user_frame(req.message_type(), id, req.content())
+            .map_err(|e| self.refused(e))?;
         Ok(id)
     }
 
@@ -479,7 +562,7 @@ impl Conn {
         let id = self.register(req.request_id(), waiter)?;
         if let Err(e) = self.push_user_frame(req.message_type(), id, req.content()) {
             self.unregister(id);
-            return Err(e);
+            return Err(self.refused(e));
         }
         // The caller waits for the reply: never hold the request back (see `Batch`).
         self.release_held();
@@ -620,11 +703,61 @@ impl Conn {
     /// Answers PINGs and hands replies to their waiters; gives back the frames for the handlers.
     fn route_frame(&self, f: Frame) -> Option<Frame> {
         if f.message_type == PING.code() {
-            let _ = self.push_frame(PONG.code(), f.request_id, &[]);
+            if let Err(e) = self.push_frame(PONG.code(), f.request_id, &[]) {
+                self.pong_dropped(&e);
+            }
             None
         } else {
             self.deliver(f)
         }
+    }
+
+    /// Counts and logs (throttled) a PONG that could not be queued.
+    fn pong_dropped(&self, e: &Error) {
+        if !matches!(e, Error::QueueFull { .. }) {
+            return; // Closing: nothing is sent any more anyway.
+        }
+        add(&self.counters.dropped_pongs, 1);
+        throttled!(
+            self.throttles.pongs,
+            self.peer,
+            summary: "dropped {count} PONGs in {secs} s: outbound queue full",
+            "PONG dropped: {e}; the peer sends PINGs but does not read (summarised once per second)"
+        );
+    }
+
+    /// Decodes every buffered frame: PINGs answered, replies handed to their waiters, frames
+    /// for the handlers given to `sink` in order. Returns how the connection must end if the
+    /// decoder refused a frame.
+    fn decode_buffered(
+        &self,
+        decoder: &mut Decoder,
+        mut sink: impl FnMut(Frame),
+    ) -> Option<CloseReason> {
+        let mut frames = 0;
+        let mut end = None;
+        while let Some(d) = decoder.decode() {
+            match d {
+                Decoded::Frame(f) => {
+                    frames += 1;
+                    if self.waiting.load(Ordering::Acquire) > 0 {
+                        // Counted before a waiter can see its reply: stats read right after a
+                        // round trip include it.
+                        add(&self.counters.frames_in, std::mem::take(&mut frames));
+                    }
+                    if let Some(f) = self.route_frame(f) {
+                        sink(f);
+                    }
+                }
+                Decoded::Rejected(r) => {
+                    self.counters.rejection(&r);
+                    end = Some(CloseReason::Protocol(r));
+                    break;
+                }
+            }
+        }
+        add(&self.counters.frames_in, frames);
+        end
     }
 
     /// A blocking waiter's read: one non-blocking `recv` into the shared decoder, unless the
@@ -661,19 +794,11 @@ impl Conn {
             }
         };
         decoder.feed(&buf[..n]);
+        add(&self.counters.bytes_in, n as u64);
         self.touch();
-        while let Some(d) = decoder.decode() {
-            match d {
-                Decoded::Frame(f) => {
-                    if let Some(f) = self.route_frame(f) {
-                        rx.backlog.push(f);
-                    }
-                }
-                Decoded::Rejected(r) => {
-                    rx.end = Some(CloseReason::Protocol(r));
-                    break;
-                }
-            }
+        let backlog = &mut rx.backlog;
+        if let Some(end) = self.decode_buffered(decoder, |f| backlog.push(f)) {
+            rx.end = Some(end);
         }
         if !rx.backlog.is_empty() || rx.end.is_some() {
             self.rx_notify.notify_one();
@@ -850,6 +975,7 @@ pub(crate) async fn drive<J: Send + 'static>(
                 r
             }
             r = &mut keepalive => {
+                add(&conn.counters.keepalive_timeouts, 1);
                 conn.close(false);
                 let _ = tokio::time::timeout(conn.settings.close_timeout, &mut writer).await;
                 r
@@ -880,6 +1006,7 @@ pub(crate) async fn drive<J: Send + 'static>(
             }
         }
     };
+    conn.finish_throttles();
     // Release the socket: dropping the last handle closes it.
     lock(&conn.out).stream = None;
     {
@@ -919,19 +1046,7 @@ async fn read_loop<J: Send + 'static>(
             batch.extend(rx.backlog.drain(..).map(job));
             let mut end = rx.end.take();
             if let (None, Some(decoder)) = (&end, rx.decoder.as_mut()) {
-                while let Some(d) = decoder.decode() {
-                    match d {
-                        Decoded::Frame(f) => {
-                            if let Some(f) = conn.route_frame(f) {
-                                batch.push(job(f));
-                            }
-                        }
-                        Decoded::Rejected(r) => {
-                            end = Some(CloseReason::Protocol(r));
-                            break;
-                        }
-                    }
-                }
+                end = conn.decode_buffered(decoder, |f| batch.push(job(f)));
             }
             end
         };
@@ -984,6 +1099,7 @@ async fn read_loop<J: Send + 'static>(
                 std::task::Poll::Ready(Ok(0)) => Some(Ok(None)),
                 std::task::Poll::Ready(Ok(n)) => {
                     decoder.note_received(n);
+                    add(&conn.counters.bytes_in, n as u64);
                     Some(Ok(Some((n, room))))
                 }
                 std::task::Poll::Ready(Err(e)) => Some(Err(e)),
@@ -997,7 +1113,10 @@ async fn read_loop<J: Send + 'static>(
             Some(Ok(None)) => {
                 let rejected = lock(&conn.rx).decoder.as_mut().and_then(Decoder::finish);
                 return match rejected {
-                    Some(r) => CloseReason::Protocol(r),
+                    Some(r) => {
+                        conn.counters.rejection(&r);
+                        CloseReason::Protocol(r)
+                    }
                     None => CloseReason::PeerClosed,
                 };
             }
@@ -1053,6 +1172,7 @@ async fn write_loop(conn: &Conn, stream: &OwnedWriteHalf) -> WriteEnd {
     let mut spare = BytesMut::new();
     let mut wrote = false;
     loop {
+        let frames;
         let (closing, inline_active) = {
             let mut ob = lock(&conn.out);
             if std::mem::take(&mut wrote) {
@@ -1061,9 +1181,11 @@ async fn write_loop(conn: &Conn, stream: &OwnedWriteHalf) -> WriteEnd {
             if ob.buf.is_empty() || ob.inline_active {
                 // Nothing to do, or a sender is writing inline (it wakes us when it is done).
                 ob.writing = false;
+                frames = 0;
             } else {
                 std::mem::swap(&mut ob.buf, &mut spare);
                 ob.writing = true;
+                frames = std::mem::take(&mut ob.frames);
             }
             (ob.closing, ob.inline_active)
         };
@@ -1102,12 +1224,16 @@ async fn write_loop(conn: &Conn, stream: &OwnedWriteHalf) -> WriteEnd {
                 return WriteEnd::Failed(e);
             }
             match stream.try_write(&spare) {
-                Ok(n) => spare.advance(n),
+                Ok(n) => {
+                    add(&conn.counters.bytes_out, n as u64);
+                    spare.advance(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return WriteEnd::Failed(e),
             }
         }
         wrote = true;
+        add(&conn.counters.frames_out, frames);
         spare.clear();
     }
 }

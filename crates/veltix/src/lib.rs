@@ -42,6 +42,7 @@
 //!   rustls, mutual TLS. `conn::tls` (private) drives a TLS connection.
 //! - [`auth`]: [`auth::AuthRequest`], [`auth::AuthDecision`], [`auth::token_list`]: the
 //!   authenticate hook of the handshake. `secure` (private) runs TLS, handshake and hook.
+//! - [`stats`]: [`Stats`] (counters of traffic, drops and refusals) and the log throttle.
 //! - [`proto`]: the sans-I/O protocol crate (`veltix-proto`), re-exported.
 //!
 //! ## Guarantees (and where we differ from Python Veltix)
@@ -55,6 +56,17 @@
 //!   fail with [`Error::QueueFull`] instead of growing memory. Inbound queues are bounded
 //!   (`max_inbound_queue`): when handlers fall behind, the connection stops being read (TCP
 //!   backpressure), nothing is dropped.
+//!
+//! ## Logging
+//! The library logs through [`tracing`] and installs no subscriber: keep your own. Its log
+//! volume is bounded whatever a peer does: an event that repeats (sends dropped because a peer
+//! does not read, PONGs dropped, frames without a handler, handler errors, refused connections,
+//! failed handshakes, protocol violations) is logged in full when it starts, then summarised
+//! with a count at most once per second while it lasts, and once more when its connection
+//! closes. Every such event is also counted in [`Server::stats`] / [`Client::stats`]. Logging
+//! never blocks I/O threads only if your subscriber's writer does not block: use a
+//! non-blocking writer (e.g. `tracing-appender`'s, as the `veltix` CLI does) when logs go to a
+//! pipe.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -72,6 +84,7 @@ pub mod reconnect;
 mod rt;
 mod secure;
 pub mod server;
+pub mod stats;
 pub mod tls;
 
 pub use asynch::{AsyncClient, AsyncServer, Incoming};
@@ -81,10 +94,12 @@ pub use error::{Error, HandshakeError, Result};
 pub use message::{Request, Response, TypeCode};
 pub use reconnect::{Backoff, DisconnectReason, DisconnectState, ReconnectPolicy};
 pub use server::{ClientInfo, Server, ServerSender};
+pub use stats::Stats;
 pub use veltix_proto as proto;
 pub use veltix_proto::{MessageType, TypeRegistry, PING, PONG};
 
-/// What a handler may return: `()` or a `Result` whose error is logged with the peer's address.
+/// What a handler may return: `()` or a `Result` whose error is logged with the peer's address
+/// (at most once per second per connection, then as a summary with a count).
 ///
 /// ```
 /// use veltix::HandlerResult;
@@ -94,6 +109,57 @@ pub use veltix_proto::{MessageType, TypeRegistry, PING, PONG};
 pub trait HandlerResult {
     /// Converts to a result; the error is only displayed.
     fn into_result(self) -> std::result::Result<(), Box<dyn std::fmt::Display>>;
+
+    /// Converts to a result whose error says whether it is a refused send (already counted
+    /// and logged where it was refused). The default wraps [`HandlerResult::into_result`].
+    ///
+    /// ```
+    /// use veltix::{Error, HandlerResult};
+    /// let full: Result<(), Error> = Err(Error::QueueFull { queued: 9, limit: 8 });
+    /// assert!(full.into_handler_result().unwrap_err().is_refused_send());
+    /// assert!(!Err::<(), _>("boom").into_handler_result().unwrap_err().is_refused_send());
+    /// ```
+    fn into_handler_result(self) -> std::result::Result<(), HandlerError>
+    where
+        Self: Sized,
+    {
+        self.into_result().map_err(|message| HandlerError {
+            message,
+            refused_send: false,
+        })
+    }
+}
+
+/// The error a handler returned, as the runtime logs it (see [`HandlerResult`]).
+///
+/// ```
+/// use veltix::HandlerResult;
+/// let e = Err::<(), _>("boom").into_handler_result().unwrap_err();
+/// assert_eq!(e.to_string(), "boom");
+/// ```
+pub struct HandlerError {
+    message: Box<dyn std::fmt::Display>,
+    refused_send: bool,
+}
+
+impl HandlerError {
+    /// True for a send the runtime refused ([`Error::QueueFull`], [`Error::Closed`]): it was
+    /// counted in [`Stats::dropped`] and logged (throttled) where it happened.
+    pub fn is_refused_send(&self) -> bool {
+        self.refused_send
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.message.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HandlerError({})", self.message)
+    }
 }
 
 impl HandlerResult for () {
@@ -105,5 +171,18 @@ impl HandlerResult for () {
 impl<E: std::fmt::Display + 'static> HandlerResult for std::result::Result<(), E> {
     fn into_result(self) -> std::result::Result<(), Box<dyn std::fmt::Display>> {
         self.map_err(|e| Box::new(e) as Box<dyn std::fmt::Display>)
+    }
+
+    fn into_handler_result(self) -> std::result::Result<(), HandlerError> {
+        self.map_err(|e| {
+            let refused_send = matches!(
+                (&e as &dyn std::any::Any).downcast_ref::<Error>(),
+                Some(Error::QueueFull { .. } | Error::Closed)
+            );
+            HandlerError {
+                message: Box::new(e),
+                refused_send,
+            }
+        })
     }
 }

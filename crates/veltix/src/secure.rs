@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -11,11 +10,11 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_rustls::TlsStream;
-use tracing::warn;
 use veltix_proto::{Generation, Handshake, HandshakeConfig};
 
 use crate::auth::{AuthDecision, AuthRequest, Authenticator};
 use crate::conn::{flush_handshake, run_handshake, Transport};
+use crate::stats::{add, throttled, Counters, Throttle};
 use crate::tls::{describe, TlsInfo};
 use crate::{ClientConfig, Error, Result, ServerConfig};
 
@@ -23,15 +22,6 @@ use crate::{ClientConfig, Error, Result, ServerConfig};
 const MAX_REASON: usize = 1024;
 /// Longest reason written to the log.
 const MAX_LOGGED_REASON: usize = 200;
-
-/// Failed attempts, per server (read by `Server::auth_failures` / `Server::tls_failures`).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    /// Clients refused by the authenticate hook, or whose hook timed out or panicked.
-    pub auth_failures: AtomicU64,
-    /// TLS handshakes that failed or did not finish in time.
-    pub tls_failures: AtomicU64,
-}
 
 /// `s` cut to at most `max` bytes on a character boundary.
 fn cut(s: &str, max: usize) -> &str {
@@ -50,7 +40,11 @@ pub(crate) struct ServerSide<'a> {
     pub cfg: &'a ServerConfig,
     pub acceptor: Option<&'a tokio_rustls::TlsAcceptor>,
     pub auth: Option<Authenticator>,
+    /// The server's counters: failures go to `Stats::handshake_failures`.
     pub counters: &'a Counters,
+    /// The server's throttle of handshake-failure lines (one line each, a few per second).
+    pub throttle: &'a Throttle,
+    pub peer: SocketAddr,
 }
 
 /// A client that passed every handshake.
@@ -96,28 +90,35 @@ async fn shutdown(transport: &mut Transport) {
 pub(crate) async fn server_handshake(
     side: ServerSide<'_>,
     stream: TcpStream,
-    peer: SocketAddr,
 ) -> std::result::Result<Accepted, Refused> {
     let cfg = side.cfg;
+    let peer = side.peer;
+    // One bounded line per failure (throttled per server), with the peer's address.
+    let log = |what: &str| {
+        throttled!(
+            side.throttle,
+            peer,
+            summary: "{count} handshakes failed in {secs} s",
+            "{}; closing",
+            cut(what, MAX_LOGGED_REASON)
+        );
+    };
     let deadline = Instant::now() + cfg.handshake_timeout;
     let mut transport = match side.acceptor {
         None => Transport::Plain(stream),
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(s)) => Transport::Tls(Box::new(TlsStream::Server(s))),
             Ok(Err(e)) => {
-                side.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    "TLS handshake failed: {}; closing",
-                    cut(&describe(&e), MAX_LOGGED_REASON)
-                );
+                add(&side.counters.hs_tls, 1);
+                log(&format!("TLS handshake failed: {}", describe(&e)));
                 return Err(Refused::Closed);
             }
             Err(_) => {
-                side.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    "TLS handshake timed out after {:?}; closing",
+                add(&side.counters.hs_tls, 1);
+                log(&format!(
+                    "TLS handshake timed out after {:?}",
                     cfg.handshake_timeout
-                );
+                ));
                 return Err(Refused::Closed);
             }
         },
@@ -137,21 +138,19 @@ pub(crate) async fn server_handshake(
         Some(_) => Handshake::server_with_verdict(hs_cfg),
         None => Handshake::server(hs_cfg),
     };
-    let leftover =
-        match tokio::time::timeout_at(deadline, handshake_on(&mut transport, &mut hs)).await {
-            Ok(Ok(leftover)) => leftover,
-            Ok(Err(e)) => {
-                warn!("handshake failed: {e}; closing");
-                return Err(Refused::Closed);
-            }
-            Err(_) => {
-                warn!(
-                    "handshake timed out after {:?}; closing",
-                    cfg.handshake_timeout
-                );
-                return Err(Refused::Closed);
-            }
-        };
+    let failed_handshake = |e: Error| {
+        side.counters.handshake_failed(&e);
+        log(&e.to_string());
+        Refused::Closed
+    };
+    let timeout = || Error::HandshakeTimeout(cfg.handshake_timeout);
+    let leftover = match tokio::time::timeout_at(deadline, handshake_on(&mut transport, &mut hs))
+        .await
+        .unwrap_or_else(|_| Err(timeout()))
+    {
+        Ok(leftover) => leftover,
+        Err(e) => return Err(failed_handshake(e)),
+    };
     let peer_version = hs.peer_version().unwrap_or("").to_string();
     let Some(auth) = side.auth else {
         return Ok(Accepted {
@@ -174,11 +173,8 @@ pub(crate) async fn server_handshake(
         tls: tls.clone(),
     };
     let failed = |what: &str| {
-        side.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-        warn!(
-            "authentication failed: {}; closing",
-            cut(what, MAX_LOGGED_REASON)
-        );
+        add(&side.counters.hs_auth, 1);
+        log(&format!("authentication failed: {what}"));
     };
     // (decision, already counted and logged)
     let (decision, counted) = match auth {
@@ -225,25 +221,18 @@ pub(crate) async fn server_handshake(
     match decision {
         AuthDecision::Accept(tags) => {
             hs.accept();
-            match tokio::time::timeout_at(deadline, flush_on(&mut transport, &mut hs)).await {
-                Ok(Ok(())) => Ok(Accepted {
+            match tokio::time::timeout_at(deadline, flush_on(&mut transport, &mut hs))
+                .await
+                .unwrap_or_else(|_| Err(timeout()))
+            {
+                Ok(()) => Ok(Accepted {
                     transport,
                     leftover,
                     peer_version,
                     tls,
                     tags,
                 }),
-                Ok(Err(e)) => {
-                    warn!("handshake failed: {e}; closing");
-                    Err(Refused::Closed)
-                }
-                Err(_) => {
-                    warn!(
-                        "handshake timed out after {:?}; closing",
-                        cfg.handshake_timeout
-                    );
-                    Err(Refused::Closed)
-                }
+                Err(e) => Err(failed_handshake(e)),
             }
         }
         AuthDecision::Reject(reason) => {

@@ -20,6 +20,7 @@ use veltix_proto::{encode_parts, Generation, IdAllocator};
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
 use crate::pool::{guarded, Pool, Runner, SerialQueue};
+use crate::stats::{add, finish_throttled, throttled, Counters, Stats, Throttle};
 use crate::{Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode};
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
@@ -237,11 +238,52 @@ pub(crate) struct Shared {
     broadcast_ids: Mutex<IdAllocator>,
     /// The authenticate hook, if any (read once per connection).
     auth: Mutex<Option<crate::auth::Authenticator>>,
-    /// Failed TLS handshakes and authentications.
-    security: crate::secure::Counters,
+    counters: Arc<Counters>,
+    /// Server-wide repeated events (a loop of connections is many peers, one event).
+    throttles: ServerThrottles,
+}
+
+/// Server-wide events logged in full per second before they are only summarised: enough for
+/// a handful of misbehaving peers to each get their own line (with address and reason), few
+/// enough that a loop of hostile connections costs a bounded number of lines.
+const SERVER_LOG_BURST: u32 = 20;
+
+/// The server-wide events that are logged through a [`Throttle`].
+#[derive(Debug)]
+struct ServerThrottles {
+    refused_full: Throttle,
+    handshake_failed: Throttle,
+    abnormal_close: Throttle,
+    accept_failed: Throttle,
+}
+
+impl Default for ServerThrottles {
+    fn default() -> Self {
+        ServerThrottles {
+            refused_full: Throttle::with_burst(SERVER_LOG_BURST),
+            handshake_failed: Throttle::with_burst(SERVER_LOG_BURST),
+            abnormal_close: Throttle::with_burst(SERVER_LOG_BURST),
+            accept_failed: Throttle::default(),
+        }
+    }
+}
+
+impl ServerThrottles {
+    /// Logs what the throttles still hold (at `close_all`).
+    fn finish(&self, addr: &dyn std::fmt::Display) {
+        finish_throttled!(self.refused_full, addr, summary: "refused {count} connections in the last {secs} s: server full");
+        finish_throttled!(self.handshake_failed, addr, summary: "{count} handshakes failed in the last {secs} s");
+        finish_throttled!(self.abnormal_close, addr, summary: "{count} connections ended abnormally in the last {secs} s");
+        finish_throttled!(self.accept_failed, addr, summary: "accept failed {count} times in the last {secs} s");
+    }
 }
 
 impl Shared {
+    pub(crate) fn stats(&self) -> Stats {
+        self.counters
+            .snapshot(self.count.load(Ordering::Relaxed) as u64)
+    }
+
     fn is_full(&self) -> bool {
         self.config
             .max_connections
@@ -255,6 +297,9 @@ impl Shared {
     /// The one implementation of `close_all` behind both faces.
     pub(crate) async fn close_all(self: Arc<Self>) {
         let running = lock(&self.running).take();
+        if let Some(r) = &running {
+            self.throttles.finish(&r.addr);
+        }
         if let Some(r) = running {
             r.accept.abort();
             // Wait until the task is gone and its listener closed, so `restart()` can rebind.
@@ -311,13 +356,7 @@ impl Shared {
         match job {
             Job::Message(msg) => match h.handler_for(msg.message_type()) {
                 Some(f) => guarded(|| f(client, msg)),
-                None => warn!(
-                    peer = %client.addr(),
-                    "no handler for message type {} (id {}, {} bytes): dropped",
-                    msg.message_type(),
-                    msg.request_id(),
-                    msg.content().len()
-                ),
+                None => client.conn().unrouted(&msg),
             },
             Job::Connect => h.on_connect.iter().for_each(|f| guarded(|| f(client))),
             Job::Disconnect => {
@@ -390,7 +429,8 @@ impl Server {
                 handlers_done: Notify::new(),
                 broadcast_ids,
                 auth: Mutex::new(None),
-                security: Default::default(),
+                counters: Arc::default(),
+                throttles: ServerThrottles::default(),
                 config,
             }),
         }
@@ -469,8 +509,9 @@ impl Server {
     {
         let code = message_type.type_code();
         let f: ServerRoute = Arc::new(move |c: &ClientInfo, m: Response| {
-            if let Err(e) = handler(c, m).into_result() {
-                warn!(peer = %c.addr(), "handler for type {code} failed: {e}");
+            if let Err(e) = handler(c, m).into_handler_result() {
+                c.conn()
+                    .handler_failed(&format_args!("handler for type {code}"), &e);
             }
         });
         self.shared.handlers.set_route(code, f);
@@ -498,7 +539,7 @@ impl Server {
     /// How many clients the authenticate hook refused (or did not answer in time for, or
     /// panicked on) since the server was created.
     pub fn auth_failures(&self) -> u64 {
-        self.shared.security.auth_failures.load(Ordering::Relaxed)
+        self.stats().handshake_failures.auth
     }
 
     /// How many TLS handshakes failed or timed out since the server was created.
@@ -508,7 +549,7 @@ impl Server {
     /// assert_eq!((server.auth_failures(), server.tls_failures()), (0, 0));
     /// ```
     pub fn tls_failures(&self) -> u64 {
-        self.shared.security.tls_failures.load(Ordering::Relaxed)
+        self.stats().handshake_failures.tls
     }
 
     pub(crate) fn set_authenticator(&self, a: crate::auth::Authenticator) {
@@ -522,8 +563,8 @@ impl Server {
         R: HandlerResult,
     {
         let f: ServerRoute = Arc::new(move |c: &ClientInfo, m: Response| {
-            if let Err(e) = handler(c, m).into_result() {
-                warn!(peer = %c.addr(), "on_recv handler failed: {e}");
+            if let Err(e) = handler(c, m).into_handler_result() {
+                c.conn().handler_failed(&"on_recv handler", &e);
             }
         });
         self.shared.handlers.set_on_recv(f);
@@ -614,6 +655,25 @@ impl Server {
     /// True when `max_connections` is reached.
     pub fn is_full(&self) -> bool {
         self.shared.is_full()
+    }
+
+    /// Counters since the server was created: traffic, drops, refusals and handshake failures
+    /// (see [`Stats`]). Cheap: a few atomic loads.
+    ///
+    /// ```
+    /// use veltix::{Client, ClientConfig, Request, Server, ServerConfig};
+    /// let server = Server::new(ServerConfig::local());
+    /// server.on_recv(|client, msg| client.send(Request::new(200u16, msg.content().clone()).respond(&msg)));
+    /// let addr = server.start()?;
+    /// let client = Client::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// client.connect()?;
+    /// client.send_and_wait(Request::text(200u16, "hi"), std::time::Duration::from_secs(5))?;
+    /// let stats = server.stats();
+    /// assert_eq!((stats.connections, stats.frames_in, stats.frames_out), (1, 1, 1));
+    /// # Ok::<(), veltix::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
     }
 
     /// Closes one client (flushing what was queued to it); `false` if it was not connected.
@@ -730,10 +790,9 @@ fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -> Result<us
         if except.contains(&c) {
             continue;
         }
-        match c.conn().push_encoded(&buf) {
-            Ok(()) => sent += 1,
-            Err(Error::Closed) => {}
-            Err(e) => warn!(peer = %c.addr(), "broadcast skipped this client: {e}"),
+        // A refusal (full queue, closing) is counted and logged by the connection.
+        if c.conn().push_encoded(&buf).is_ok() {
+            sent += 1;
         }
     }
     Ok(sent)
@@ -781,7 +840,14 @@ async fn accept_loop(
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                warn!("accept failed: {e}; retrying in {backoff:?}");
+                if let Some(shared) = weak.upgrade() {
+                    throttled!(
+                        shared.throttles.accept_failed,
+                        "listener",
+                        summary: "accept failed {count} times in {secs} s",
+                        "accept failed: {e}; retrying in {backoff:?}"
+                    );
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -790,7 +856,14 @@ async fn accept_loop(
         let Some(shared) = weak.upgrade() else { return };
         let _ = stream.set_nodelay(true);
         if shared.is_full() {
-            info!(peer = %addr, "server full ({} connections): rejected", shared.count.load(Ordering::Relaxed));
+            add(&shared.counters.refused_server_full, 1);
+            throttled!(
+                shared.throttles.refused_full,
+                addr,
+                summary: "refused {count} connections in {secs} s: server full",
+                "server full ({} connections): rejected",
+                shared.count.load(Ordering::Relaxed)
+            );
             tokio::spawn(reject_full(stream));
             continue;
         }
@@ -799,7 +872,12 @@ async fn accept_loop(
             Generation::Gen1 => IdAllocator::random(),
             Generation::Gen3 => IdAllocator::server(shared.config.id_window),
         };
-        let conn = Conn::new(addr, shared.config.common().conn_settings(), ids);
+        let conn = Conn::new(
+            addr,
+            shared.config.common().conn_settings(),
+            ids,
+            shared.counters.clone(),
+        );
         let client = ClientInfo {
             inner: Arc::new(ClientEntry {
                 id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
@@ -837,9 +915,11 @@ async fn serve(
         cfg,
         acceptor: acceptor.as_ref(),
         auth: lock(&shared.auth).clone(),
-        counters: &shared.security,
+        counters: &shared.counters,
+        throttle: &shared.throttles.handshake_failed,
+        peer: client.addr(),
     };
-    let accepted = match crate::secure::server_handshake(side, stream, client.addr()).await {
+    let accepted = match crate::secure::server_handshake(side, stream).await {
         Ok(a) => a,
         Err(crate::secure::Refused::Closed) => return finish(&shared, &client),
         Err(crate::secure::Refused::HookRunning(done)) => {
@@ -856,6 +936,7 @@ async fn serve(
     }
     let (transport, leftover) = (accepted.transport, accepted.leftover);
     client.inner.handshake_done.store(true, Ordering::Release);
+    add(&shared.counters.connections_opened, 1);
     debug!(
         peer_version = accepted.peer_version.as_str(),
         "handshake done"
@@ -887,7 +968,12 @@ async fn serve(
     .await;
     match &reason {
         CloseReason::Local | CloseReason::PeerClosed => info!("client disconnected: {reason}"),
-        _ => warn!("client disconnected: {reason}"),
+        _ => throttled!(
+            shared.throttles.abnormal_close,
+            client.addr(),
+            summary: "{count} connections ended abnormally in {secs} s",
+            "client disconnected: {reason}"
+        ),
     }
     // Gone from clients() before on_disconnect runs.
     finish(&shared, &client);

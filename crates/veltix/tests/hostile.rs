@@ -138,6 +138,14 @@ impl Logs {
     }
 
     /// Waits for a line written after `from` that contains `needle` (and names `peer`).
+    /// Lines since `from` that mention `peer` and contain `needle`.
+    fn count_lines(&self, from: usize, peer: SocketAddr, needle: &str) -> usize {
+        lock(&self.text)[from..]
+            .lines()
+            .filter(|l| l.contains(needle) && mentions(l, peer))
+            .count()
+    }
+
     fn wait_line(
         &self,
         from: usize,
@@ -846,11 +854,14 @@ fn post_closed(bytes: Vec<u8>, reason: &'static str) -> Run {
     })
 }
 
-/// Frames after a good handshake that the server must drop with a warning each, keeping the
-/// link: an ECHO sent after them still comes back.
+/// Frames after a good handshake that the server must drop, keeping the link: an ECHO sent
+/// after them still comes back. Each is counted (`stats().dropped.unrouted`); the first is
+/// logged in full and the others in one summary when the connection closes (not one line per
+/// frame: the peer must not control the log volume).
 fn post_dropped(frames: Vec<(u16, Vec<u8>)>) -> Run {
     Box::new(move |rig| {
         let mark = logs().mark();
+        let before = rig.server.stats().dropped.unrouted;
         let mut r = Raw::connect(rig);
         rig.ev.connected(r.local)?;
         let g = rig.generation;
@@ -858,17 +869,38 @@ fn post_dropped(frames: Vec<(u16, Vec<u8>)>) -> Run {
             r.send(&frame(g, *t, 100 + i as u32, content));
         }
         r.echo("still here")?;
-        for (t, _) in &frames {
+        let first = frames[0].0;
+        logs().wait_line(
+            mark,
+            Some(r.local),
+            &format!("no handler for message type {first} "),
+        )?;
+        drop(r.s);
+        rig.ev.disconnected(r.local)?;
+        let rest = frames.len() - 1;
+        if rest > 0 {
             logs().wait_line(
                 mark,
                 Some(r.local),
-                &format!("no handler for message type {t} "),
+                &format!("dropped {rest} frames without a handler"),
             )?;
         }
-        drop(r.s);
-        rig.ev.disconnected(r.local)?;
+        let lines = logs().count_lines(mark, r.local, "no handler for message type");
+        if lines != 1 {
+            return Err(format!(
+                "{lines} `no handler` lines for one peer, expected 1"
+            ));
+        }
+        let dropped = rig.server.stats().dropped.unrouted - before;
+        if dropped != frames.len() as u64 {
+            return Err(format!(
+                "stats count {dropped} unrouted frames, sent {}",
+                frames.len()
+            ));
+        }
         Ok(format!(
-            "{} frames dropped, one warning each; link alive (echo came back)",
+            "{} frames dropped and counted; one warning, then one summary at close; link alive \
+             (echo came back)",
             frames.len()
         ))
     })
@@ -1187,13 +1219,31 @@ fn connection_flood(rig: &Rig) -> Result<String, String> {
     if !rig.server.is_full() {
         return Err("not full with max_connections peers".into());
     }
+    let before = rig.server.stats().refused.server_full;
+    let mut extras = Vec::new();
     for i in 0..EXTRA {
         let mut r = Raw::tcp(rig);
         match r.gen3_handshake(None, &[]) {
             Err(HsFail::Proto(HandshakeError::ServerFull(reason))) if reason == "server_full" => {}
             other => return Err(format!("extra connection {i}: {other:?}")),
         }
-        logs().wait_line(mark, Some(r.local), "server full")?;
+        extras.push(r.local);
+    }
+    // Every refusal is counted; the first ones are logged with their peer, the rest (beyond
+    // the server-wide burst of 20 lines per second) only counted and summarised.
+    let refused = rig.server.stats().refused.server_full - before;
+    if refused != EXTRA as u64 {
+        return Err(format!("stats count {refused} refusals, expected {EXTRA}"));
+    }
+    logs().wait_line(mark, Some(extras[0]), "server full")?;
+    let logged: usize = extras
+        .iter()
+        .map(|p| logs().count_lines(mark, *p, "server full"))
+        .sum();
+    if logged > 20 {
+        return Err(format!(
+            "{logged} `server full` lines for {EXTRA} refusals, over the burst of 20"
+        ));
     }
     for (i, a) in admitted.iter_mut().enumerate() {
         a.ping(i as u32)?;
@@ -1208,8 +1258,8 @@ fn connection_flood(rig: &Rig) -> Result<String, String> {
         return Err("still full after the admitted peers left".into());
     }
     Ok(format!(
-        "{EXTRA} extra connections each got {{\"error\": \"server_full\"}}; the {n} admitted \
-         ones answered PINGs; slots freed"
+        "{EXTRA} extra connections each got {{\"error\": \"server_full\"}} (counted; {logged} \
+         logged, the rest summarised); the {n} admitted ones answered PINGs; slots freed"
     ))
 }
 
@@ -1722,13 +1772,13 @@ fn hostile_inputs_gen3() {
         case(
             "unknown type codes",
             "frames of types 4242 and 65535 (no route, no on_recv)",
-            "dropped with a warning each, link alive",
+            "dropped and counted, one warning + one summary, link alive",
             post_dropped(vec![(4242, b"?".to_vec()), (65535, vec![0u8; 1000])]),
         ),
         case(
             "reserved type codes",
             "types 1 (unsolicited PONG), 2, 10, 11, 20, 21, 199",
-            "dropped with a warning each, link alive",
+            "dropped and counted, one warning + one summary, link alive",
             post_dropped(reserved),
         ),
         case(
@@ -1928,7 +1978,7 @@ fn hostile_inputs_gen1() {
         case(
             "Gen 1: unknown and legacy type codes",
             "types 2 (HEARTBEAT), 20, 21, 4242",
-            "dropped with a warning each, link alive",
+            "dropped and counted, one warning + one summary, link alive",
             post_dropped(vec![
                 (2, b"hb".to_vec()),
                 (20, b"err".to_vec()),
@@ -2247,13 +2297,16 @@ fn client_unknown_types_dropped() -> Result<String, String> {
     });
     let c = Client::new(victim_config(addr));
     c.connect().map_err(|e| format!("connect: {e}"))?;
-    for t in [2u16, 4242] {
-        logs().wait_line(mark, None, &format!("no handler for message type {t} "))?;
-    }
+    logs().wait_line(mark, None, "no handler for message type 2 ")?;
     c.ping_server(WAIT)
         .map_err(|e| format!("ping after: {e}"))?;
+    let dropped = c.stats().dropped.unrouted;
+    if dropped != 2 {
+        return Err(format!("stats count {dropped} unrouted frames, expected 2"));
+    }
     c.disconnect();
-    Ok("both dropped with a warning; the link still answers pings".into())
+    logs().wait_line(mark, None, "dropped 1 frames without a handler")?;
+    Ok("both dropped and counted, one warning + one summary; the link still answers pings".into())
 }
 
 fn client_ping_flood() -> Result<String, String> {

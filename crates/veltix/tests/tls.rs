@@ -207,6 +207,11 @@ fn round_trip_blocking(generation: Generation) {
     assert!(server.ping_client(&info, T).expect("ping client") < T);
     info.send(Request::text(&NOTE, "pushed")).expect("push");
     assert_eq!(notes.recv_timeout(T).expect("push arrives"), "pushed");
+    // TLS links are counted like plaintext ones (plaintext bytes, frames).
+    let (ss, cs) = (server.stats(), client.stats());
+    assert!(ss.frames_in >= 203 && ss.bytes_in > 300_000, "{ss:?}");
+    assert!(cs.frames_out >= 203 && cs.bytes_out > 300_000, "{cs:?}");
+    assert!(cs.frames_in >= 3 && ss.frames_out >= 3, "{cs:?} {ss:?}");
     client.disconnect();
     server.close_all();
     assert_eq!(server.tls_failures(), 0);
@@ -462,6 +467,11 @@ fn refused(server_tls: ServerTls, tls: ClientTls, needle: &str) {
         other => panic!("expected a TLS error with {needle:?}, got {other:?}"),
     }
     assert!(t0.elapsed() < T);
+    assert_eq!(
+        client.stats().handshake_failures.tls,
+        1,
+        "the client counts it too"
+    );
     let deadline = Instant::now() + T;
     while server.tls_failures() == 0 {
         assert!(Instant::now() < deadline, "the failure is counted");
@@ -750,6 +760,7 @@ fn auth_accepts_with_tags_and_rejects_with_a_typed_error_on_both_faces() {
             assert!(!client.is_connected());
         }
         assert_eq!(server.auth_failures(), 2);
+        assert_eq!(server.stats().handshake_failures.auth, 2);
         assert!(
             connected.try_recv().is_err(),
             "refused clients never connect"

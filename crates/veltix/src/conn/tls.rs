@@ -17,11 +17,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsStream;
-use veltix_proto::{Decoded, Decoder, DecoderConfig, Frame};
+use veltix_proto::{Decoder, DecoderConfig, Frame};
 
 use super::{keepalive_loop, lock, CloseReason, Conn, Stop, WriteEnd, MAX_READ};
 use crate::config::PerformanceMode;
 use crate::pool::SerialQueue;
+use crate::stats::add;
 use crate::Response;
 
 /// A connection's byte stream once the handshakes are done.
@@ -82,6 +83,7 @@ async fn drive_tls<J: Send + 'static>(
                 (r, linger)
             }
             r = &mut keepalive => {
+                add(&conn.counters.keepalive_timeouts, 1);
                 conn.close(false);
                 let _ = tokio::time::timeout(conn.settings.close_timeout, &mut writer).await;
                 (r, None)
@@ -122,6 +124,7 @@ async fn drive_tls<J: Send + 'static>(
         })
         .await;
     }
+    conn.finish_throttles();
     {
         let mut rx = lock(&conn.rx);
         rx.decoder = None;
@@ -151,19 +154,7 @@ async fn read_loop<J: Send + 'static>(
             let rx = &mut *guard;
             let mut end = rx.end.take();
             if let (None, Some(decoder)) = (&end, rx.decoder.as_mut()) {
-                while let Some(d) = decoder.decode() {
-                    match d {
-                        Decoded::Frame(f) => {
-                            if let Some(f) = conn.route_frame(f) {
-                                batch.push(job(f));
-                            }
-                        }
-                        Decoded::Rejected(r) => {
-                            end = Some(CloseReason::Protocol(r));
-                            break;
-                        }
-                    }
-                }
+                end = conn.decode_buffered(decoder, |f| batch.push(job(f)));
             }
             end
         };
@@ -201,6 +192,8 @@ async fn read_loop<J: Send + 'static>(
                 Poll::Ready(Ok(0)) => Poll::Ready(Ok(None)),
                 Poll::Ready(Ok(n)) => {
                     decoder.note_received(n);
+                    // Plaintext bytes (what the frames carry), as for a plaintext link.
+                    add(&conn.counters.bytes_in, n as u64);
                     Poll::Ready(Ok(Some((n, room))))
                 }
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -233,7 +226,10 @@ async fn read_loop<J: Send + 'static>(
 
 fn end_of_stream(conn: &Conn) -> CloseReason {
     match lock(&conn.rx).decoder.as_mut().and_then(Decoder::finish) {
-        Some(r) => CloseReason::Protocol(r),
+        Some(r) => {
+            conn.counters.rejection(&r);
+            CloseReason::Protocol(r)
+        }
         None => CloseReason::PeerClosed,
     }
 }
@@ -242,6 +238,7 @@ async fn write_loop(conn: &Conn, wr: &mut WriteHalf<Tls>) -> WriteEnd {
     let mut stop = conn.stop.subscribe();
     let mut spare = BytesMut::new();
     loop {
+        let mut frames = 0;
         let closing = {
             let mut ob = lock(&conn.out);
             if ob.buf.is_empty() {
@@ -249,6 +246,7 @@ async fn write_loop(conn: &Conn, wr: &mut WriteHalf<Tls>) -> WriteEnd {
             } else {
                 std::mem::swap(&mut ob.buf, &mut spare);
                 ob.writing = true;
+                frames = std::mem::take(&mut ob.frames);
             }
             ob.closing
         };
@@ -285,6 +283,9 @@ async fn write_loop(conn: &Conn, wr: &mut WriteHalf<Tls>) -> WriteEnd {
         if let Err(e) = written {
             return WriteEnd::Failed(e);
         }
+        // Plaintext bytes handed to the TLS session.
+        add(&conn.counters.bytes_out, spare.len() as u64);
+        add(&conn.counters.frames_out, frames);
         conn.note_write_end(&mut lock(&conn.out));
         spare.clear();
     }
