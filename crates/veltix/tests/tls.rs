@@ -1013,3 +1013,32 @@ fn gen1_has_no_refusal_message_so_a_refused_client_is_disconnected() {
     );
     server.close_all();
 }
+
+#[test]
+fn a_tls_client_reconnects_to_a_restarted_tls_server() {
+    let p = pki();
+    let (server, addr, connected) = echo_server(tls_server_config(&p, Generation::Gen3));
+    let client = Client::new(ClientConfig {
+        reconnect: veltix::ReconnectPolicy::constant(50, Duration::from_millis(50)),
+        ..client_config(addr, Generation::Gen3, Some(p.client_tls()))
+    });
+    let (tx, reconnected) = channel();
+    let tx = Mutex::new(tx);
+    client.on_connect(move || {
+        let _ = lock(&tx).send(());
+    });
+    client.connect().expect("connect");
+    reconnected.recv_timeout(T).expect("first on_connect");
+    connected.recv_timeout(T).expect("server on_connect");
+    assert_echo(&client);
+    // Same address, new TLS acceptor (files are read again by start()).
+    server.restart().expect("restart");
+    reconnected.recv_timeout(T).expect("reconnected over TLS");
+    let info = connected
+        .recv_timeout(T)
+        .expect("server sees the new session");
+    assert!(info.tls().is_some());
+    assert_echo(&client);
+    client.disconnect();
+    server.close_all();
+}
