@@ -55,7 +55,7 @@ use crate::tls::TlsInfo;
 /// assert_eq!(req.token(), Some("abc"));
 /// assert_eq!(req.certificate_cn(), None); // no TLS
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuthRequest {
     /// The client's address.
     pub peer: SocketAddr,
@@ -67,6 +67,18 @@ pub struct AuthRequest {
     /// The TLS session, when the server speaks TLS (with the client's verified certificate
     /// under mutual TLS).
     pub tls: Option<TlsInfo>,
+}
+
+/// Shows the keys of `meta`, never its values (they may be credentials).
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("peer", &self.peer)
+            .field("meta_keys", &self.meta.keys().collect::<Vec<_>>())
+            .field("peer_version", &self.peer_version)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl AuthRequest {

@@ -271,7 +271,7 @@ impl Common {
 /// let cfg = ClientConfig { port: 9000, ..ClientConfig::default() };
 /// assert_eq!(cfg.host, "127.0.0.1");
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Server host name or address (default `"127.0.0.1"`).
     pub host: String,
@@ -307,6 +307,36 @@ pub struct ClientConfig {
     /// Gen 3: the `meta` object of our hello, e.g. credentials for the server's authenticate
     /// hook (default empty, as Python sends; see [`ClientConfig::with_token`]).
     pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Everything but the values of `meta`, which may hold credentials: only its keys are shown.
+///
+/// ```
+/// let cfg = veltix::ClientConfig::default().with_token("s3cret");
+/// let shown = format!("{cfg:?}");
+/// assert!(shown.contains("token") && !shown.contains("s3cret"));
+/// ```
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("buffer_size", &self.buffer_size)
+            .field("max_message_size", &self.max_message_size)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_workers", &self.max_workers)
+            .field("generation", &self.generation)
+            .field("performance_mode", &self.performance_mode)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("max_inbound_queue", &self.max_inbound_queue)
+            .field("close_timeout", &self.close_timeout)
+            .field("keepalive", &self.keepalive)
+            .field("reconnect", &self.reconnect)
+            .field("tls", &self.tls)
+            .field("meta_keys", &self.meta.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {
