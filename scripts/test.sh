@@ -2,10 +2,12 @@
 # Runs every test of veltix-rs: unit, property, vector, loopback integration, interop with the
 # real Python Veltix 3.3.0 and 1.6.9 (installed into target/ by scripts/setup-python.sh), and a
 # short bounded fuzz run, and the veltix_rs Python package's checks and pytest suite
-# (scripts/test-python.sh). This is the command README.md and .ci/run use.
+# (scripts/test-python.sh). The TLS interop tests go through stunnel, installed by
+# scripts/setup-stunnel.sh. This is the command README.md and .ci/run use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-python.sh
+bash scripts/setup-stunnel.sh
 cargo test --workspace --all-targets --release
 cargo test --workspace --doc --release
 bash scripts/test-python.sh

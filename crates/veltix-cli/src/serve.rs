@@ -74,6 +74,8 @@ pub struct Args {
     /// client that does not read cannot hold the exit longer).
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "0.5")]
     pub close_timeout: Duration,
+    #[command(flatten)]
+    pub security: crate::secure::ServeArgs,
 }
 
 /// Parses a number of seconds (`0.5`, `2`); finite and not negative.
@@ -216,12 +218,14 @@ pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Erro
     if let Some(v) = args.performance_mode {
         config.performance_mode = v;
     }
+    args.security.configure(&mut config);
 
     // Signal handlers first: a SIGTERM arriving right after the `listening on` line must not
     // kill the process with the default action.
     let signals = Signals::new()?;
 
     let server = Server::new(config);
+    args.security.install(&server)?;
     let stats = Arc::new(SinkStats::new());
     let drain = Arc::new(Drain::default());
     match args.mode {
