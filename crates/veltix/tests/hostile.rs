@@ -2300,6 +2300,11 @@ fn client_unknown_types_dropped() -> Result<String, String> {
     logs().wait_line(mark, None, "no handler for message type 2 ")?;
     c.ping_server(WAIT)
         .map_err(|e| format!("ping after: {e}"))?;
+    // The PONG is answered inline, ahead of the handlers: wait for the second drop's count.
+    let t0 = Instant::now();
+    while c.stats().dropped.unrouted < 2 && t0.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let dropped = c.stats().dropped.unrouted;
     if dropped != 2 {
         return Err(format!("stats count {dropped} unrouted frames, expected 2"));
