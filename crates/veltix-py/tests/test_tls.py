@@ -414,6 +414,33 @@ def test_hook_signature_is_checked_and_a_hook_may_block_without_stalling_message
     t.join(T)
 
 
+def test_a_hook_that_does_not_answer_within_handshake_timeout_refuses_the_client(make_server, make_client):
+    s = make_server(handshake_timeout=1.0)
+    release = threading.Event()
+    calls = Inbox()
+
+    @s.authenticate
+    def stuck(request):
+        calls.put(request.token)
+        if request.token == "stuck":
+            release.wait(T)  # answers only after the client has given up
+        return True
+
+    s.start()
+    try:
+        c = make_client(s.port, token="stuck", handshake_timeout=T)
+        assert c.connect() is False and not c.is_connected
+        assert calls.get() == "stuck"
+        assert handshake_failures(s)["auth"] == 1
+        assert s.clients == []
+    finally:
+        release.set()
+    # The late answer changes nothing, and the next client is served.
+    ok = make_client(s.port, token="fine")
+    assert ok.connect() and calls.get() == "fine"
+    wait_until(lambda: len(s.clients) == 1, what="one client")
+
+
 def test_hook_replaced_and_python_3_3_0_client_refused(make_server, pki):
     """A Python Veltix 3.3.0 client sends an empty meta: a token check refuses it and its
     connect() returns False (with either socket core); accepted once the (replaced) hook admits
