@@ -14,6 +14,7 @@ import threading
 import pytest
 
 import veltix_rs as vx
+import veltix_rs.v1 as v1
 from veltix_rs.events import ErrorEvent
 
 from certs import Pki, make_pki
@@ -119,15 +120,15 @@ def test_wrong_ca_is_refused_and_other_clients_are_unaffected(make_server, make_
 
 
 def test_plaintext_client_to_tls_server_and_tls_client_to_plaintext_server(make_server, make_client, pki):
-    s = tls_server(make_server, pki, handshake_timeout=5.0)
+    s = tls_server(make_server, pki, handshake_timeout=1.0)
     s.start()
-    plain = make_client(s.port, handshake_timeout=5.0)
+    plain = make_client(s.port, handshake_timeout=T)
     assert plain.connect() is False and plain.last_error
     wait_until(lambda: handshake_failures(s)["tls"] >= 1, what="the TLS server to refuse plaintext")
 
-    p = make_server(handshake_timeout=5.0)
+    p = make_server(handshake_timeout=1.0)
     p.start()
-    c = make_client(p.port, tls_ca=pki.ca, handshake_timeout=5.0)
+    c = make_client(p.port, tls_ca=pki.ca, handshake_timeout=T)
     assert c.connect() is False and c.last_error
     assert p.clients == []
 
@@ -197,6 +198,55 @@ def test_mutual_tls_refuses_missing_and_foreign_client_certificates(make_server,
     assert s.clients == []
     ok = make_client(s.port, tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key)
     assert ok.connect()
+
+
+def test_v1_gen1_wire_over_mutual_tls_with_a_certificate_check(pki):
+    """TLS on the Gen 1 wire (``veltix_rs.v1`` configs): Gen 1 has no hello meta, so the hook
+    sees an empty meta and the certificate; a refused Gen 1 client is disconnected."""
+    echo_type = v1.MessageType(200, "echo")
+    s = v1.Server(v1.ServerConfig(host="127.0.0.1", port=0, tls_cert=pki.server_cert,
+                                  tls_key=pki.server_key, tls_client_ca=pki.ca))
+    seen = Inbox()
+    allow = threading.Event()
+    allow.set()
+
+    @s.authenticate
+    def check(request):
+        seen.put((request.meta, request.certificate_cn))
+        return allow.is_set() and request.certificate_cn == "sensor-17"
+
+    @s.route(echo_type)
+    def echo(response, client):
+        s.get_sender().send(v1.Request(echo_type, b"v1:" + response.content,
+                                       request_id=response.request_id), client=client.conn)
+
+    s.start()
+    clients = []
+    try:
+        c = v1.Client(v1.ClientConfig(server_addr="127.0.0.1", port=s.port, tls_ca=pki.ca,
+                                      tls_cert=pki.client_cert, tls_key=pki.client_key))
+        clients.append(c)
+        assert c.connect()
+        assert seen.get() == ({}, "sensor-17")
+        reply = c.send_and_wait(v1.Request(echo_type, b"hi"), timeout=T)
+        assert reply is not None and reply.content == b"v1:hi"
+        assert isinstance(c.ping_server(timeout=T), int)
+        assert s.get_all_clients_sockets()[0].tls.peer_cn == "sensor-17"
+        allow.clear()
+        refused = v1.Client(v1.ClientConfig(server_addr="127.0.0.1", port=s.port, tls_ca=pki.ca,
+                                            tls_cert=pki.client_cert, tls_key=pki.client_key))
+        clients.append(refused)
+        # Gen 1 has no refusal message: the client's handshake ends with its own HELLO_ACK, so
+        # its connect() may report success before the server's hook disconnects it.
+        refused.connect()
+        assert seen.get() == ({}, "sensor-17")
+        wait_until(lambda: not refused.is_connected, what="the refused Gen 1 client to be dropped")
+        wait_until(lambda: s.stats()["handshake_failures"]["auth"] == 1, what="the refusal counted")
+        assert len(s.get_all_clients_sockets()) == 1
+    finally:
+        for c in clients:
+            c.disconnect()
+        s.close_all()
 
 
 # ── bad files ───────────────────────────────────────────────────────────────────────────────
