@@ -7,6 +7,9 @@
 //! - Python callbacks run on the core's handler pool (`max_workers` OS threads per server or
 //!   client). Each batch of one connection's messages (up to 64) runs under one GIL acquisition
 //!   (`around_handlers`); the worker releases the GIL while it waits for work.
+//! - The authenticate hook (`Server.authenticate`) is the core's sync hook: it runs on tokio's
+//!   blocking pool (`spawn_blocking`, OS threads outside any async task), which attaches to the
+//!   interpreter only for the Python call ([`run_auth_hook`]), within `handshake_timeout`.
 //! - Every call from Python that can block (`connect`, `send_and_wait`, `ping`, `close_all`,
 //!   `disconnect`, `restart`, large sends) releases the GIL (`Python::detach`) first, so a
 //!   callback may call them, and other Python threads keep running meanwhile.
@@ -649,10 +652,11 @@ impl PyAuthRequest {
 /// to `(accept, reason, tags_json)`) for one client, on the tokio blocking-pool thread the core
 /// calls the sync hook on: the GIL is taken only for the call.
 fn run_auth_hook(st: &ServerState, hook: &Py<PyAny>, req: &AuthRequest) -> AuthDecision {
+    // Counted before the check, so `shutdown` either sees this call or it sees the flag.
+    let _running = InFlight::enter();
     if SHUTDOWN.load(Ordering::Acquire) {
         return AuthDecision::reject("server shutting down");
     }
-    let _running = InFlight::enter();
     let decided = Python::try_attach(|py| {
         let r = (|| -> PyResult<AuthDecision> {
             let request = PyAuthRequest::from_core(py, req)?;
