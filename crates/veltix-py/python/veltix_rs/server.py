@@ -617,7 +617,9 @@ class Server:
         """veltix_rs extra: the core's counters since the server was created: ``connections``
         (open now), ``connections_opened``, ``frames_in``/``bytes_in``, ``frames_out``/
         ``bytes_out``, ``dropped`` (``queue_full``, ``closed``, ``pongs``, ``unrouted``),
-        ``rejected``, ``refused``, ``handshake_failures``, ``keepalive_timeouts``."""
+        ``rejected``, ``refused``, ``handshake_failures`` (by reason, including ``tls``: failed
+        TLS handshakes, and ``auth``: clients the authenticate hook refused or did not answer for
+        in time), ``keepalive_timeouts``."""
         import json
 
         return json.loads(self._native.stats_json())
