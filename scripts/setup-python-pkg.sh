@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates target/py/veltix-rs: a virtualenv with maturin, pytest and pyzmq (from PyPI) and the
+# Creates target/py/veltix-rs: a virtualenv with maturin, pytest, pyzmq and cryptography (from
+# PyPI; cryptography makes the TLS tests' certificates) and the
 # veltix_rs package built from crates/veltix-py (`pip install ./crates/veltix-py`, the command a
 # user runs). Needs Python >= 3.11 with venv/pip, a Rust toolchain, and PyPI access.
 #
@@ -47,8 +48,12 @@ if [ ! -f "$VENV/.tools-complete" ] || ! "$VENV/bin/python" -c 'import maturin, 
     "$py" -m venv --without-pip --system-site-packages "$VENV"
   fi
   pip_in install --quiet --upgrade pip
-  pip_in install --quiet "maturin>=1.7,<2" "pytest>=8" "pyzmq>=26" psutil
+  pip_in install --quiet "maturin>=1.7,<2" "pytest>=8" "pyzmq>=26" psutil "cryptography>=42"
   touch "$VENV/.tools-complete"
+fi
+# Added later (the TLS tests generate their certificates with it): venvs made before get it here.
+if ! "$VENV/bin/python" -c 'import cryptography' 2>/dev/null; then
+  pip_in install --quiet "cryptography>=42"
 fi
 
 # The package, exactly as a user installs it. The build shares target/ with the workspace.

@@ -2,7 +2,8 @@
 # Tests the veltix_rs Python package (crates/veltix-py): rustfmt and clippy of the extension
 # crate (it is not a workspace member, so the workspace-wide checks do not cover it), then the
 # pytest suite in the package's venv (scripts/setup-python-pkg.sh), including interop with the
-# real Python Veltix 3.3.0 and 1.6.9 (scripts/setup-python.sh). Extra arguments go to pytest.
+# real Python Veltix 3.3.0 and 1.6.9 (scripts/setup-python.sh) and with the `veltix` CLI (built
+# here). Extra arguments go to pytest.
 # A missing tool fails the run; nothing is skipped; "no tests collected" (exit 5) is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ bash scripts/setup-python.sh
 bash scripts/setup-python-pkg.sh
 
 export CARGO_TARGET_DIR="$PWD/target"
+# The `veltix` CLI (target/release/veltix): the TLS tests run `veltix serve --tls-cert ...`.
+cargo build -p veltix-cli --release
 cargo fmt --manifest-path crates/veltix-py/Cargo.toml --check
 cargo clippy --release --manifest-path crates/veltix-py/Cargo.toml --all-targets -- -D warnings
 

@@ -7,6 +7,9 @@
 //! - Python callbacks run on the core's handler pool (`max_workers` OS threads per server or
 //!   client). Each batch of one connection's messages (up to 64) runs under one GIL acquisition
 //!   (`around_handlers`); the worker releases the GIL while it waits for work.
+//! - The authenticate hook (`Server.authenticate`) is the core's sync hook: it runs on tokio's
+//!   blocking pool (`spawn_blocking`, OS threads outside any async task), which attaches to the
+//!   interpreter only for the Python call ([`run_auth_hook`]), within `handshake_timeout`.
 //! - Every call from Python that can block (`connect`, `send_and_wait`, `ping`, `close_all`,
 //!   `disconnect`, `restart`, large sends) releases the GIL (`Python::detach`) first, so a
 //!   callback may call them, and other Python threads keep running meanwhile.
@@ -22,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,6 +38,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyType};
 
+use veltix::auth::{AuthDecision, AuthRequest};
+use veltix::tls::{ClientTls, ServerTls, TlsInfo};
 use veltix::{
     ClientConfig, ClientInfo, DisconnectReason, DisconnectState, Error, Generation,
     PerformanceMode, ReconnectPolicy, Request, Response, ServerConfig,
@@ -440,21 +446,305 @@ fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
         Error::ConnectTimeout { .. } | Error::HandshakeTimeout(_) => {
             PyTimeoutError::new_err(e.to_string())
         }
-        Error::ServerFull(reason) => match py
-            .import("veltix_rs.exceptions")
-            .and_then(|m| m.getattr("ServerFullError"))
-            .and_then(|cls| cls.call1((reason,)))
-        {
-            Ok(exc) => PyErr::from_value(exc),
-            Err(err) => err,
-        },
+        Error::ServerFull(reason) => package_exc(py, "ServerFullError", reason),
+        // A refusal after our hello (the authenticate hook): a ConnectionError subclass, so
+        // `Client.connect()` returns False as 3.3.0 does; it keeps the reason.
+        Error::Rejected(reason) => package_exc(py, "RejectedError", reason),
+        Error::TlsConfig(_) => package_exc(py, "TlsConfigError", e.to_string()),
+        Error::Tls(_) => package_exc(py, "TlsError", e.to_string()),
         Error::Config(_) => PyValueError::new_err(e.to_string()),
         other => PyConnectionError::new_err(other.to_string()),
     }
 }
 
+/// An exception class of `veltix_rs.exceptions`, built with one message argument.
+fn package_exc(py: Python<'_>, name: &str, msg: String) -> PyErr {
+    match py
+        .import("veltix_rs.exceptions")
+        .and_then(|m| m.getattr(name))
+        .and_then(|cls| cls.call1((msg,)))
+    {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(err) => err,
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS and authentication
+// ---------------------------------------------------------------------------------------------
+
+/// What a TLS connection negotiated (`ClientInfo.tls`, `AuthRequest.tls`): `protocol`
+/// (`"TLSv1.3"` / `"TLSv1.2"`), `cipher` (e.g. `"TLS13_AES_256_GCM_SHA384"`) and, under mutual
+/// TLS, the client's verified certificate: `peer_subject` (`"CN=sensor-17, O=Acme"`),
+/// `peer_cn` and `peer_certificate` (DER bytes); these three are None without one.
+#[pyclass(module = "veltix_rs._native", name = "TlsInfo", frozen)]
+pub struct PyTlsInfo {
+    info: TlsInfo,
+}
+
+#[pymethods]
+impl PyTlsInfo {
+    /// The negotiated protocol version: `"TLSv1.3"` or `"TLSv1.2"`.
+    #[getter]
+    fn protocol(&self) -> &str {
+        &self.info.protocol
+    }
+    /// The negotiated cipher suite, e.g. `"TLS13_AES_256_GCM_SHA384"`.
+    #[getter]
+    fn cipher(&self) -> &str {
+        &self.info.cipher_suite
+    }
+    /// The subject of the client's verified certificate (`"CN=..., O=..."`), or None.
+    #[getter]
+    fn peer_subject(&self) -> Option<&str> {
+        self.info
+            .peer_certificate
+            .as_ref()
+            .map(|c| c.subject.as_str())
+    }
+    /// The common name (CN) of the client's verified certificate, or None.
+    #[getter]
+    fn peer_cn(&self) -> Option<&str> {
+        self.info
+            .peer_certificate
+            .as_ref()
+            .and_then(|c| c.common_name.as_deref())
+    }
+    /// The client's verified certificate (DER bytes), or None.
+    #[getter]
+    fn peer_certificate(&self, py: Python<'_>) -> Option<Py<PyBytes>> {
+        self.info
+            .peer_certificate
+            .as_ref()
+            .map(|c| PyBytes::new(py, &c.der).unbind())
+    }
+
+    fn __repr__(&self) -> String {
+        let subject = match self.peer_subject() {
+            Some(s) => format!("{s:?}"),
+            None => "None".into(),
+        };
+        format!(
+            "TlsInfo(protocol={:?}, cipher={:?}, peer_subject={subject})",
+            self.info.protocol, self.info.cipher_suite
+        )
+    }
+}
+
+fn py_tls(py: Python<'_>, info: Option<&TlsInfo>) -> PyResult<Option<Py<PyTlsInfo>>> {
+    info.map(|i| Py::new(py, PyTlsInfo { info: i.clone() }))
+        .transpose()
+}
+
+/// A JSON value of the core as a Python object (through `json.loads`).
+fn json_to_py(
+    py: Python<'_>,
+    v: &serde_json::Map<String, serde_json::Value>,
+) -> PyResult<Py<PyAny>> {
+    let text = serde_json::to_string(v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(py
+        .import("json")?
+        .getattr("loads")?
+        .call1((text,))?
+        .unbind())
+}
+
+/// What the server's authenticate hook is shown about a client that completed the protocol
+/// handshake: `peer` (`(ip, port)`), `meta` (the hello's `meta` dict: `{}` for Python 3.3.0
+/// and Gen 1 clients), `token` (`meta["token"]` when a string), `peer_version`, `tls` (a
+/// `TlsInfo` on a TLS server, else None), `certificate_subject` / `certificate_cn` (the
+/// client's verified certificate under mutual TLS, else None).
+#[pyclass(module = "veltix_rs._native", name = "AuthRequest", frozen)]
+pub struct PyAuthRequest {
+    ip: String,
+    port: u16,
+    meta: Py<PyAny>,
+    meta_keys: Vec<String>,
+    token: Option<String>,
+    peer_version: String,
+    tls: Option<Py<PyTlsInfo>>,
+    subject: Option<String>,
+    cn: Option<String>,
+}
+
+impl PyAuthRequest {
+    fn from_core(py: Python<'_>, r: &AuthRequest) -> PyResult<Py<PyAuthRequest>> {
+        let cert = r.tls.as_ref().and_then(|t| t.peer_certificate.as_ref());
+        Py::new(
+            py,
+            PyAuthRequest {
+                ip: r.peer.ip().to_string(),
+                port: r.peer.port(),
+                meta: json_to_py(py, &r.meta)?,
+                meta_keys: r.meta.keys().cloned().collect(),
+                token: r.token().map(String::from),
+                peer_version: r.peer_version.clone(),
+                tls: py_tls(py, r.tls.as_ref())?,
+                subject: cert.map(|c| c.subject.clone()),
+                cn: r.certificate_cn().map(String::from),
+            },
+        )
+    }
+}
+
+#[pymethods]
+impl PyAuthRequest {
+    /// `(ip, port)` of the client.
+    #[getter]
+    fn peer(&self) -> (String, u16) {
+        (self.ip.clone(), self.port)
+    }
+    /// The client's IP.
+    #[getter]
+    fn ip(&self) -> &str {
+        &self.ip
+    }
+    /// The client's port.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.port
+    }
+    /// The `meta` object of the client's hello, as a dict (`{}` when it sent none).
+    #[getter]
+    fn meta(&self, py: Python<'_>) -> Py<PyAny> {
+        self.meta.clone_ref(py)
+    }
+    /// `meta["token"]` when it is a string (what `ClientConfig(token=...)` sends), else None.
+    #[getter]
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+    /// The Veltix version the client announced (`"3.3.0"` for Python Veltix 3.3.0).
+    #[getter]
+    fn peer_version(&self) -> &str {
+        &self.peer_version
+    }
+    /// The TLS session (`TlsInfo`) when the server speaks TLS, else None.
+    #[getter]
+    fn tls(&self, py: Python<'_>) -> Option<Py<PyTlsInfo>> {
+        self.tls.as_ref().map(|t| t.clone_ref(py))
+    }
+    /// The subject of the client's verified certificate (mutual TLS), else None.
+    #[getter]
+    fn certificate_subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+    /// The common name of the client's verified certificate (mutual TLS), else None.
+    #[getter]
+    fn certificate_cn(&self) -> Option<&str> {
+        self.cn.as_deref()
+    }
+
+    /// Shows the keys of `meta`, never its values (they may be credentials).
+    fn __repr__(&self) -> String {
+        format!(
+            "AuthRequest(peer=('{}', {}), meta_keys={:?}, peer_version={:?}, certificate_subject={:?})",
+            self.ip, self.port, self.meta_keys, self.peer_version, self.subject
+        )
+    }
+}
+
+/// Runs the Python authenticate hook (the package's wrapper, which normalises the user's answer
+/// to `(accept, reason, tags_json)`) for one client, on the tokio blocking-pool thread the core
+/// calls the sync hook on: the GIL is taken only for the call.
+fn run_auth_hook(st: &ServerState, hook: &Py<PyAny>, req: &AuthRequest) -> AuthDecision {
+    // Counted before the check, so `shutdown` either sees this call or it sees the flag.
+    let _running = InFlight::enter();
+    if SHUTDOWN.load(Ordering::Acquire) {
+        return AuthDecision::reject("server shutting down");
+    }
+    let decided = Python::try_attach(|py| {
+        let r = (|| -> PyResult<AuthDecision> {
+            let request = PyAuthRequest::from_core(py, req)?;
+            let answer = hook.call1(py, (request,))?;
+            let (accept, reason, tags): (bool, String, Option<String>) = answer.extract(py)?;
+            if !accept {
+                return Ok(AuthDecision::reject(reason));
+            }
+            let tags: HashMap<String, serde_json::Value> = match tags {
+                Some(t) => serde_json::from_str(&t)
+                    .map_err(|e| PyValueError::new_err(format!("authenticate tags: {e}")))?,
+                None => HashMap::new(),
+            };
+            Ok(AuthDecision::Accept(tags))
+        })();
+        r.unwrap_or_else(|e| {
+            report(py, &st.on_error, hook, e);
+            AuthDecision::reject("authentication failed")
+        })
+    });
+    decided.unwrap_or_else(|| AuthDecision::reject("server shutting down"))
+}
+
+fn server_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> PyResult<Option<ServerTls>> {
+    match (cert, key) {
+        (None, None) if client_ca.is_none() => Ok(None),
+        (Some(cert), Some(key)) => {
+            let tls = ServerTls::from_pem_files(cert, key);
+            Ok(Some(match client_ca {
+                Some(ca) => tls.client_ca_file(ca),
+                None => tls,
+            }))
+        }
+        _ => Err(PyValueError::new_err(
+            "TLS needs both tls_cert and tls_key (tls_client_ca needs them too)",
+        )),
+    }
+}
+
+fn client_tls(
+    tls: bool,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> PyResult<Option<ClientTls>> {
+    if !tls && ca.is_none() {
+        if server_name.is_some() || cert.is_some() || key.is_some() {
+            return Err(PyValueError::new_err(
+                "tls_server_name, tls_cert and tls_key need tls=True or tls_ca",
+            ));
+        }
+        return Ok(None);
+    }
+    let mut t = match ca {
+        Some(ca) => ClientTls::ca_file(ca),
+        None => ClientTls::system_roots(),
+    };
+    if let Some(name) = server_name {
+        t = t.server_name(name);
+    }
+    match (cert, key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => t = t.client_cert_files(cert, key),
+        _ => {
+            return Err(PyValueError::new_err(
+                "a client certificate needs both tls_cert and tls_key",
+            ))
+        }
+    }
+    Ok(Some(t))
+}
+
+fn client_meta(meta_json: Option<String>) -> PyResult<serde_json::Map<String, serde_json::Value>> {
+    match meta_json {
+        None => Ok(serde_json::Map::new()),
+        Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            Ok(_) => Err(PyValueError::new_err("meta must be a JSON object")),
+            Err(e) => Err(PyValueError::new_err(format!(
+                "meta is not valid JSON: {e}"
+            ))),
+        },
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,6 +784,22 @@ impl ClientHandle {
     #[getter]
     fn is_connected(&self) -> bool {
         self.inner.is_connected()
+    }
+    /// The TLS session (`TlsInfo`) on a TLS server, else None.
+    #[getter]
+    fn tls(&self, py: Python<'_>) -> PyResult<Option<Py<PyTlsInfo>>> {
+        py_tls(py, self.inner.tls())
+    }
+    /// The core's tags of this client (those the authenticate hook set) as a JSON object
+    /// string; None when there are none.
+    fn tags_json(&self) -> PyResult<Option<String>> {
+        let tags = self.inner.tag_map();
+        if tags.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(&tags)
+            .map(Some)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Queues one frame; False if the connection is closed, its queue is full, or the message is
@@ -606,12 +912,14 @@ pub struct NativeServer {
 impl NativeServer {
     /// Builds the server (does not bind). `wrap_client(handle)` makes the Python `ClientInfo`;
     /// `on_connect(client)` / `on_disconnect(client)` are the package's dispatchers;
-    /// `on_error(func, exc)` reports callback exceptions.
+    /// `on_error(func, exc)` reports callback exceptions. `tls_cert` + `tls_key` (PEM files,
+    /// read by `start()`) make it a TLS server; `tls_client_ca` adds mutual TLS.
     #[new]
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (host, port, buffer_size, max_connection, max_message_size,
         handshake_timeout, max_workers, id_window, generation_, performance_mode,
-        wrap_client, on_connect, on_disconnect, on_error, on_observe))]
+        wrap_client, on_connect, on_disconnect, on_error, on_observe,
+        tls_cert = None, tls_key = None, tls_client_ca = None))]
     fn new(
         host: String,
         port: u16,
@@ -628,9 +936,13 @@ impl NativeServer {
         on_disconnect: Py<PyAny>,
         on_error: Py<PyAny>,
         on_observe: Py<PyAny>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        tls_client_ca: Option<PathBuf>,
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
         let config = ServerConfig {
+            tls: server_tls(tls_cert, tls_key, tls_client_ca)?,
             host,
             port,
             buffer_size,
@@ -703,7 +1015,8 @@ impl NativeServer {
     }
 
     /// Binds and starts serving; returns `(host, port)` actually bound. Raises `OSError` when
-    /// the address cannot be bound, `RuntimeError` if already running.
+    /// the address cannot be bound, `TlsConfigError` when a TLS file is missing, unreadable,
+    /// not PEM or the key does not match, `RuntimeError` if already running.
     fn start(&self, py: Python<'_>) -> PyResult<(String, u16)> {
         match self.server.start() {
             Ok(a) => Ok((a.ip().to_string(), a.port())),
@@ -737,6 +1050,17 @@ impl NativeServer {
     /// Removes the route of `code`; True if there was one.
     fn unroute(&self, code: u16) -> bool {
         self.server.unroute(code)
+    }
+
+    /// Sets the authenticate hook (replacing any previous one): `hook(AuthRequest)` must return
+    /// `(accept, reason, tags_json)` (the package's wrapper normalises the user's answer). It
+    /// runs on tokio's blocking pool, within `handshake_timeout`, the GIL taken only for the
+    /// call; an exception (or a malformed answer) is reported through `on_error` and rejects
+    /// the client with "authentication failed".
+    fn authenticate(&self, hook: Py<PyAny>) {
+        let st = self.state.clone();
+        self.server
+            .authenticate(move |req: &AuthRequest| run_auth_hook(&st, &hook, req));
     }
 
     /// Sets the fallback for messages without a route (same call convention as `route`).
@@ -896,12 +1220,17 @@ impl ClientState {
 impl NativeClient {
     /// Builds the client (does not connect). `on_connect()` and
     /// `on_disconnect((permanent, attempt, retry_max, reason_name))` are the package's
-    /// dispatchers; `on_error(func, exc)` reports callback exceptions.
+    /// dispatchers; `on_error(func, exc)` reports callback exceptions. TLS: `tls` (system
+    /// roots) or `tls_ca` (a CA PEM file), `tls_server_name` (default: `host`), `tls_cert` +
+    /// `tls_key` (a client certificate); files are read by `connect()`. `meta_json`: the JSON
+    /// object sent as the hello's `meta` (credentials for the server's authenticate hook).
     #[new]
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (host, port, buffer_size, max_message_size, handshake_timeout,
         max_workers, retry, retry_delay, generation_, performance_mode,
-        on_connect, on_disconnect, on_error, on_observe))]
+        on_connect, on_disconnect, on_error, on_observe,
+        tls = false, tls_ca = None, tls_server_name = None, tls_cert = None, tls_key = None,
+        meta_json = None))]
     fn new(
         host: String,
         port: u16,
@@ -917,10 +1246,18 @@ impl NativeClient {
         on_disconnect: Py<PyAny>,
         on_error: Py<PyAny>,
         on_observe: Py<PyAny>,
+        tls: bool,
+        tls_ca: Option<PathBuf>,
+        tls_server_name: Option<String>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        meta_json: Option<String>,
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
         let timeout = secs(handshake_timeout)?;
         let config = ClientConfig {
+            tls: client_tls(tls, tls_ca, tls_server_name, tls_cert, tls_key)?,
+            meta: client_meta(meta_json)?,
             host,
             port,
             buffer_size,
@@ -973,8 +1310,9 @@ impl NativeClient {
     }
 
     /// Connects and completes the handshake (GIL released; runs the reconnect loop on failure
-    /// when `retry > 0`). Raises `ServerFullError`, `ConnectionRefusedError`, `TimeoutError` or
-    /// `ConnectionError`.
+    /// when `retry > 0`). Raises `ServerFullError`, `RejectedError` (refused by the server's
+    /// authenticate hook), `TlsConfigError` (bad certificate, key or CA file), `TlsError` (TLS
+    /// handshake failed), `ConnectionRefusedError`, `TimeoutError` or `ConnectionError`.
     fn connect(&self, py: Python<'_>) -> PyResult<()> {
         let client = self.client.clone();
         py.detach(move || client.connect())
@@ -1136,6 +1474,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ClientHandle>()?;
     m.add_class::<NativeServer>()?;
     m.add_class::<NativeClient>()?;
+    m.add_class::<PyTlsInfo>()?;
+    m.add_class::<PyAuthRequest>()?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(gil_acquisitions, m)?)?;

@@ -75,3 +75,22 @@ def test_chat_example(procs):
         p.stdin.close()
         assert p.wait(timeout=T) == 0
     assert alice.stdout.read() == ""  # alice does not get her own line back
+
+
+def test_tls_echo_examples(procs, tmp_path):
+    from certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    server = spawn("tls_echo_server.py", str(pki.server_cert), str(pki.server_key), "s3cret")
+    procs.append(server)
+    port = read_port(server)
+    r = run("tls_echo_client.py", str(port), str(pki.ca), "s3cret", "over TLS")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "over TLS\n"
+    assert server.stdout is not None
+    assert server.stdout.readline().startswith("hello ")
+    r = run("tls_echo_client.py", str(port), str(pki.ca), "guess", "no")
+    assert r.returncode == 1 and "cannot connect: unauthorized" in r.stderr, r.stderr
+    assert server.stdout.readline().startswith("refused 127.0.0.1:")
+    r = run("tls_echo_client.py", str(port), str(pki.other_ca), "s3cret", "no")
+    assert r.returncode == 1 and "TLS handshake failed" in r.stderr, r.stderr

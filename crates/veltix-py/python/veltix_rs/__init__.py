@@ -8,6 +8,11 @@ correlation, ping, reconnects and the worker pool are Rust (``SocketCore.RUST``,
 
 Python callbacks run on ``max_workers`` handler threads per server/client, one connection's
 messages in arrival order; every call that can block releases the GIL.
+
+veltix_rs extras: TLS (``ServerConfig(tls_cert=..., tls_key=..., tls_client_ca=...)``,
+``ClientConfig(tls=True | tls_ca=..., tls_server_name=..., tls_cert=..., tls_key=...)``) and
+authentication (``ClientConfig(token=..., meta=...)``, ``@server.authenticate`` returning
+``Accept``/``Reject``; see ``veltix_rs.auth``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from ._enums import BufferSize, DisconnectReason, DisconnectState, Mode, SocketCore
 from ._native import Response
 from . import _runtime  # noqa: F401  (installs the native hooks and the atexit cleanup)
+from .auth import Accept, AuthRequest, Reject, TlsInfo
 from ._types import PING, PONG, MessageType
 from .client import Client
 from .config import ClientConfig, ServerConfig
@@ -22,10 +28,13 @@ from .exceptions import (
     InvalidContentError,
     MessageTypeError,
     NetworkError,
+    RejectedError,
     RequestError,
     SenderError,
     ServerFullError,
     TimeoutError,
+    TlsConfigError,
+    TlsError,
     VeltixError,
 )
 from .logger import Logger, LoggerConfig, LogLevel
@@ -82,4 +91,11 @@ __all__ = [
     "TimeoutError",
     "InvalidContentError",
     "ServerFullError",
+    "RejectedError",
+    "TlsConfigError",
+    "TlsError",
+    "Accept",
+    "Reject",
+    "AuthRequest",
+    "TlsInfo",
 ]

@@ -1,8 +1,59 @@
 """Type stubs of the native extension ``veltix_rs._native`` (PyO3, Rust)."""
 
+import os
 from typing import Any, Callable
 
 CORE_VERSION: str
+
+_Path = str | os.PathLike[str]
+
+class TlsInfo:
+    """What a TLS connection negotiated (``ClientInfo.tls``, ``AuthRequest.tls``)."""
+
+    @property
+    def protocol(self) -> str:
+        """``"TLSv1.3"`` or ``"TLSv1.2"``."""
+    @property
+    def cipher(self) -> str:
+        """The negotiated cipher suite, e.g. ``"TLS13_AES_256_GCM_SHA384"``."""
+    @property
+    def peer_subject(self) -> str | None:
+        """Subject of the client's verified certificate (mutual TLS), e.g. ``"CN=sensor-17, O=Acme"``."""
+    @property
+    def peer_cn(self) -> str | None:
+        """Common name of the client's verified certificate (mutual TLS)."""
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The client's verified certificate, DER (mutual TLS)."""
+
+class AuthRequest:
+    """What a ``Server.authenticate`` hook is shown about a client."""
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        """``(ip, port)`` of the client."""
+    @property
+    def ip(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The hello's ``meta`` (``{}`` for Python Veltix and Gen 1 clients)."""
+    @property
+    def token(self) -> str | None:
+        """``meta["token"]`` when it is a str."""
+    @property
+    def peer_version(self) -> str:
+        """The version the client announced."""
+    @property
+    def tls(self) -> TlsInfo | None:
+        """The TLS session on a TLS server."""
+    @property
+    def certificate_subject(self) -> str | None:
+        """Subject of the client's verified certificate (mutual TLS)."""
+    @property
+    def certificate_cn(self) -> str | None:
+        """Common name of the client's verified certificate (mutual TLS)."""
 
 class Response:
     """A received message (see ``veltix_rs.Response``)."""
@@ -46,6 +97,9 @@ class ClientHandle:
     def handshake_done(self) -> bool: ...
     @property
     def is_connected(self) -> bool: ...
+    @property
+    def tls(self) -> TlsInfo | None: ...
+    def tags_json(self) -> str | None: ...
     def send(self, code: int, content: bytes, request_id: int | None = ...) -> bool: ...
     def send_request(self, request: Any) -> bool: ...
     def send_and_wait(self, code: int, content: bytes, request_id: int | None, timeout: float) -> Response | None: ...
@@ -59,9 +113,12 @@ class NativeServer:
                  performance_mode: str, wrap_client: Callable[[ClientHandle], Any],
                  on_connect: Callable[[Any], Any], on_disconnect: Callable[[Any], Any],
                  on_error: Callable[[Any, BaseException], Any],
-                 on_observe: Callable[[Any, Response, str], Any]) -> None: ...
+                 on_observe: Callable[[Any, Response, str], Any],
+                 tls_cert: _Path | None = ..., tls_key: _Path | None = ...,
+                 tls_client_ca: _Path | None = ...) -> None: ...
     def set_observe(self, on: bool) -> None: ...
     def start(self) -> tuple[str, int]: ...
+    def authenticate(self, hook: Callable[[AuthRequest], tuple[bool, str, str | None]]) -> None: ...
     @property
     def is_running(self) -> bool: ...
     @property
@@ -82,7 +139,10 @@ class NativeClient:
                  max_workers: int, retry: int, retry_delay: float, generation_: int, performance_mode: str,
                  on_connect: Callable[[], Any], on_disconnect: Callable[[bool, int, int, str], Any],
                  on_error: Callable[[Any, BaseException], Any],
-                 on_observe: Callable[[Response, str], Any]) -> None: ...
+                 on_observe: Callable[[Response, str], Any],
+                 tls: bool = ..., tls_ca: _Path | None = ..., tls_server_name: str | None = ...,
+                 tls_cert: _Path | None = ..., tls_key: _Path | None = ...,
+                 meta_json: str | None = ...) -> None: ...
     def set_observe(self, on: bool) -> None: ...
     def connect(self) -> None: ...
     @property
@@ -99,6 +159,6 @@ class NativeClient:
     def stats_json(self) -> str: ...
     def retry(self, max_: int | None = ...) -> None: ...
 
-def init(type_factory: Callable[[int], Any], invalid_content_error: type) -> None: ...
+def init(type_factory: Callable[[int], Any], invalid_content_error: type, request_class: type | None = ...) -> None: ...
 def shutdown(timeout: float = ...) -> int: ...
 def gil_acquisitions() -> int: ...

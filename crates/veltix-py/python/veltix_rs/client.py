@@ -13,7 +13,7 @@ from ._types import MessageType
 from .bus import VeltixBus
 from .config import ClientConfig
 from .events import ClientEvent, ErrorEvent, MessageEvent, ReconnectEvent
-from .exceptions import ServerFullError
+from .exceptions import RejectedError, ServerFullError, TlsConfigError
 from .request import Request, Response
 from .sender import Sender
 from .server import RequestHandler, _observed, _observing, _send_failed, _wait
@@ -56,6 +56,8 @@ class Client:
         self._lock = threading.RLock()
         self._dropped = False
         self._attempt = 0
+        self._last_error: str | None = None
+        self._rejection: str | None = None
         self._native = self._make_native()
         self._sender = Sender(Mode.CLIENT, conn=self)
         _runtime.track(self)
@@ -88,6 +90,8 @@ class Client:
             c.server_addr, c.port, int(c.buffer_size), c.max_message_size, float(c.handshake_timeout),
             c.max_workers, c.retry, float(c.retry_delay), self._generation(), self._performance_mode(),
             on_connect, on_disconnect, _runtime.make_error_reporter(lambda: bus), on_observe,
+            tls=c.uses_tls, tls_ca=c.tls_ca, tls_server_name=c.tls_server_name,
+            tls_cert=c.tls_cert, tls_key=c.tls_key, meta_json=self._meta_json(),
         )
         bus._watchers.append(lambda: native.set_observe(_observing(bus)))
 
@@ -99,6 +103,12 @@ class Client:
         bus._watchers.append(fast_send)
         self._update_fast_send(native)
         return native
+
+    def _meta_json(self) -> str | None:
+        import json
+
+        meta = self._config.hello_meta()
+        return json.dumps(meta) if meta else None
 
     def _update_fast_send(self, native: _native.NativeClient) -> None:
         # While nobody watches SENT / SEND errors, `client.send` is the native method itself
@@ -173,6 +183,19 @@ class Client:
         return self._native.is_connected
 
     @property
+    def last_error(self) -> str | None:
+        """veltix_rs extra: why the last ``connect()`` failed (e.g. ``"server rejected the
+        connection: unauthorized"``, ``"TLS handshake failed: invalid peer certificate:
+        UnknownIssuer"``, ``"connection to ... refused"``), None after a success."""
+        return self._last_error
+
+    @property
+    def rejection_reason(self) -> str | None:
+        """veltix_rs extra: the reason the server gave when it refused the last ``connect()``
+        (its authenticate hook's, e.g. ``"unauthorized"``; ``"server_full"``), else None."""
+        return self._rejection
+
+    @property
     def running(self) -> bool:
         """False after ``disconnect()`` or a permanent give-up."""
         return not self._closed.is_set()
@@ -182,26 +205,49 @@ class Client:
     def connect(self, _from_retry: bool = False) -> bool:
         """Connect and complete the handshake (GIL released). True when connected (the
         ``on_connect`` callbacks have run). With ``retry > 0`` a failed attempt runs the
-        reconnect loop first. False on failure; raises ``ServerFullError`` if the server is
-        full."""
+        reconnect loop first. False on failure, including (veltix_rs extras) a refusal by the
+        server's authenticate hook (as 3.3.0 reports a refusal after its hello; not retried;
+        ``rejection_reason`` holds the server's reason) and a failed TLS handshake (wrong CA or
+        server name, client certificate refused). Raises ``ServerFullError`` if the server is
+        full, ``TlsConfigError`` (a ``ValueError``; not retried) if a TLS file is unusable.
+        ``last_error`` says why the last attempt failed."""
         if self._native.is_connected:
             return True
         self._connected_evt.clear()
         self._closed.clear()
         self._bus.emit(ClientEvent.CONNECTING, {"host": self._config.server_addr, "port": self._config.port})
         wait = not _runtime.on_foreign_thread()
+        self._rejection = None
         try:
             self._native.connect()
-        except ServerFullError:
+        except ServerFullError as e:
+            self._last_error = str(e)
+            self._rejection = e.reason
+            if wait:
+                self._closed.wait(_CALLBACK_WAIT)
+            raise
+        except RejectedError as e:
+            self._last_error = f"server rejected the connection: {e.reason}"
+            self._rejection = e.reason
+            self._bus.emit(ErrorEvent.NETWORK, {"error": self._last_error, "host": self._config.server_addr, "port": self._config.port})
+            self._bus.warning("connect to %s:%s refused by the server: %s",
+                              self._config.server_addr, self._config.port, e.reason)
+            if wait:
+                self._closed.wait(_CALLBACK_WAIT)
+            return False
+        except TlsConfigError as e:
+            self._last_error = str(e)
             if wait:
                 self._closed.wait(_CALLBACK_WAIT)
             raise
         except OSError as e:
+            self._last_error = str(e)
             self._bus.emit(ErrorEvent.NETWORK, {"error": str(e), "host": self._config.server_addr, "port": self._config.port})
             self._bus.warning("connect to %s:%s failed: %s", self._config.server_addr, self._config.port, e)
             if wait:
                 self._closed.wait(_CALLBACK_WAIT)
             return False
+        self._last_error = None
         if wait:
             self._connected_evt.wait(_CALLBACK_WAIT)
         return True

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import json
 import threading
 import time
 import weakref
 from typing import Any, Callable, Iterable
 
 from . import _native, _runtime
+from .auth import AuthRequest, normalize
 from ._enums import Mode
 from ._runtime import log
 from ._sig import check_signature
@@ -23,7 +25,7 @@ __all__ = ["Server", "ClientInfo"]
 _CLIENTINFO_ATTRS = (
     "conn", "addr", "ip", "port", "thread_id", "handshake_done", "tags", "add_tag", "set_tag",
     "has_tag", "has_all_tags", "has_any_tags", "get_tag", "remove_tag", "clear_tags", "id",
-    "is_connected",
+    "is_connected", "tls",
 )
 
 
@@ -34,7 +36,8 @@ class ClientInfo:
     ``get_tag``, ``remove_tag``, ``clear_tags``; ``tags`` is a copy). Tag changes emit
     ``ClientEvent.TAG_*`` on the server's bus. Unknown attributes raise ``AttributeError`` with a
     hint (use tags for per-client data). One object per connection: callbacks always receive
-    the same ``ClientInfo`` for the same client.
+    the same ``ClientInfo`` for the same client. veltix_rs extra: ``tls`` (a ``TlsInfo`` on a
+    TLS server, else None); the tags an authenticate hook set are there from the start.
     """
 
     __slots__ = ("_h", "_tags", "_lock", "_bus")
@@ -100,6 +103,12 @@ class ClientInfo:
     def is_connected(self) -> bool:
         """True while the connection is open."""
         return self._h.is_connected
+
+    @property
+    def tls(self) -> _native.TlsInfo | None:
+        """veltix_rs extra: the TLS session (``protocol``, ``cipher``, and under mutual TLS the
+        client certificate's ``peer_subject`` / ``peer_cn``), or None on a plaintext server."""
+        return self._h.tls
 
     @property
     def tags(self) -> dict[str, Any]:
@@ -280,7 +289,11 @@ class Server:
         tag_bus = bus if self._TAG_EVENTS else None
 
         def wrap(handle: _native.ClientHandle) -> ClientInfo:
-            return info_cls(handle, tag_bus)
+            info = info_cls(handle, tag_bus)
+            tags = handle.tags_json()  # set by the authenticate hook
+            if tags is not None:
+                info._tags.update(json.loads(tags))
+            return info
 
         def on_connect(client: ClientInfo) -> None:
             s = me()
@@ -301,6 +314,7 @@ class Server:
             float(c.handshake_timeout), c.max_workers, c.id_window, self._generation(),
             self._performance_mode(), wrap, on_connect, on_disconnect,
             _runtime.make_error_reporter(lambda: bus), on_observe,
+            tls_cert=c.tls_cert, tls_key=c.tls_key, tls_client_ca=c.tls_client_ca,
         )
         bus._watchers.append(lambda: native.set_observe(_observing(bus)))
         return native
@@ -369,8 +383,9 @@ class Server:
 
     def start(self) -> None:
         """Bind and start serving in the background (non-blocking). Raises ``OSError`` if the
-        address cannot be bound; warns and does nothing if already started. Emits
-        ``ServerEvent.STARTED {"host", "port"}``."""
+        address cannot be bound, ``TlsConfigError`` (a ``ValueError``) if a TLS file is
+        missing, unreadable, not PEM or the key does not match its certificate; warns and does
+        nothing if already started. Emits ``ServerEvent.STARTED {"host", "port"}``."""
         with self._state_lock:
             if self._native.is_running:
                 self._bus.warning("Server already started")
@@ -457,6 +472,43 @@ class Server:
         self._check_route(func, "on_recv callback", None)
         self._request_handler.on_recv = func
         self._native.on_recv(func, self._ROUTE_ORDER_V1)
+        return func
+
+    def authenticate(self, func: Callable[[AuthRequest], Any]) -> Callable[..., Any]:
+        """veltix_rs extra (usable as a decorator): let ``func(request)`` decide which clients
+        get in. It is called once per client that completed the protocol handshake, before
+        ``on_connect``, with an ``AuthRequest``: ``peer`` (ip, port), ``meta`` (the hello's
+        ``meta`` dict, e.g. ``{"token": ...}`` from ``ClientConfig(token=...)``; ``{}`` for
+        Python Veltix and Gen 1 clients), ``token``, ``peer_version``, ``tls`` and, under mutual
+        TLS, ``certificate_subject`` / ``certificate_cn``.
+
+        Return ``True``/``None`` to accept, ``Accept(tags={...})`` (or a tags dict) to accept
+        and tag the client, ``False`` (reason ``"unauthorized"``), a reason ``str`` or
+        ``Reject(reason)`` to refuse it (the client gets ``{"error": reason}``; see
+        ``veltix_rs.auth`` for every shape). An exception rejects the client ("authentication
+        failed") and is logged with its traceback.
+
+        The hook runs on a core thread (tokio's blocking pool, never a handler-pool worker),
+        taking the GIL only for the call, within ``handshake_timeout``: a client whose hook has
+        not answered by then is disconnected. Refusals are counted in
+        ``stats()["handshake_failures"]["auth"]``. Replaces any previous hook."""
+        check_signature(func, label="authenticate hook", nargs=1, dispatched="request",
+                        fix="request: AuthRequest")
+        bus = self._bus
+        name = _runtime.func_name(func)
+
+        def hook(request: AuthRequest) -> tuple[bool, str, str | None]:
+            try:
+                return normalize(func(request))
+            except Exception as exc:  # noqa: BLE001 - a failing hook rejects, never crashes
+                log.error("authenticate hook %s raised %s: %s; client %s:%s rejected", name,
+                          type(exc).__name__, exc, request.ip, request.port,
+                          exc_info=(type(exc), exc, exc.__traceback__))
+                if bus.has_subscribers(ErrorEvent.CALLBACK):
+                    bus.emit(ErrorEvent.CALLBACK, {"error": str(exc), "func": name})
+                return (False, "authentication failed", None)
+
+        self._native.authenticate(hook)
         return func
 
     def on_connect(self, func: Callable[[ClientInfo], Any]) -> Callable[..., Any]:
@@ -565,7 +617,9 @@ class Server:
         """veltix_rs extra: the core's counters since the server was created: ``connections``
         (open now), ``connections_opened``, ``frames_in``/``bytes_in``, ``frames_out``/
         ``bytes_out``, ``dropped`` (``queue_full``, ``closed``, ``pongs``, ``unrouted``),
-        ``rejected``, ``refused``, ``handshake_failures``, ``keepalive_timeouts``."""
+        ``rejected``, ``refused``, ``handshake_failures`` (by reason, including ``tls``: failed
+        TLS handshakes, and ``auth``: clients the authenticate hook refused or did not answer for
+        in time), ``keepalive_timeouts``."""
         import json
 
         return json.loads(self._native.stats_json())

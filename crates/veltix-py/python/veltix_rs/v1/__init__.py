@@ -115,7 +115,9 @@ COMPATIBILITY: dict[str, list[str]] = {
 @dataclass
 class ServerConfig:
     """1.6.9 server settings (no validation, as in 1.6.9). ``socket_core`` is accepted and
-    served by the Rust core whatever its value."""
+    served by the Rust core whatever its value. veltix_rs extras: ``tls_cert``, ``tls_key``,
+    ``tls_client_ca`` as in ``veltix_rs.ServerConfig`` (TLS on the Gen 1 wire, between
+    veltix_rs / veltix-rs peers; 1.6.9 itself speaks plaintext only)."""
 
     host: str = "0.0.0.0"
     port: int = 8080
@@ -126,11 +128,16 @@ class ServerConfig:
     max_workers: int = 4
     performance_mode: PerformanceMode = PerformanceMode.BALANCED
     socket_core: SocketCore = SocketCore.THREADING
+    tls_cert: Any = None
+    tls_key: Any = None
+    tls_client_ca: Any = None
 
 
 @dataclass
 class ClientConfig:
-    """1.6.9 client settings."""
+    """1.6.9 client settings. veltix_rs extras: ``tls``, ``tls_ca``, ``tls_server_name``,
+    ``tls_cert``, ``tls_key`` as in ``veltix_rs.ClientConfig`` (Gen 1 has no hello ``meta``,
+    so no ``token``: a server's authenticate hook sees the address and TLS identity)."""
 
     server_addr: str = "127.0.0.1"
     port: int = 8080
@@ -142,6 +149,11 @@ class ClientConfig:
     retry_delay: float = 1.0
     socket_core: SocketCore = SocketCore.THREADING
     performance_mode: PerformanceMode = PerformanceMode.BALANCED
+    tls: bool = False
+    tls_ca: Any = None
+    tls_server_name: Any = None
+    tls_cert: Any = None
+    tls_key: Any = None
 
 
 class Request(_server.Request):
@@ -221,6 +233,7 @@ class Server(_server.Server):
             host=config.host, port=config.port, buffer_size=int(config.buffer_size),
             max_connection=config.max_connection, max_message_size=config.max_message_size,
             handshake_timeout=config.handshake_timeout, max_workers=config.max_workers,
+            tls_cert=config.tls_cert, tls_key=config.tls_key, tls_client_ca=config.tls_client_ca,
         )
         super().__init__(cfg)
         self._sender = Sender(Mode.SERVER, _server=self)
@@ -298,6 +311,8 @@ class Client(_client.Client):
             server_addr=config.server_addr, port=config.port, buffer_size=int(config.buffer_size),
             max_message_size=config.max_message_size, handshake_timeout=config.handshake_timeout,
             max_workers=config.max_workers, retry=config.retry, retry_delay=config.retry_delay,
+            tls=config.tls, tls_ca=config.tls_ca, tls_server_name=config.tls_server_name,
+            tls_cert=config.tls_cert, tls_key=config.tls_key,
         )
         super().__init__(cfg)
         self._sender = Sender(Mode.CLIENT, conn=self)
