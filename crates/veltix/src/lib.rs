@@ -69,6 +69,7 @@
 
 pub mod asynch;
 pub mod client;
+pub mod cluster;
 pub mod config;
 mod conn;
 mod error;
