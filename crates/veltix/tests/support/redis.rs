@@ -44,7 +44,9 @@ impl RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "veltix-redis-{}-{}",
             std::process::id(),
-            fastrand::u64(..)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
         ));
         std::fs::create_dir_all(&dir).expect("create redis dir");
         let mut last = String::new();
