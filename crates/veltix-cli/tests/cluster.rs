@@ -180,7 +180,7 @@ fn chat_exactly_once(peers: &[&Peer], from: usize, text: &str) {
 fn three_cli_nodes_with_python_clients_act_as_one() {
     let mut redis = RedisServer::start();
     let url = redis.url();
-    let mut nodes = vec![
+    let mut nodes = [
         Node::start(&url, "n1"),
         Node::start(&url, "n2"),
         Node::start(&url, "n3"),
@@ -207,7 +207,7 @@ fn three_cli_nodes_with_python_clients_act_as_one() {
             p.py.events_named("recv")
                 .iter()
                 .filter(|e| e["type"] == CHAT)
-                .filter_map(|e| e["hex"].as_str().map(|h| payload::from_hex(h)))
+                .filter_map(|e| e["hex"].as_str().map(payload::from_hex))
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .collect();
         let want: Vec<String> = (0..20).map(|i| format!("burst {i}")).collect();
