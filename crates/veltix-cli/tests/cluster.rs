@@ -254,6 +254,7 @@ fn three_cli_nodes_with_python_clients_act_as_one() {
         peers[0].who(None).len() == 4
     });
     let gone = killed.elapsed();
+    eprintln!("n3's clients left the view {gone:?} after kill -9 (TTL {TTL:?})");
     assert!(
         gone <= TTL + Duration::from_secs(2),
         "took {gone:?}, TTL {TTL:?}"
@@ -289,6 +290,7 @@ fn three_cli_nodes_with_python_clients_act_as_one() {
         }
     }
     let back = restarted.elapsed();
+    eprintln!("cluster up on n1 and n2 {back:?} after the Redis restart");
     assert!(
         back < Duration::from_secs(10),
         "cluster back after {back:?}"

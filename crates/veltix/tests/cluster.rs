@@ -257,6 +257,7 @@ fn a_dead_node_leaves_the_view_within_the_ttl_and_the_rest_keeps_working() {
         nodes.iter().all(|n| count(n) == 4)
     });
     let gone_after = died.elapsed();
+    eprintln!("node c's clients left the view {gone_after:?} after it died (TTL {TTL:?})");
     assert!(
         gone_after <= TTL + Duration::from_secs(2),
         "took {gone_after:?} (ttl {TTL:?})"

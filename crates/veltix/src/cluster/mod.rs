@@ -523,6 +523,8 @@ struct Outgoing {
 const MAX_BATCH: usize = 512;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Shortest time between two presence writes caused by client changes.
+const CHANGE_GAP: Duration = Duration::from_millis(20);
 
 /// Log throttles of a node's repeated events.
 #[derive(Default)]
@@ -909,7 +911,17 @@ impl Node {
         self.up.send_replace(true);
         let mut tick = tokio::time::interval(self.config.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_beat = tokio::time::Instant::now();
+        // A change (connect, leave, tag) is published at most CHANGE_GAP after the previous
+        // heartbeat: a connect storm costs a bounded number of presence writes, not one each.
+        let mut dirty_at: Option<tokio::time::Instant> = None;
         loop {
+            let flush = async {
+                match dirty_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 m = sub.next() => match m {
                     Some((channel, payload)) => self.dispatch(&channel, &payload),
@@ -918,8 +930,19 @@ impl Node {
                         return Err(BrokerError("subscription connection lost".into()));
                     }
                 },
-                _ = tick.tick() => self.heartbeat().await?,
-                _ = self.changed.notified() => self.heartbeat().await?,
+                _ = tick.tick() => {
+                    self.heartbeat().await?;
+                    last_beat = tokio::time::Instant::now();
+                    dirty_at = None;
+                }
+                _ = self.changed.notified(), if dirty_at.is_none() => {
+                    dirty_at = Some((last_beat + CHANGE_GAP).max(tokio::time::Instant::now()));
+                }
+                _ = flush => {
+                    self.heartbeat().await?;
+                    last_beat = tokio::time::Instant::now();
+                    dirty_at = None;
+                }
             }
         }
     }
