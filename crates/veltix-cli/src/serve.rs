@@ -428,6 +428,12 @@ pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Erro
         drain.track(&server.clients());
     }
     server.close_all();
+    if server.node_id().is_some() {
+        // Gone from the cluster view at once rather than after the presence TTL.
+        if let Err(e) = server.cluster_leave() {
+            tracing::warn!("leaving the cluster: {e}");
+        }
+    }
     print_stats()?;
 
     if args.mode == Mode::Sink {

@@ -272,6 +272,34 @@ fn a_dead_node_leaves_the_view_within_the_ttl_and_the_rest_keeps_working() {
 }
 
 #[test]
+fn a_node_that_leaves_is_out_of_the_view_at_once() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis.url(), "a"), node(&redis.url(), "b")];
+    let peers = spread(&nodes, 4);
+    nodes[1].close_all();
+    nodes[1].cluster_leave().expect("leave");
+    // Its presence was deleted before cluster_leave returned: no TTL to wait for.
+    let ids: Vec<ClusterId> = nodes[0]
+        .cluster_clients()
+        .expect("clients")
+        .iter()
+        .map(|c| c.id().clone())
+        .collect();
+    assert_eq!(ids, vec![peers[0].id.clone(), peers[2].id.clone()]);
+    assert!(matches!(
+        nodes[1].cluster_broadcast(Request::text(200u16, "x"), &[]),
+        Err(Error::ClusterUnavailable(_))
+    ));
+    // Its subscription closed with its tasks (Redis notices the closed socket by itself).
+    eventually("a send to a client of the left node fails", || {
+        matches!(
+            nodes[0].cluster_send(&peers[1].id, Request::text(201u16, "x")),
+            Err(Error::ClusterClientGone(_))
+        )
+    });
+}
+
+#[test]
 fn broker_outage_local_keeps_working_cluster_fails_fast_then_resumes() {
     let mut redis = RedisServer::start();
     let nodes = [node(&redis.url(), "a"), node(&redis.url(), "b")];

@@ -175,6 +175,22 @@ impl Server {
         }
     }
 
+    /// Leaves the cluster for good: stops heartbeats and subscriptions and removes this node's
+    /// presence at once, so its clients leave every node's view without waiting for the TTL
+    /// (call it on shutdown, after `close_all`). Cluster operations then fail with
+    /// [`Error::ClusterUnavailable`]; the server keeps serving locally.
+    ///
+    /// ```no_run
+    /// # let server = veltix::Server::new(veltix::ServerConfig::local());
+    /// server.close_all();
+    /// server.cluster_leave()?;
+    /// # Ok::<(), veltix::Error>(())
+    /// ```
+    pub fn cluster_leave(&self) -> Result<()> {
+        let node = self.node()?;
+        node.clone().block_on(node.leave())
+    }
+
     /// One PUBLISH round trip to the broker, measured by this node (for benchmarks: what a
     /// cross-node send costs at least).
     ///

@@ -276,6 +276,10 @@ pub struct ClusterStats {
     pub malformed: u64,
     /// Sends or closes for a client that is no longer on this node (dropped).
     pub unknown_target: u64,
+    /// Received messages this node cannot send (type or size invalid under its own
+    /// settings, e.g. a smaller `max_message_size`): dropped. Full client queues are counted
+    /// per connection in [`Stats::dropped`](crate::Stats::dropped) instead.
+    pub undeliverable: u64,
     /// Broker failures (connect, subscribe, heartbeat, publish).
     pub broker_errors: u64,
     /// Times the node connected and subscribed again after a failure.
@@ -290,6 +294,7 @@ struct Counters {
     received: AtomicU64,
     malformed: AtomicU64,
     unknown_target: AtomicU64,
+    undeliverable: AtomicU64,
     broker_errors: AtomicU64,
     reconnects: AtomicU64,
 }
@@ -532,6 +537,7 @@ struct Throttles {
     broker: Throttle,
     malformed: Throttle,
     unknown_target: Throttle,
+    undeliverable: Throttle,
 }
 
 /// This server's membership of a cluster: its broker, background tasks and counters.
@@ -626,6 +632,7 @@ impl Node {
             received: l(&c.received),
             malformed: l(&c.malformed),
             unknown_target: l(&c.unknown_target),
+            undeliverable: l(&c.undeliverable),
             broker_errors: l(&c.broker_errors),
             reconnects: l(&c.reconnects),
         }
@@ -824,6 +831,35 @@ impl Node {
         );
     }
 
+    fn undeliverable(&self, origin: &str, e: &Error) {
+        add(&self.counters.undeliverable, 1);
+        throttled!(
+            self.throttles.undeliverable,
+            origin,
+            summary: "{count} cluster messages undeliverable on this node in {secs} s",
+            "cluster message from node {origin} cannot be sent here: {e}; dropped"
+        );
+    }
+
+    /// Leaves the cluster: stops the background tasks and removes this node's presence at
+    /// once (bounded by `op_timeout`), so its clients leave the view without waiting for the
+    /// TTL.
+    pub(crate) async fn leave(self: Arc<Self>) -> Result<()> {
+        self.stop();
+        match tokio::time::timeout(
+            self.config.op_timeout,
+            self.broker.remove_presence(&self.id),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::ClusterUnavailable(e.0)),
+            Err(_) => Err(Error::ClusterUnavailable(
+                "the broker did not answer in time".into(),
+            )),
+        }
+    }
+
     /// One command round trip to the broker.
     pub(crate) async fn broker_round_trip(self: Arc<Self>) -> Result<Duration> {
         let ch = format!("{}:bench", self.config.prefix);
@@ -1003,12 +1039,16 @@ impl Node {
                     .map(|c| c.local)
                     .collect();
                 // Refusals (full queues) are counted per connection.
-                let _ = server::broadcast_where(&shared, &req, |c| local.contains(&c.id()));
+                if let Err(e) = server::broadcast_where(&shared, &req, |c| local.contains(&c.id()))
+                {
+                    self.undeliverable(&env.origin, &e);
+                }
             }
             KIND_SEND | KIND_CLOSE => match server::client_by_id(&shared, env.target) {
-                Some(c) if env.kind == KIND_SEND => {
-                    let _ = c.send(req);
-                }
+                Some(c) if env.kind == KIND_SEND => match c.send(req) {
+                    Ok(()) | Err(Error::QueueFull { .. } | Error::Closed) => {}
+                    Err(e) => self.undeliverable(&env.origin, &e),
+                },
                 Some(c) => c.conn().close(false),
                 None => {
                     add(&self.counters.unknown_target, 1);
