@@ -70,6 +70,20 @@ impl Node {
         serde_json::from_str(&line["stats: ".len()..]).expect("stats JSON")
     }
 
+    /// SIGTERM, then waits (bounded) for the exit.
+    fn terminate(&mut self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM");
+        let t0 = Instant::now();
+        while self.child.try_wait().expect("try_wait").is_none() {
+            assert!(t0.elapsed() < T, "veltix serve did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -298,6 +312,12 @@ fn three_cli_nodes_with_python_clients_act_as_one() {
     chat_exactly_once(&alive, 0, "after the outage");
     chat_exactly_once(&alive, 3, "after the outage, from n2"); // alive[3] is peers[4]
                                                                // What n1 said during the outage stayed on n1: never delivered to n2 later.
+                                                               // SIGTERM of n2: it leaves the cluster before exiting, so its clients are out of the view
+                                                               // as soon as it is gone (no TTL to wait for).
+    nodes[1].terminate();
+    let left: Vec<String> = peers[0].who(None);
+    assert_eq!(left, vec![peers[0].id.clone(), peers[3].id.clone()]);
+
     for i in 0..10 {
         let text = format!("during outage {i}");
         assert_eq!(peers[3].got(&text), 1, "{text:?} at n1");
