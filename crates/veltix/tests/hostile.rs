@@ -2300,7 +2300,14 @@ fn client_unknown_types_dropped() -> Result<String, String> {
     logs().wait_line(mark, None, "no handler for message type 2 ")?;
     c.ping_server(WAIT)
         .map_err(|e| format!("ping after: {e}"))?;
-    let dropped = c.stats().dropped.unrouted;
+    // Type 4242 is counted on the handler pool right after type 2 was logged, while the PING
+    // is answered on the I/O thread: wait (bounded) for the count instead of reading it once.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut dropped = c.stats().dropped.unrouted;
+    while dropped < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        dropped = c.stats().dropped.unrouted;
+    }
     if dropped != 2 {
         return Err(format!("stats count {dropped} unrouted frames, expected 2"));
     }
