@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod logging;
 mod ping;
+mod secure;
 mod send;
 mod serve;
 

@@ -36,6 +36,8 @@ pub struct Args {
     /// Wire generation: gen3 (Python Veltix 2.x/3.x) or gen1 (Python Veltix 1.6.x).
     #[arg(long, value_name = "GEN", default_value = "gen3")]
     pub wire: Generation,
+    #[command(flatten)]
+    pub security: crate::secure::ClientArgs,
 }
 
 /// Round-trip statistics in milliseconds.
@@ -80,7 +82,13 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 /// Runs `veltix ping`.
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let client = crate::send::connect_quietly(&args.host, args.port, args.wire, args.timeout)?;
+    let client = crate::send::connect_quietly(
+        &args.host,
+        args.port,
+        args.wire,
+        args.timeout,
+        &args.security,
+    )?;
 
     let mut out = std::io::stdout().lock();
     let mut rtts = Vec::with_capacity(args.count as usize);

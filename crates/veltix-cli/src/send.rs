@@ -51,6 +51,8 @@ pub struct Args {
     /// Wire generation: gen3 (Python Veltix 2.x/3.x) or gen1 (Python Veltix 1.6.x).
     #[arg(long, value_name = "GEN", default_value = "gen3")]
     pub wire: Generation,
+    #[command(flatten)]
+    pub security: crate::secure::ClientArgs,
 }
 
 /// Builds the request from the arguments (validating the type code and the JSON).
@@ -89,13 +91,14 @@ pub(crate) fn connect_quietly(
     port: u16,
     wire: veltix::Generation,
     timeout: std::time::Duration,
+    security: &crate::secure::ClientArgs,
 ) -> veltix::Result<Client> {
-    let client = Client::new(ClientConfig {
+    let client = Client::new(security.configure(ClientConfig {
         generation: wire,
         connect_timeout: timeout,
         handshake_timeout: timeout,
         ..ClientConfig::new(host, port)
-    });
+    }));
     client.on_recv(|_| ());
     client.connect()?;
     Ok(client)
@@ -104,7 +107,13 @@ pub(crate) fn connect_quietly(
 /// Runs `veltix send`.
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let request = build_request(&args)?;
-    let client = connect_quietly(&args.host, args.port, args.wire, args.timeout)?;
+    let client = connect_quietly(
+        &args.host,
+        args.port,
+        args.wire,
+        args.timeout,
+        &args.security,
+    )?;
     let result = if args.wait {
         client.send_and_wait(&request, args.timeout).map(Some)
     } else {

@@ -104,6 +104,8 @@ pub struct Args {
     /// How often this node refreshes its presence (default 1 s; below the TTL).
     #[arg(long, value_name = "SECS", value_parser = parse_timeout, requires = "cluster")]
     pub heartbeat: Option<Duration>,
+    #[command(flatten)]
+    pub security: crate::secure::ServeArgs,
 }
 
 /// Chat-mode commands with `--cluster` (see the module doc).
@@ -331,6 +333,7 @@ pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Erro
     if let Some(v) = args.performance_mode {
         config.performance_mode = v;
     }
+    args.security.configure(&mut config);
     if let Some(url) = &args.cluster {
         let mut c = ClusterConfig {
             node_id: args.node_id.clone(),
@@ -350,6 +353,7 @@ pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Erro
     let signals = Signals::new()?;
 
     let server = Server::new(config);
+    args.security.install(&server)?;
     let stats = Arc::new(SinkStats::new());
     let drain = Arc::new(Drain::default());
     match args.mode {

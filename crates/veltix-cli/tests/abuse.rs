@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{try_raw_handshake, Lines, T};
+use support::{env_addr, env_u64, try_raw_handshake, Lines, T};
 use veltix::proto::{Frame, Generation};
 use veltix::{Client, ClientConfig, Request};
 
@@ -368,18 +368,10 @@ fn a_bad_log_filter_is_an_error() {
 #[test]
 #[ignore = "attacker side of a manual before/after measurement (RELIABILITY.md section 8)"]
 fn abuse_peer() {
-    let Some(addr) = std::env::var("VELTIX_ABUSE_ADDR")
-        .ok()
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-    else {
+    let Some(addr) = env_addr("VELTIX_ABUSE_ADDR") else {
         return;
     };
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = env_u64;
     let (frames, conns) = (
         env("VELTIX_ABUSE_FRAMES", 50_000),
         env("VELTIX_ABUSE_CONNS", 400),

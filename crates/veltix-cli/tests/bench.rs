@@ -321,3 +321,26 @@ fn latency_against_python() {
         "comparison: {c}"
     );
 }
+
+#[test]
+fn against_tls_runs_the_same_scenario_over_tls() {
+    let (s, v) = bench(&["burst", "--count", "2000", "--against", "tls"]);
+    assert_eq!(f(&s, "received"), 2000.0);
+    assert_eq!(s["tls"]["received"].as_f64(), Some(2000.0), "{}", s["tls"]);
+    assert_eq!(s["tls"]["success_rate"].as_f64(), Some(100.0));
+    let cmp = &s["comparisons"][0];
+    assert!(cmp["tls"].as_f64().is_some_and(|x| x > 0.0), "{cmp}");
+    assert!(cmp["tls_fraction_of_plaintext"]
+        .as_f64()
+        .is_some_and(|x| x > 0.0));
+    assert_eq!(v["settings"]["against"][0], "tls");
+    let (s, _) = bench(&["handshake", "--count", "50", "--against", "tls"]);
+    assert_eq!(f(&s, "count"), 50.0);
+    assert_eq!(f(&s, "failures"), 0.0);
+    assert_eq!(s["tls"]["count"].as_f64(), Some(50.0));
+    assert_eq!(s["tls"]["failures"].as_f64(), Some(0.0));
+    positive(&s, &["throughput", "p50_ms"]);
+    // Memory per TLS connection: raw TLS connections held open.
+    let (s, _) = bench(&["memory", "--idle-connections", "60", "--against", "tls"]);
+    assert_eq!(s["tls"]["connections"].as_f64(), Some(60.0), "{}", s["tls"]);
+}

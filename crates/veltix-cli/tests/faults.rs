@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{lock, raw_handshake, Lines, T};
+use support::{env_addr, env_u64, lock, raw_handshake, Lines, T};
 use veltix::proto::{Frame, Generation};
 use veltix::{
     Client, ClientConfig, DisconnectReason, DisconnectState, Error, ReconnectPolicy, Request,
@@ -392,10 +392,7 @@ impl Drop for Pumps {
 #[test]
 #[ignore = "helper process of peer_killed_mid_frame; does nothing on its own"]
 fn fault_peer_process() {
-    let Some(addr) = std::env::var("VELTIX_FAULT_PEER")
-        .ok()
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-    else {
+    let Some(addr) = env_addr("VELTIX_FAULT_PEER") else {
         return;
     };
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -707,18 +704,10 @@ fn sigterm_closes_every_client_with_eof() {
 #[test]
 #[ignore = "client side of scripts/soak.sh"]
 fn soak_churn() {
-    let Some(addr) = std::env::var("VELTIX_SOAK_ADDR")
-        .ok()
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-    else {
+    let Some(addr) = env_addr("VELTIX_SOAK_ADDR") else {
         return;
     };
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = env_u64;
     let secs = env("VELTIX_SOAK_SECS", 60);
     let workers = env("VELTIX_SOAK_WORKERS", 8) as usize;
     let deadline = Instant::now() + Duration::from_secs(secs);

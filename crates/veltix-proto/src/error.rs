@@ -90,6 +90,11 @@ pub enum HandshakeError {
     /// The server rejected us (`{"error": ...}`), normally because it is full.
     #[error("server refused the connection: {0}")]
     ServerFull(String),
+    /// The server refused us after reading our hello (`{"error": REASON}` in place of
+    /// `{"result": "ok"}`), e.g. because our credentials were refused. Python 3.3.0 clients
+    /// see this as a plain handshake failure.
+    #[error("server rejected the connection: {0}")]
+    Rejected(String),
     /// The peer announced a protocol version we cannot speak.
     #[error("incompatible protocol version {peer:?} (we speak {ours})")]
     IncompatibleVersion {
@@ -117,6 +122,9 @@ pub enum HandshakeError {
     /// The peer speaks the other wire generation.
     #[error("peer speaks another Veltix wire generation: {0}")]
     WrongGeneration(String),
+    /// The peer started a TLS handshake, and we do not speak TLS on this connection.
+    #[error("the peer speaks TLS, and this end is configured for plaintext")]
+    UnexpectedTls,
     /// The connection closed before the handshake completed.
     #[error("connection closed during the handshake")]
     Eof,

@@ -231,6 +231,11 @@ impl JsonMessageReader {
         let take = (len - self.body.len()).min(input.len() - used);
         self.body.extend_from_slice(&input[used..used + take]);
         used += take;
+        // 16 03 0x ..: a TLS handshake record (ClientHello) where JSON was expected. No JSON
+        // text starts with a byte below 0x09, so this cannot be a real handshake message.
+        if self.prefix == [0x16, 0x03] && self.body.first().is_some_and(|&b| b <= 0x04) {
+            return Err(HandshakeError::UnexpectedTls);
+        }
         if self.body.len() < len {
             return Ok((used, None));
         }
@@ -254,10 +259,19 @@ impl JsonMessageReader {
 #[derive(Debug)]
 enum State {
     G3ServerAwaitHello(JsonMessageReader),
+    /// Gen 3 server with a verdict pending: the client's hello is valid, the caller decides.
+    G3ServerAwaitVerdict,
+    /// Gen 3 server that refused the client: the refusal is queued, nothing more is read.
+    Rejected,
     G3ClientAwaitHello(JsonMessageReader),
     G3ClientAwaitAck(JsonMessageReader),
-    G1ServerAwaitAck { id: u32, buf: Vec<u8> },
-    G1ClientAwaitHello { buf: Vec<u8> },
+    G1ServerAwaitAck {
+        id: u32,
+        buf: Vec<u8>,
+    },
+    G1ClientAwaitHello {
+        buf: Vec<u8>,
+    },
     Done,
     Failed,
 }
@@ -279,6 +293,9 @@ enum State {
 #[derive(Debug)]
 pub struct Handshake {
     role: Role,
+    /// Gen 3 server: pause after the client's hello until [`Handshake::accept`] or
+    /// [`Handshake::reject`].
+    verdict: bool,
     cfg: HandshakeConfig,
     state: State,
     transmit: VecDeque<Bytes>,
@@ -291,6 +308,7 @@ impl Handshake {
     pub fn server(cfg: HandshakeConfig) -> Self {
         let mut hs = Handshake {
             role: Role::Server,
+            verdict: false,
             state: State::Failed,
             transmit: VecDeque::new(),
             peer_version: None,
@@ -322,11 +340,59 @@ impl Handshake {
         };
         Handshake {
             role: Role::Client,
+            verdict: false,
             cfg,
             state,
             transmit: VecDeque::new(),
             peer_version: None,
             peer_hello: None,
+        }
+    }
+
+    /// A Gen 3 server that pauses once the client's hello arrived and is compatible, so the
+    /// caller can look at it ([`Handshake::peer_hello`], e.g. credentials in its `meta`) and
+    /// then [`accept`](Handshake::accept) or [`reject`](Handshake::reject) the client. Gen 1
+    /// has no refusal message: there this is [`Handshake::server`].
+    ///
+    /// ```
+    /// use veltix_proto::{Generation, Handshake, HandshakeConfig, HandshakeError};
+    /// let mut server = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3));
+    /// let mut client = Handshake::client(HandshakeConfig::new(Generation::Gen3));
+    /// client.feed(&server.poll_transmit().unwrap()).unwrap();
+    /// server.feed(&client.poll_transmit().unwrap()).unwrap();
+    /// assert!(server.awaiting_verdict());
+    /// server.reject("unauthorized");
+    /// let refusal = server.poll_transmit().unwrap();
+    /// assert_eq!(&refusal[2..], br#"{"error": "unauthorized"}"#);
+    /// assert_eq!(client.feed(&refusal), Err(HandshakeError::Rejected("unauthorized".into())));
+    /// ```
+    pub fn server_with_verdict(cfg: HandshakeConfig) -> Self {
+        let mut hs = Self::server(cfg);
+        hs.verdict = true;
+        hs
+    }
+
+    /// True while a [`server_with_verdict`](Handshake::server_with_verdict) handshake waits
+    /// for [`accept`](Handshake::accept) or [`reject`](Handshake::reject).
+    pub fn awaiting_verdict(&self) -> bool {
+        matches!(self.state, State::G3ServerAwaitVerdict)
+    }
+
+    /// Accepts the client: queues `{"result": "ok"}`. Does nothing unless a verdict is awaited.
+    pub fn accept(&mut self) {
+        if self.awaiting_verdict() {
+            self.transmit.push_back(ack_message());
+            self.state = State::Done;
+        }
+    }
+
+    /// Refuses the client: queues `{"error": REASON}` (the refusal Python clients understand),
+    /// after which the caller sends it and closes. Does nothing unless a verdict is awaited.
+    pub fn reject(&mut self, reason: &str) {
+        if self.awaiting_verdict() {
+            let msg = serde_json::json!({ "error": reason });
+            self.transmit.push_back(encode_json_message(&msg));
+            self.state = State::Rejected;
         }
     }
 
@@ -386,8 +452,8 @@ impl Handshake {
         loop {
             let rest = &input[used..];
             match &mut self.state {
-                State::Done => return Ok(used),
-                State::Failed => {
+                State::Done | State::G3ServerAwaitVerdict => return Ok(used),
+                State::Failed | State::Rejected => {
                     return Err(HandshakeError::MalformedFrame(
                         "handshake already failed".into(),
                     ))
@@ -398,6 +464,10 @@ impl Handshake {
                     let Some(msg) = msg else { return Ok(used) };
                     self.check_pv(&msg)?;
                     self.accept_hello(msg);
+                    if self.verdict {
+                        self.state = State::G3ServerAwaitVerdict;
+                        return Ok(used);
+                    }
                     self.transmit.push_back(ack_message());
                     self.state = State::Done;
                 }
@@ -406,11 +476,7 @@ impl Handshake {
                     used += n;
                     let Some(msg) = msg else { return Ok(used) };
                     if let Some(reason) = msg.get("error") {
-                        let reason = match reason {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        return Err(HandshakeError::ServerFull(reason));
+                        return Err(HandshakeError::ServerFull(error_reason(reason)));
                     }
                     self.check_pv(&msg)?;
                     self.accept_hello(msg);
@@ -421,6 +487,9 @@ impl Handshake {
                     let (n, msg) = r.feed(rest)?;
                     used += n;
                     let Some(msg) = msg else { return Ok(used) };
+                    if let Some(reason) = msg.get("error") {
+                        return Err(HandshakeError::Rejected(error_reason(reason)));
+                    }
                     if msg.get("result").and_then(Value::as_str) != Some("ok") {
                         return Err(HandshakeError::NotAcknowledged(
                             Value::Object(msg).to_string(),
@@ -495,6 +564,14 @@ impl Handshake {
             None => String::new(),
         });
         self.peer_hello = Some(msg);
+    }
+}
+
+/// The reason of a refusal `{"error": REASON}`: the string itself, or any other JSON as text.
+fn error_reason(reason: &Value) -> String {
+    match reason {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -238,13 +238,26 @@ fn gen3_ack_must_be_result_ok_exactly() {
         br#"{"result": "ok "}"#,
         br#"{"result": true}"#,
         br#"{"status": "ok"}"#,
-        br#"{"error": "server_full"}"#, // a plain failure here, not ServerFull
     ] {
         let mut c = gen3_client_after_hello();
         let r = c.feed(&msg(body));
         assert!(
             matches!(r, Err(HandshakeError::NotAcknowledged(_))),
             "{body:?}: {r:?}"
+        );
+        assert!(!c.is_done());
+    }
+    // An "error" here is the server refusing us after reading our hello (its authenticate
+    // hook): Rejected with the reason, not ServerFull (Python 3.3.0 sees a plain failure).
+    for (body, reason) in [
+        (&br#"{"error": "server_full"}"#[..], "server_full"),
+        (br#"{"error": "unauthorized"}"#, "unauthorized"),
+        (br#"{"error": {"code": 7}}"#, r#"{"code":7}"#),
+    ] {
+        let mut c = gen3_client_after_hello();
+        assert_eq!(
+            c.feed(&msg(body)),
+            Err(HandshakeError::Rejected(reason.into()))
         );
         assert!(!c.is_done());
     }
@@ -498,4 +511,57 @@ fn gen1_handshake_leaves_following_frames_alone() {
     let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1));
     assert_eq!(c.feed(&input), Ok(hello.len()));
     assert_eq!(c.feed(&ping), Ok(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gen 3 server with a verdict (the authenticate hook)
+
+#[test]
+fn gen3_server_with_verdict_waits_then_accepts_or_rejects() {
+    use veltix_proto::{Generation, Handshake, HandshakeConfig};
+    let hello = msg(br#"{"v": "3.3.0", "pv": "1.0", "meta": {"token": "t"}}"#);
+    // Accept: nothing is sent before the verdict, then exactly the ack.
+    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3));
+    assert!(s.poll_transmit().is_some()); // our hello
+    let mut pipelined = hello.to_vec();
+    pipelined.extend_from_slice(b"VX\x00");
+    assert_eq!(
+        s.feed(&pipelined),
+        Ok(hello.len()),
+        "frame bytes are left alone"
+    );
+    assert!(s.awaiting_verdict() && !s.is_done());
+    assert_eq!(s.poll_transmit(), None);
+    assert_eq!(s.peer_hello().unwrap()["meta"]["token"], "t");
+    s.accept();
+    assert_eq!(s.poll_transmit(), Some(ack_message()));
+    assert!(s.is_done() && !s.awaiting_verdict());
+    // Reject: the refusal, byte-exact as Python formats it, and the handshake never completes.
+    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3));
+    let _ = s.poll_transmit();
+    assert_eq!(s.feed(&hello), Ok(hello.len()));
+    s.reject("unauthorized");
+    assert_eq!(
+        s.poll_transmit().as_deref(),
+        Some(&b"\x00\x19{\"error\": \"unauthorized\"}"[..])
+    );
+    assert!(!s.is_done() && !s.awaiting_verdict());
+    assert!(s.feed(b"more").is_err());
+    // A bad hello fails as before, with no verdict asked.
+    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3));
+    let _ = s.poll_transmit();
+    assert!(s.feed(&msg(br#"{"pv": "2.0"}"#)).is_err());
+    assert!(!s.awaiting_verdict());
+}
+
+#[test]
+fn a_tls_client_hello_is_recognised_by_a_plaintext_server() {
+    use veltix_proto::{Generation, Handshake, HandshakeConfig};
+    let mut s = Handshake::server(HandshakeConfig::new(Generation::Gen3));
+    let _ = s.poll_transmit();
+    // 16 03 01 <len> 01 ...: a TLS record carrying a ClientHello.
+    assert_eq!(
+        s.feed(&[0x16, 0x03, 0x01, 0x00, 0xf0, 0x01, 0x00]),
+        Err(HandshakeError::UnexpectedTls)
+    );
 }

@@ -197,6 +197,59 @@ impl AsyncServer {
         self
     }
 
+    /// A synchronous authenticate hook (runs on tokio's blocking pool; see
+    /// [`Server::authenticate`]).
+    pub fn authenticate(
+        &self,
+        hook: impl Fn(&crate::auth::AuthRequest) -> crate::auth::AuthDecision + Send + Sync + 'static,
+    ) -> &Self {
+        self.inner.authenticate(hook);
+        self
+    }
+
+    /// An async authenticate hook: it runs as a task on the server's runtime and is cancelled
+    /// when `handshake_timeout` runs out (see [`auth`](crate::auth)).
+    ///
+    /// ```
+    /// use veltix::auth::AuthDecision;
+    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, Error, ServerConfig};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local());
+    /// server.authenticate_async(|req| async move {
+    ///     // e.g. look the token up in a database
+    ///     match req.token() {
+    ///         Some("s3cret") => AuthDecision::accept(),
+    ///         _ => AuthDecision::reject("unauthorized"),
+    ///     }
+    /// });
+    /// let addr = server.start()?;
+    /// let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()).with_token("nope"));
+    /// assert!(matches!(client.connect().await, Err(Error::Rejected(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn authenticate_async<F, Fut>(&self, hook: F) -> &Self
+    where
+        F: Fn(crate::auth::AuthRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = crate::auth::AuthDecision> + Send + 'static,
+    {
+        self.inner
+            .set_authenticator(crate::auth::Authenticator::from_async(hook));
+        self
+    }
+
+    /// See [`Server::auth_failures`].
+    pub fn auth_failures(&self) -> u64 {
+        self.inner.auth_failures()
+    }
+
+    /// See [`Server::tls_failures`].
+    pub fn tls_failures(&self) -> u64 {
+        self.inner.tls_failures()
+    }
+
     /// Messages without a route as a stream of `(client, message)` (replaces `on_recv`).
     /// `capacity` bounds how many wait for the consumer.
     pub fn incoming(&self, capacity: usize) -> Incoming<(ClientInfo, Response)> {

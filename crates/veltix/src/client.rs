@@ -11,10 +11,10 @@ use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
-use veltix_proto::{Generation, Handshake, HandshakeConfig, IdAllocator};
+use veltix_proto::{Generation, IdAllocator};
 
 use crate::conn::{self, lock, CloseReason, Conn};
-use crate::handlers::Registry;
+use crate::handlers::{HandlerSet, Registry};
 use crate::pool::{guarded, Pool, Runner, SerialQueue};
 use crate::stats::{add, Counters, Stats};
 use crate::{
@@ -66,6 +66,19 @@ pub(crate) struct Shared {
 impl Shared {
     fn run_jobs(&self, jobs: Vec<Job>) {
         let h = self.handlers.get();
+        let mut jobs = Some(jobs);
+        h.run_batch(&mut || {
+            if let Some(jobs) = jobs.take() {
+                self.run_batch(&h, jobs);
+            }
+        });
+    }
+
+    fn run_batch(
+        &self,
+        h: &HandlerSet<ClientRoute, ConnectCallback, DisconnectCallback>,
+        jobs: Vec<Job>,
+    ) {
         // Replies to pipelined messages go out in one write (see `conn::Batch`).
         let conn = self.conn().ok();
         let batch = conn.as_deref().map(Conn::batch);
@@ -132,6 +145,11 @@ impl Shared {
                 self.emit(true, 0, n, DisconnectReason::ServerFull);
                 Err(e)
             }
+            // Retrying with the same credentials or files cannot help.
+            Err(e @ (Error::Rejected(_) | Error::TlsConfig(_))) => {
+                self.emit(true, 0, n, failure_reason(&e));
+                Err(e)
+            }
             Err(e) if n == 0 => {
                 self.emit(true, 0, 0, failure_reason(&e));
                 Err(e)
@@ -196,7 +214,11 @@ impl Shared {
 fn failure_reason(e: &Error) -> DisconnectReason {
     match e {
         Error::ServerFull(_) => DisconnectReason::ServerFull,
-        Error::Handshake(_) | Error::HandshakeTimeout(_) => DisconnectReason::HandshakeFailed,
+        Error::Handshake(_)
+        | Error::HandshakeTimeout(_)
+        | Error::Rejected(_)
+        | Error::Tls(_)
+        | Error::TlsConfig(_) => DisconnectReason::HandshakeFailed,
         _ => DisconnectReason::Error,
     }
 }
@@ -211,6 +233,11 @@ fn connect_once(shared: Arc<Shared>) -> BoxFuture<Result<()>> {
 
 async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
     let cfg = &shared.config;
+    // Certificates and keys are read and checked before connecting.
+    let tls = match &cfg.tls {
+        Some(t) => Some(t.connector(&cfg.host)?),
+        None => None,
+    };
     let target = format!("{}:{}", cfg.host, cfg.port);
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target).await?.collect();
     let addr = *addrs.first().ok_or_else(|| {
@@ -219,8 +246,7 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
             format!("{target} resolves to no address"),
         ))
     })?;
-    let mut stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await
-    {
+    let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
         Err(_) => {
             return Err(Error::ConnectTimeout {
                 addr,
@@ -234,24 +260,16 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let mut hs = Handshake::client(HandshakeConfig {
-        timestamp_ms: crate::rt::monotonic_ms(),
-        ..HandshakeConfig::new(cfg.generation)
-    });
-    let outcome = tokio::time::timeout(
-        cfg.handshake_timeout,
-        conn::run_handshake(&mut stream, &mut hs),
-    )
-    .await;
-    let leftover = match outcome.unwrap_or(Err(Error::HandshakeTimeout(cfg.handshake_timeout))) {
-        Ok(leftover) => leftover,
-        Err(e) => {
-            shared.counters.handshake_failed(&e);
-            return Err(e);
-        }
-    };
+    let (transport, leftover, peer_version) =
+        match crate::secure::client_handshake(cfg, tls, stream).await {
+            Ok(x) => x,
+            Err(e) => {
+                shared.counters.handshake_failed(&e);
+                return Err(e);
+            }
+        };
     add(&shared.counters.connections_opened, 1);
-    debug!(%addr, peer_version = hs.peer_version().unwrap_or(""), "connected");
+    debug!(%addr, peer_version = peer_version.as_str(), tls = cfg.tls.is_some(), "connected");
     let ids = match cfg.generation {
         Generation::Gen1 => IdAllocator::random(),
         Generation::Gen3 => IdAllocator::client(),
@@ -268,17 +286,22 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
     let mut link = lock(&shared.link);
     shared.queue.push(Job::Connect, 0);
     let task = shared.rt.spawn(
-        run_link(shared.clone(), conn.clone(), stream, leftover)
+        run_link(shared.clone(), conn.clone(), transport, leftover)
             .instrument(tracing::info_span!("veltix_client", server = %addr)),
     );
     *link = Some(Link { conn, task });
     Ok(())
 }
 
-async fn run_link(shared: Arc<Shared>, conn: Arc<Conn>, stream: TcpStream, leftover: Vec<u8>) {
-    let reason = conn::drive(
+async fn run_link(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    transport: conn::Transport,
+    leftover: Vec<u8>,
+) {
+    let reason = conn::drive_transport(
         conn.clone(),
-        stream,
+        transport,
         leftover,
         shared.queue.clone(),
         Job::Message,
@@ -456,7 +479,10 @@ impl Client {
     /// On failure with `reconnect.retries > 0`, it runs the reconnect loop before returning (as
     /// Python does) and returns `Ok` if an attempt succeeded. A full server is not retried here.
     /// Errors: [`Error::ConnectionRefused`], [`Error::ConnectTimeout`], [`Error::ServerFull`],
-    /// [`Error::Handshake`] (e.g. incompatible version), [`Error::HandshakeTimeout`].
+    /// [`Error::Handshake`] (e.g. incompatible version), [`Error::HandshakeTimeout`],
+    /// [`Error::Rejected`] (the server's authenticate hook said no; not retried),
+    /// [`Error::Tls`] (certificate check or TLS handshake failed),
+    /// [`Error::TlsConfig`] (a bad certificate, key or CA file; not retried).
     pub fn connect(&self) -> Result<()> {
         crate::rt::block_on(&self.shared.rt, self.shared.clone().connect())
     }
@@ -537,6 +563,17 @@ impl Client {
     /// Adds a callback receiving every [`DisconnectState`] notification.
     pub fn on_disconnect(&self, f: impl Fn(&DisconnectState) + Send + Sync + 'static) -> &Self {
         self.shared.handlers.add_on_disconnect(Arc::new(f));
+        self
+    }
+
+    /// Wraps every batch of handler calls (see [`Server::around_handlers`](crate::Server::around_handlers)).
+    ///
+    /// ```
+    /// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// client.around_handlers(|batch| batch());
+    /// ```
+    pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
+        self.shared.handlers.set_around(Arc::new(f));
         self
     }
 

@@ -103,6 +103,9 @@ pub struct ServerConfig {
     /// Several servers acting as one through a broker (default `None`: this server alone).
     /// See [`crate::cluster`].
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// TLS on every connection (default `None`: plaintext, as in Python). Certificates and keys
+    /// are read and checked by `start()`; see [`ServerTls`](crate::tls::ServerTls).
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +126,7 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(2),
             keepalive: None,
             cluster: None,
+            tls: None,
         }
     }
 }
@@ -274,7 +278,7 @@ impl Common {
 /// let cfg = ClientConfig { port: 9000, ..ClientConfig::default() };
 /// assert_eq!(cfg.host, "127.0.0.1");
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Server host name or address (default `"127.0.0.1"`).
     pub host: String,
@@ -304,6 +308,42 @@ pub struct ClientConfig {
     pub keepalive: Option<KeepAlive>,
     /// What to do when the connection drops or cannot be made (default: no retry, like Python).
     pub reconnect: crate::ReconnectPolicy,
+    /// TLS to the server (default `None`: plaintext). Files are read and checked by
+    /// `connect()`; see [`ClientTls`](crate::tls::ClientTls).
+    pub tls: Option<crate::tls::ClientTls>,
+    /// Gen 3: the `meta` object of our hello, e.g. credentials for the server's authenticate
+    /// hook (default empty, as Python sends; see [`ClientConfig::with_token`]).
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Everything but the values of `meta`, which may hold credentials: only its keys are shown.
+///
+/// ```
+/// let cfg = veltix::ClientConfig::default().with_token("s3cret");
+/// let shown = format!("{cfg:?}");
+/// assert!(shown.contains("token") && !shown.contains("s3cret"));
+/// ```
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("buffer_size", &self.buffer_size)
+            .field("max_message_size", &self.max_message_size)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_workers", &self.max_workers)
+            .field("generation", &self.generation)
+            .field("performance_mode", &self.performance_mode)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("max_inbound_queue", &self.max_inbound_queue)
+            .field("close_timeout", &self.close_timeout)
+            .field("keepalive", &self.keepalive)
+            .field("reconnect", &self.reconnect)
+            .field("tls", &self.tls)
+            .field("meta_keys", &self.meta.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {
@@ -323,6 +363,8 @@ impl Default for ClientConfig {
             close_timeout: Duration::from_secs(2),
             keepalive: None,
             reconnect: crate::ReconnectPolicy::default(),
+            tls: None,
+            meta: serde_json::Map::new(),
         }
     }
 }
@@ -335,6 +377,19 @@ impl ClientConfig {
             port,
             ..Self::default()
         }
+    }
+
+    /// Presents `token` to the server: sets `meta["token"]` (what
+    /// [`auth::token_list`](crate::auth::token_list) and `veltix serve --auth-token-file` check).
+    ///
+    /// ```
+    /// let cfg = veltix::ClientConfig::new("127.0.0.1", 8080).with_token("s3cret");
+    /// assert_eq!(cfg.meta["token"], "s3cret");
+    /// ```
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.meta
+            .insert("token".into(), serde_json::Value::String(token.into()));
+        self
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

@@ -24,6 +24,9 @@ use crate::pool::SerialQueue;
 use crate::stats::{add, finish_throttled, throttled, Counters, Throttle};
 use crate::{Error, Request, Response, Result};
 
+mod tls;
+pub(crate) use tls::{drive_transport, Transport};
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -869,15 +872,17 @@ pub(crate) fn check_type(generation: Generation, code: u16) -> Result<()> {
     Ok(())
 }
 
-/// Runs a handshake over `stream`; returns the bytes read past its end (they belong to the
-/// frame decoder).
-pub(crate) async fn run_handshake(stream: &mut TcpStream, hs: &mut Handshake) -> Result<Vec<u8>> {
+/// Runs a handshake over `stream` (plain TCP or TLS) until it is done, or until a
+/// [`Handshake::server_with_verdict`] waits for its verdict (call again after it to send the
+/// answer); returns the bytes read past its end (they belong to the frame decoder).
+pub(crate) async fn run_handshake<S>(stream: &mut S, hs: &mut Handshake) -> Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = [0u8; 4096];
     loop {
-        while let Some(b) = hs.poll_transmit() {
-            stream.write_all(&b).await?;
-        }
-        if hs.is_done() {
+        flush_handshake(stream, hs).await?;
+        if hs.is_done() || hs.awaiting_verdict() {
             return Ok(Vec::new());
         }
         let n = stream.read(&mut buf).await?;
@@ -887,12 +892,26 @@ pub(crate) async fn run_handshake(stream: &mut TcpStream, hs: &mut Handshake) ->
         let used = hs.feed(&buf[..n])?;
         if used < n {
             // Done with bytes to spare: flush our last message, hand the rest over.
-            while let Some(b) = hs.poll_transmit() {
-                stream.write_all(&b).await?;
-            }
+            flush_handshake(stream, hs).await?;
             return Ok(buf[used..n].to_vec());
         }
     }
+}
+
+/// Writes what the handshake has to send (a TLS stream needs the flush; TCP ignores it).
+pub(crate) async fn flush_handshake<S>(stream: &mut S, hs: &mut Handshake) -> Result<()>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    let mut wrote = false;
+    while let Some(b) = hs.poll_transmit() {
+        stream.write_all(&b).await?;
+        wrote = true;
+    }
+    if wrote {
+        stream.flush().await?;
+    }
+    Ok(())
 }
 
 /// What keep-alive should do after `idle` without receiving anything.

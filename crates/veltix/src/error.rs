@@ -48,6 +48,18 @@ pub enum Error {
     /// The server is full (`{"error": "server_full"}`); carries the server's reason.
     #[error("server is full ({0})")]
     ServerFull(String),
+    /// The server refused us after reading our hello (`{"error": REASON}`), e.g. because the
+    /// credentials in our `meta` were refused by its authenticate hook; carries the reason.
+    #[error("server rejected the connection: {0}")]
+    Rejected(String),
+    /// A TLS certificate, key or CA file is missing, unreadable, not PEM, or the key does not
+    /// match the certificate; reported by `start()` / `connect()`.
+    #[error("TLS configuration: {0}")]
+    TlsConfig(String),
+    /// The TLS handshake failed (certificate not trusted, wrong name, expired, no client
+    /// certificate, the peer does not speak TLS...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     /// The handshake did not complete within `handshake_timeout`.
     #[error("handshake timed out after {0:?}")]
     HandshakeTimeout(Duration),
@@ -127,6 +139,7 @@ impl From<HandshakeError> for Error {
     fn from(e: HandshakeError) -> Self {
         match e {
             HandshakeError::ServerFull(reason) => Error::ServerFull(reason),
+            HandshakeError::Rejected(reason) => Error::Rejected(reason),
             other => Error::Handshake(other),
         }
     }

@@ -33,6 +33,9 @@ impl Hasher for CodeHasher {
 
 type CodeMap<R> = HashMap<u16, R, BuildHasherDefault<CodeHasher>>;
 
+/// Runs one batch of handler calls (the closure it is given); see `Server::around_handlers`.
+pub(crate) type Around = Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
 /// Routes (`R`), connect callbacks (`C`) and disconnect callbacks (`D`) of one side.
 #[derive(Clone)]
 pub(crate) struct HandlerSet<R, C, D> {
@@ -40,6 +43,7 @@ pub(crate) struct HandlerSet<R, C, D> {
     on_recv: Option<R>,
     pub(crate) on_connect: Vec<C>,
     pub(crate) on_disconnect: Vec<D>,
+    around: Option<Around>,
 }
 
 impl<R, C, D> Default for HandlerSet<R, C, D> {
@@ -49,6 +53,7 @@ impl<R, C, D> Default for HandlerSet<R, C, D> {
             on_recv: None,
             on_connect: Vec::new(),
             on_disconnect: Vec::new(),
+            around: None,
         }
     }
 }
@@ -57,6 +62,15 @@ impl<R, C, D> HandlerSet<R, C, D> {
     /// The route for `code`, else the `on_recv` fallback (Python's rule order).
     pub(crate) fn handler_for(&self, code: u16) -> Option<&R> {
         self.routes.get(&code).or(self.on_recv.as_ref())
+    }
+
+    /// Runs `batch` inside the `around` wrapper if one is set. `batch` runs exactly once, even if
+    /// the wrapper forgets to call it (it must be idempotent after its first run).
+    pub(crate) fn run_batch(&self, batch: &mut dyn FnMut()) {
+        if let Some(around) = &self.around {
+            around(batch);
+        }
+        batch();
     }
 }
 
@@ -99,6 +113,10 @@ impl<R: Clone, C: Clone, D: Clone> Registry<R, C, D> {
 
     pub(crate) fn add_on_connect(&self, f: C) {
         self.update(|h| h.on_connect.push(f));
+    }
+
+    pub(crate) fn set_around(&self, f: Around) {
+        self.update(|h| h.around = Some(f));
     }
 
     pub(crate) fn add_on_disconnect(&self, f: D) {

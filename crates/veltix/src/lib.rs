@@ -38,6 +38,10 @@
 //! - [`config`]: [`ServerConfig`], [`ClientConfig`], [`PerformanceMode`], [`KeepAlive`].
 //! - [`reconnect`]: [`ReconnectPolicy`], [`DisconnectState`].
 //! - [`message`]: [`Request`], [`Response`].
+//! - [`tls`]: [`tls::ServerTls`], [`tls::ClientTls`], [`tls::TlsInfo`]: TLS 1.2/1.3 with
+//!   rustls, mutual TLS. `conn::tls` (private) drives a TLS connection.
+//! - [`auth`]: [`auth::AuthRequest`], [`auth::AuthDecision`], [`auth::token_list`]: the
+//!   authenticate hook of the handshake. `secure` (private) runs TLS, handshake and hook.
 //! - [`stats`]: [`Stats`] (counters of traffic, drops and refusals) and the log throttle.
 //! - [`proto`]: the sans-I/O protocol crate (`veltix-proto`), re-exported.
 //!
@@ -68,6 +72,7 @@
 #![forbid(unsafe_code)]
 
 pub mod asynch;
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -78,8 +83,10 @@ pub mod message;
 mod pool;
 pub mod reconnect;
 mod rt;
+mod secure;
 pub mod server;
 pub mod stats;
+pub mod tls;
 
 pub use asynch::{AsyncClient, AsyncServer, Incoming};
 pub use client::{Client, ClientSender};

@@ -15,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 use veltix_proto::handshake::server_full_message;
-use veltix_proto::{encode_parts, Generation, Handshake, HandshakeConfig, IdAllocator};
+use veltix_proto::{encode_parts, Generation, IdAllocator};
 
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
@@ -39,6 +39,8 @@ struct ClientEntry {
     conn: Arc<Conn>,
     /// Cluster: this node's id, and the signal that makes it republish its presence.
     cluster: Option<(Arc<str>, Arc<Notify>)>,
+    /// Set once the TLS handshake is done (TLS servers only).
+    tls: std::sync::OnceLock<crate::tls::TlsInfo>,
 }
 
 /// A connected client, as the server sees it: address, a stable id, tags, and a handle to send
@@ -105,6 +107,22 @@ impl ClientInfo {
     /// True while the connection is open.
     pub fn is_connected(&self) -> bool {
         self.inner.conn.is_open()
+    }
+
+    /// The TLS session of this client (`None` on a plaintext server): protocol, cipher suite
+    /// and, under mutual TLS, the verified certificate's subject.
+    ///
+    /// ```no_run
+    /// # fn f(client: &veltix::ClientInfo) {
+    /// let who = client
+    ///     .tls()
+    ///     .and_then(|t| t.peer_certificate.as_ref())
+    ///     .map(|c| c.subject.clone());
+    /// println!("{who:?}"); // Some("CN=sensor-17, O=Acme")
+    /// # }
+    /// ```
+    pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        self.inner.tls.get()
     }
 
     /// Sends a message to this client (an id from the server range is assigned if the request
@@ -251,6 +269,8 @@ pub(crate) struct Shared {
     /// Signalled when an on_disconnect job finished.
     handlers_done: Notify,
     broadcast_ids: Mutex<IdAllocator>,
+    /// The authenticate hook, if any (read once per connection).
+    auth: Mutex<Option<crate::auth::Authenticator>>,
     counters: Arc<Counters>,
     /// Server-wide repeated events (a loop of connections is many peers, one event).
     throttles: ServerThrottles,
@@ -468,6 +488,7 @@ impl Server {
                 lifecycles: AtomicUsize::new(0),
                 handlers_done: Notify::new(),
                 broadcast_ids,
+                auth: Mutex::new(None),
                 counters: Arc::default(),
                 throttles: ServerThrottles::default(),
                 cluster: OnceLock::new(),
@@ -485,6 +506,11 @@ impl Server {
     /// the real port). Errors: invalid config, bind failure, already running.
     pub fn start(&self) -> Result<SocketAddr> {
         self.shared.config.validate()?;
+        // Certificates and keys are read and checked now: a bad file fails `start()`.
+        let acceptor = match &self.shared.config.tls {
+            Some(t) => Some(t.acceptor()?),
+            None => None,
+        };
         let mut running = lock(&self.shared.running);
         if running.is_some() {
             return Err(Error::AlreadyRunning);
@@ -530,9 +556,10 @@ impl Server {
         self.shared.closed.send_replace(false);
         let weak = Arc::downgrade(&self.shared);
         let accept = self.shared.rt.spawn(
-            accept_loop(weak, listener).instrument(tracing::info_span!("veltix_server", %addr)),
+            accept_loop(weak, listener, acceptor)
+                .instrument(tracing::info_span!("veltix_server", %addr)),
         );
-        info!(%addr, generation = %cfg.generation, "veltix server listening");
+        info!(%addr, generation = %cfg.generation, tls = cfg.tls.is_some(), "veltix server listening");
         *running = Some(Running { addr, accept });
         Ok(addr)
     }
@@ -571,6 +598,39 @@ impl Server {
         self.shared.handlers.remove_route(message_type.type_code())
     }
 
+    /// Sets the authenticate hook (replacing any previous one): every client that completes
+    /// the protocol handshake is shown to it with its address, its hello's `meta` and its TLS
+    /// session, and is let in (with the tags the hook chose) or refused with
+    /// `{"error": REASON}`. It runs on tokio's blocking pool within `handshake_timeout`;
+    /// see [`auth`](crate::auth) for an example and the details.
+    pub fn authenticate(
+        &self,
+        hook: impl Fn(&crate::auth::AuthRequest) -> crate::auth::AuthDecision + Send + Sync + 'static,
+    ) -> &Self {
+        *lock(&self.shared.auth) = Some(crate::auth::Authenticator::sync(hook));
+        self
+    }
+
+    /// How many clients the authenticate hook refused (or did not answer in time for, or
+    /// panicked on) since the server was created.
+    pub fn auth_failures(&self) -> u64 {
+        self.stats().handshake_failures.auth
+    }
+
+    /// How many TLS handshakes failed or timed out since the server was created.
+    ///
+    /// ```
+    /// let server = veltix::Server::new(veltix::ServerConfig::local());
+    /// assert_eq!((server.auth_failures(), server.tls_failures()), (0, 0));
+    /// ```
+    pub fn tls_failures(&self) -> u64 {
+        self.stats().handshake_failures.tls
+    }
+
+    pub(crate) fn set_authenticator(&self, a: crate::auth::Authenticator) {
+        *lock(&self.shared.auth) = Some(a);
+    }
+
     /// The fallback handler for messages whose type has no route (replaces the previous one).
     pub fn on_recv<F, R>(&self, handler: F) -> &Self
     where
@@ -597,6 +657,29 @@ impl Server {
     /// Unlike Python, clients that never completed the handshake do not trigger it.
     pub fn on_disconnect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
         self.shared.handlers.add_on_disconnect(Arc::new(f));
+        self
+    }
+
+    /// Wraps every batch of handler calls: `f` receives the batch (up to 64 consecutive
+    /// messages of one connection, with its connect or disconnect callbacks) and must call it
+    /// once, on the worker thread it was given. Per-batch set-up (taking a lock, attaching an
+    /// interpreter: the Python binding holds the GIL for a whole batch this way) is then paid
+    /// once per batch instead of once per message. Replaces any previous wrapper. If `f` does not
+    /// call the batch, it runs after `f` returns.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// let server = veltix::Server::new(veltix::ServerConfig::local());
+    /// let batches = Arc::new(AtomicUsize::new(0));
+    /// let b = batches.clone();
+    /// server.around_handlers(move |batch| {
+    ///     b.fetch_add(1, Ordering::Relaxed);
+    ///     batch();
+    /// });
+    /// ```
+    pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
+        self.shared.handlers.set_around(Arc::new(f));
         self
     }
 
@@ -848,7 +931,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn accept_loop(weak: Weak<Shared>, listener: TcpListener) {
+async fn accept_loop(
+    weak: Weak<Shared>,
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         // Gen 1 has no rejection message: like Python 1.6.9, stop accepting while full.
@@ -919,11 +1006,12 @@ async fn accept_loop(weak: Weak<Shared>, listener: TcpListener) {
                     .cluster
                     .get()
                     .map(|n| (n.id().clone(), n.changed().clone())),
+                tls: std::sync::OnceLock::new(),
             }),
         };
         lock(&shared.clients).insert(client.id(), client.clone());
         let span = tracing::info_span!("veltix_conn", peer = %addr, id = client.id());
-        tokio::spawn(serve(shared, stream, client).instrument(span));
+        tokio::spawn(serve(shared, stream, client, acceptor.clone()).instrument(span));
     }
 }
 
@@ -937,35 +1025,42 @@ async fn reject_full(mut stream: TcpStream) {
     .await;
 }
 
-async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
+async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    client: ClientInfo,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
     let cfg = &shared.config;
-    let mut hs = Handshake::server(HandshakeConfig {
-        timestamp_ms: crate::rt::monotonic_ms(),
-        ..HandshakeConfig::new(cfg.generation)
-    });
-    let outcome = tokio::time::timeout(
-        cfg.handshake_timeout,
-        conn::run_handshake(&mut stream, &mut hs),
-    )
-    .await;
-    let leftover = match outcome.unwrap_or(Err(Error::HandshakeTimeout(cfg.handshake_timeout))) {
-        Ok(leftover) => leftover,
-        Err(e) => {
-            shared.counters.handshake_failed(&e);
-            throttled!(
-                shared.throttles.handshake_failed,
-                client.addr(),
-                summary: "{count} handshakes failed in {secs} s",
-                "{e}; closing"
-            );
+    let side = crate::secure::ServerSide {
+        cfg,
+        acceptor: acceptor.as_ref(),
+        auth: lock(&shared.auth).clone(),
+        counters: &shared.counters,
+        throttle: &shared.throttles.handshake_failed,
+        peer: client.addr(),
+    };
+    let accepted = match crate::secure::server_handshake(side, stream).await {
+        Ok(a) => a,
+        Err(crate::secure::Refused::Closed) => return finish(&shared, &client),
+        Err(crate::secure::Refused::HookRunning(done)) => {
+            // The socket is closed; the slot is held until the hook returns.
+            let _ = done.await;
             return finish(&shared, &client);
         }
     };
+    if let Some(tls) = accepted.tls {
+        let _ = client.inner.tls.set(tls);
+    }
+    if !accepted.tags.is_empty() {
+        client.tags().extend(accepted.tags);
+    }
+    let (transport, leftover) = (accepted.transport, accepted.leftover);
     client.inner.handshake_done.store(true, Ordering::Release);
     shared.clients_changed();
     add(&shared.counters.connections_opened, 1);
     debug!(
-        peer_version = hs.peer_version().unwrap_or(""),
+        peer_version = accepted.peer_version.as_str(),
         "handshake done"
     );
     let weak = Arc::downgrade(&shared);
@@ -973,21 +1068,25 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: ClientInfo) {
     let runner: Runner<Job> = Arc::new(move |jobs| {
         if let Some(s) = weak.upgrade() {
             let h = s.handlers.get();
-            // Replies to pipelined messages go out in one write (see `conn::Batch`).
-            let batch = me.conn().batch();
-            let n = jobs.len();
-            for (i, job) in jobs.into_iter().enumerate() {
-                batch.next(i + 1 < n);
-                s.run_job(&h, &me, job);
-            }
+            let mut jobs = Some(jobs);
+            h.run_batch(&mut || {
+                let Some(jobs) = jobs.take() else { return };
+                // Replies to pipelined messages go out in one write (see `conn::Batch`).
+                let batch = me.conn().batch();
+                let n = jobs.len();
+                for (i, job) in jobs.into_iter().enumerate() {
+                    batch.next(i + 1 < n);
+                    s.run_job(&h, &me, job);
+                }
+            });
         }
     });
     let queue = SerialQueue::new(&shared.pool, runner, cfg.max_inbound_queue);
     shared.lifecycles.fetch_add(1, Ordering::AcqRel);
     queue.push(Job::Connect, 0);
-    let reason = conn::drive(
+    let reason = conn::drive_transport(
         client.conn().clone(),
-        stream,
+        transport,
         leftover,
         queue.clone(),
         Job::Message,

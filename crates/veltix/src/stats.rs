@@ -111,6 +111,14 @@ pub struct HandshakeFailures {
     pub refused: u64,
     /// A read or write failed during the handshake.
     pub io: u64,
+    /// The TLS handshake failed or did not finish within `handshake_timeout` (an untrusted or
+    /// expired certificate, a wrong name, no client certificate under mutual TLS, a peer that
+    /// does not speak TLS).
+    pub tls: u64,
+    /// Server side: clients the authenticate hook refused, did not answer for within
+    /// `handshake_timeout`, or panicked on. Client side: the server's hook refused us
+    /// ([`Error::Rejected`]).
+    pub auth: u64,
 }
 
 /// The live counters of one server or client, shared by its connections.
@@ -138,6 +146,8 @@ pub(crate) struct Counters {
     pub hs_malformed: AtomicU64,
     pub hs_refused: AtomicU64,
     pub hs_io: AtomicU64,
+    pub hs_tls: AtomicU64,
+    pub hs_auth: AtomicU64,
     pub keepalive_timeouts: AtomicU64,
 }
 
@@ -183,6 +193,8 @@ impl Counters {
                 malformed: g(&self.hs_malformed),
                 refused: g(&self.hs_refused),
                 io: g(&self.hs_io),
+                tls: g(&self.hs_tls),
+                auth: g(&self.hs_auth),
             },
             keepalive_timeouts: g(&self.keepalive_timeouts),
         }
@@ -216,6 +228,8 @@ impl Counters {
             Error::HandshakeTimeout(_) => &self.hs_timeout,
             Error::ServerFull(_) => &self.hs_refused,
             Error::Io(_) => &self.hs_io,
+            Error::Tls(_) => &self.hs_tls,
+            Error::Rejected(_) => &self.hs_auth,
             Error::Handshake(h) => match h {
                 HandshakeError::Eof => &self.hs_eof,
                 HandshakeError::IncompatibleVersion { .. } => &self.hs_incompatible_version,

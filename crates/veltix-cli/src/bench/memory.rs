@@ -72,6 +72,8 @@ pub fn raise_nofile(want: u64) -> u64 {
 enum Conn {
     #[allow(dead_code)] // held open, never read
     Raw(TcpStream),
+    #[allow(dead_code)] // held open, never read
+    Tls(Box<super::tlsbench::RawTls>),
     Client(Client),
 }
 
@@ -85,6 +87,10 @@ pub fn run(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
             let c = Client::new(client_config(p, port));
             c.connect()?;
             Ok(Conn::Client(c))
+        } else if let Some(tls) = &p.raw_tls {
+            Ok(Conn::Tls(Box::new(super::tlsbench::handshake_connect(
+                port, tls,
+            )?)))
         } else {
             Ok(Conn::Raw(handshake_connect(port)?))
         }

@@ -15,6 +15,7 @@ mod raw;
 mod scenarios;
 mod server;
 mod stats;
+mod tlsbench;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,9 @@ pub enum Scenario {
     Broadcast,
     /// 1 MiB messages from one client; MB/s.
     Large,
+    /// Sequential connect + handshake + close cycles of one client (1,000); cycles/s and
+    /// connect latency. Most telling with `--against tls` (handshakes per second).
+    Handshake,
     /// Every scenario, with its defaults unless overridden.
     All,
 }
@@ -62,6 +66,7 @@ impl Scenario {
             Scenario::Reqrep => "reqrep",
             Scenario::Broadcast => "broadcast",
             Scenario::Large => "large",
+            Scenario::Handshake => "handshake",
             Scenario::All => "all",
         }
     }
@@ -84,6 +89,9 @@ pub enum Against {
     Raw,
     /// Python Veltix 3.3.0's own benchmark module, pinned to one CPU.
     Python,
+    /// veltix-rs over TLS (rustls; a throwaway CA and server certificate made for the run):
+    /// the same scenario on a TLS server with TLS clients, next to the plaintext figures.
+    Tls,
 }
 
 /// Arguments of `veltix bench`.
@@ -168,6 +176,12 @@ pub struct Args {
     /// Run as the bench server process (used by the bench itself).
     #[arg(long, hide = true)]
     internal_server: bool,
+    /// The bench server process speaks TLS with this certificate (used by the bench itself).
+    #[arg(long, hide = true, requires = "internal_tls_key")]
+    internal_tls_cert: Option<PathBuf>,
+    /// The key of --internal-tls-cert.
+    #[arg(long, hide = true)]
+    internal_tls_key: Option<PathBuf>,
 }
 
 fn parse_mode(s: &str) -> Result<PerformanceMode, String> {
@@ -212,6 +226,10 @@ pub struct Params {
     pub client_workers: usize,
     /// reqrep: who waits for the replies.
     pub reqrep_api: ReqrepApi,
+    /// TLS for the clients (`--against tls` runs).
+    pub tls: Option<veltix::tls::ClientTls>,
+    /// The same trust for the memory scenario's raw TLS connections.
+    pub raw_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Params {
@@ -227,6 +245,7 @@ impl Params {
         });
         let count = a.count.unwrap_or(match s {
             Latency => 50_000,
+            Handshake => 1_000,
             Reqrep => 100_000,
             Large => 100,
             _ => 10_000,
@@ -252,6 +271,8 @@ impl Params {
             mode: a.performance_mode,
             client_workers: a.client_workers.max(1),
             reqrep_api: a.reqrep_api,
+            tls: None,
+            raw_tls: None,
         }
     }
 
@@ -274,6 +295,7 @@ impl Params {
                 json!({"players": self.clients, "tick_rate": self.tick_rate, "duration_s": self.duration.as_secs_f64()})
             }
             Large => json!({"count": self.count, "size": self.size}),
+            Handshake => json!({"count": self.count}),
             Memory => json!({"idle_connections": self.connections}),
             All => json!({}),
         }
@@ -359,6 +381,8 @@ pub struct Report {
     pub raw_samples: Vec<f64>,
     pub python: Option<Metrics>,
     pub python_cmd: Option<String>,
+    /// The same scenario over TLS (`--against tls`).
+    pub tls: Option<Metrics>,
     pub notes: Vec<String>,
 }
 
@@ -517,6 +541,18 @@ pub fn comparisons(s: Scenario) -> &'static [Cmp] {
         true,
         "MiB/s",
     )];
+    const HANDSHAKE: &[Cmp] = &[
+        cmp(
+            "connect+handshake+close",
+            "throughput",
+            None,
+            None,
+            true,
+            "/s",
+        ),
+        cmp("p50 connect", "p50_ms", None, None, false, "ms"),
+        cmp("p99 connect", "p99_ms", None, None, false, "ms"),
+    ];
     const MEM: &[Cmp] = &[
         cmp(
             "RSS per conn at N",
@@ -551,6 +587,7 @@ pub fn comparisons(s: Scenario) -> &'static [Cmp] {
         Broadcast => BCAST,
         Fps => FPS,
         Large => LARGE,
+        Handshake => HANDSHAKE,
         Memory => MEM,
         All => &[],
     }
@@ -595,6 +632,10 @@ pub fn run(args: Args) -> Res<()> {
     let opts = ServerOpts {
         workers: args.server_workers.max(1),
         mode: args.performance_mode,
+        tls: args
+            .internal_tls_cert
+            .clone()
+            .zip(args.internal_tls_key.clone()),
     };
     if args.internal_server {
         return server::child_main(&opts);
@@ -619,10 +660,16 @@ pub fn run(args: Args) -> Res<()> {
     } else {
         None
     };
+    // --against tls: one throwaway CA and server certificate for the whole run.
+    let tls = if args.against.contains(&Against::Tls) {
+        Some(tlsbench::TlsSetup::new()?)
+    } else {
+        None
+    };
     let mut reports = Vec::new();
     let mut failed = Vec::new();
     for (i, s) in list.iter().copied().enumerate() {
-        match run_scenario(&args, s, &opts, want_raw, py.as_deref()) {
+        match run_scenario(&args, s, &opts, want_raw, py.as_deref(), tls.as_ref()) {
             Ok(mut r) => {
                 if s == Scenario::Memory && args.in_process && (i > 0 || args.runs > 1) {
                     r.notes.push(
@@ -664,6 +711,7 @@ fn run_scenario(
     opts: &ServerOpts,
     want_raw: bool,
     py: Option<&Path>,
+    tls: Option<&tlsbench::TlsSetup>,
 ) -> Res<Report> {
     let runs = args.runs.max(1);
     let p = Params::resolve(args, s);
@@ -715,6 +763,38 @@ fn run_scenario(
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(srv);
+    let mut tls_res = None;
+    if let Some(t) = tls {
+        eprintln!("veltix bench {}: running over TLS...", s.as_str());
+        let topts = ServerOpts {
+            tls: Some(t.server_files()),
+            ..opts.clone()
+        };
+        let tp = Params {
+            tls: Some(t.client()),
+            raw_tls: Some(t.rustls_client()?),
+            ..p.clone()
+        };
+        let mut tls_runs = Vec::new();
+        let mut srv: Option<ServerProc> = None;
+        for i in 0..(args.warmup + runs) {
+            if srv.is_none() || s == Scenario::Memory {
+                drop(srv.take());
+                srv = Some(ServerProc::spawn(args.in_process, &topts)?);
+            }
+            let sp = srv.as_mut().ok_or("no server")?;
+            if s == Scenario::Memory && i < args.warmup {
+                continue;
+            }
+            let out = run_one(s, &tp, sp)?;
+            if i >= args.warmup {
+                tls_runs.push(out.metrics);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(srv);
+        tls_res = Some(Metrics::median_of(&tls_runs));
+    }
     let mut python_res = None;
     let mut python_cmd = None;
     if let (Some(py), Some(_)) = (py, python::name(s)) {
@@ -753,6 +833,7 @@ fn run_scenario(
         raw_samples,
         python: python_res,
         python_cmd,
+        tls: tls_res,
         notes,
     })
 }
@@ -766,6 +847,7 @@ fn run_one(s: Scenario, p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
         Scenario::Broadcast => scenarios::broadcast(p, srv),
         Scenario::Fps => scenarios::fps(p, srv),
         Scenario::Large => scenarios::large(p, srv),
+        Scenario::Handshake => scenarios::handshake(p, srv),
         Scenario::Memory => memory::run(p, srv),
         Scenario::All => Err("`all` is not a single scenario".into()),
     }
@@ -845,6 +927,14 @@ fn print_details(r: &Report) {
     if let Some(cmd) = &r.python_cmd {
         println!("   python: {cmd}");
     }
+    if let Some(tls) = &r.tls {
+        let s: Vec<String> = tls
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k} {}", fmt_num(*v)))
+            .collect();
+        println!("   TLS: {}", s.join(", "));
+    }
     for n in &r.notes {
         println!("   note: {n}");
     }
@@ -876,6 +966,40 @@ fn print_summary(reports: &[Report]) {
         }
     }
     println!("(\"of raw\" and \"vs python\": > 1 is better for veltix-rs; lower-is-better metrics are inverted)");
+    if reports.iter().any(|r| r.tls.is_some()) {
+        println!();
+        println!(
+            "{:<10} {:<28} {:>7} {:>12} {:>12} {:>12}",
+            "scenario", "metric", "unit", "plaintext", "TLS", "TLS/plain"
+        );
+        println!("{}", "-".repeat(86));
+        for r in reports {
+            for c in comparisons(r.name) {
+                let (plain, tls, frac) = tls_ratio(r, c);
+                println!(
+                    "{:<10} {:<28} {:>7} {:>12} {:>12} {:>12}",
+                    r.name.as_str(),
+                    c.label,
+                    c.unit,
+                    opt(plain),
+                    opt(tls),
+                    ratio(frac)
+                );
+            }
+        }
+        println!("(\"TLS/plain\": TLS as a fraction of plaintext, 1.00x = no cost; lower-is-better metrics are inverted)");
+    }
+}
+
+/// (plaintext, TLS, TLS as a fraction of plaintext) for one comparison.
+fn tls_ratio(r: &Report, c: &Cmp) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let plain = r.result.get(c.ours);
+    let tls = r.tls.as_ref().and_then(|t| t.get(c.ours));
+    let frac = match (plain, tls) {
+        (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(if c.higher { b / a } else { a / b }),
+        _ => None,
+    };
+    (plain, tls, frac)
 }
 
 fn machine_info() -> Value {
@@ -923,10 +1047,12 @@ fn to_json(args: &Args, reports: &[Report]) -> Value {
                 .map(|c| {
                     let (ours, raw, fr, py, fp) = ratios(r, c);
                     let o = |v: Option<f64>| v.map(num).unwrap_or(Value::Null);
+                    let (_, tls, tls_frac) = tls_ratio(r, c);
                     json!({
                         "metric": c.ours, "label": c.label, "unit": c.unit, "higher_is_better": c.higher,
                         "veltix_rs": o(ours), "raw": o(raw), "fraction_of_raw": o(fr),
                         "python": o(py), "vs_python": o(fp),
+                        "tls": o(tls), "tls_fraction_of_plaintext": o(tls_frac),
                     })
                 })
                 .collect();
@@ -938,6 +1064,7 @@ fn to_json(args: &Args, reports: &[Report]) -> Value {
                 "raw": r.raw.as_ref().map(Metrics::to_json),
                 "python": r.python.as_ref().map(Metrics::to_json),
                 "python_command": r.python_cmd,
+                "tls": r.tls.as_ref().map(Metrics::to_json),
                 "comparisons": cmps,
                 "notes": r.notes,
             })

@@ -16,8 +16,45 @@ pub fn client_config(p: &Params, port: u16) -> ClientConfig {
     ClientConfig {
         performance_mode: p.mode,
         max_workers: p.client_workers,
+        tls: p.tls.clone(),
         ..ClientConfig::new("127.0.0.1", port)
     }
+}
+
+/// One client connects (TCP, TLS when configured, Veltix handshake) and disconnects `count`
+/// times in a row; the connect latency of each cycle and the cycles per second.
+pub fn handshake(p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
+    let client = Client::new(client_config(p, srv.port));
+    let n = p.count;
+    let pb = progress(n as u64, "handshake");
+    let mut samples = Vec::with_capacity(n);
+    let mut failures = 0u64;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        match client.connect() {
+            Ok(()) => {
+                samples.push(t.elapsed().as_secs_f64() * 1e3);
+                client.disconnect();
+            }
+            Err(_) => failures += 1,
+        }
+        if i % 64 == 0 {
+            pb.set_position(i as u64);
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let mut m = Metrics::default();
+    m.push("count", samples.len() as f64);
+    m.push("failures", failures as f64);
+    latency_summary(&samples, &mut m);
+    m.push("throughput", samples.len() as f64 / wall);
+    Ok(Outcome {
+        metrics: m,
+        samples_ms: samples,
+        notes: Vec::new(),
+    })
 }
 
 fn connect(p: &Params, port: u16) -> Res<Client> {

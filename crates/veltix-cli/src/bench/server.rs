@@ -113,16 +113,25 @@ impl Counter {
 pub struct ServerOpts {
     pub workers: usize,
     pub mode: PerformanceMode,
+    /// TLS certificate and key files (`--against tls`).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServerOpts {
     fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--server-workers".into(),
             self.workers.to_string(),
             "--performance-mode".into(),
             format!("{:?}", self.mode).to_lowercase(),
-        ]
+        ];
+        if let Some((cert, key)) = &self.tls {
+            args.push("--internal-tls-cert".into());
+            args.push(cert.display().to_string());
+            args.push("--internal-tls-key".into());
+            args.push(key.display().to_string());
+        }
+        args
     }
 }
 
@@ -142,6 +151,10 @@ impl BenchServer {
         let server = Server::new(ServerConfig {
             max_workers: opts.workers,
             performance_mode: opts.mode,
+            tls: opts
+                .tls
+                .as_ref()
+                .map(|(c, k)| veltix::tls::ServerTls::from_pem_files(c, k)),
             ..ServerConfig::local()
         });
         let counter = Arc::new(Counter::default());

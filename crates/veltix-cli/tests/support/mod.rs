@@ -14,6 +14,19 @@ use veltix::proto::{Generation, Handshake, HandshakeConfig};
 /// Deadline of any single wait.
 pub const T: Duration = Duration::from_secs(30);
 
+/// The socket address in environment variable `name`, if set and valid (helper processes).
+pub fn env_addr(name: &str) -> Option<std::net::SocketAddr> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
+/// The number in environment variable `name`, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

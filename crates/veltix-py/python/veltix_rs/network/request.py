@@ -1,0 +1,5 @@
+"""``veltix.network.request``: ``Request``."""
+
+from ..request import Request
+
+__all__ = ["Request"]

@@ -1,0 +1,5 @@
+"""``veltix.network.response``: ``Response``."""
+
+from .._native import Response
+
+__all__ = ["Response"]

@@ -1,0 +1,5 @@
+"""``veltix.network.sender``: ``Sender`` and ``Mode``."""
+
+from ..sender import Mode, Sender
+
+__all__ = ["Sender", "Mode"]

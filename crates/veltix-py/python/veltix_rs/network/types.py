@@ -1,0 +1,5 @@
+"""``veltix.network.types``: ``MessageType`` and the process-wide ``MessageTypeRegistry``."""
+
+from .._types import MessageType, MessageTypeRegistry
+
+__all__ = ["MessageType", "MessageTypeRegistry"]

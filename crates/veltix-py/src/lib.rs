@@ -1,0 +1,1144 @@
+//! `veltix_rs._native`: the PyO3 layer between the pure-Python `veltix_rs` package and the
+//! veltix-rs core (`crates/veltix`).
+//!
+//! ## Threads and the GIL (granian/Robyn model)
+//! - Sockets, framing, handshakes, routing, request correlation, ping and reconnects run on the
+//!   core's tokio runtime. No tokio task ever attaches to the interpreter.
+//! - Python callbacks run on the core's handler pool (`max_workers` OS threads per server or
+//!   client). Each batch of one connection's messages (up to 64) runs under one GIL acquisition
+//!   (`around_handlers`); the worker releases the GIL while it waits for work.
+//! - Every call from Python that can block (`connect`, `send_and_wait`, `ping`, `close_all`,
+//!   `disconnect`, `restart`, large sends) releases the GIL (`Python::detach`) first, so a
+//!   callback may call them, and other Python threads keep running meanwhile.
+//! - Interpreter shutdown: the package's `atexit` hook closes live servers and clients and calls
+//!   [`shutdown`], which stops workers from attaching to the interpreter again and waits
+//!   (bounded, GIL released) for the batches still running: CPython 3.11 ends a thread that
+//!   re-enters a finalizing interpreter with `pthread_exit`, whose forced unwind through the
+//!   core's `catch_unwind` would abort the process.
+//!
+//! Everything Python-facing here is thin: validation, enums, the event bus, tags and the 1.6
+//! facade live in the Python package (`python/veltix_rs`).
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pyo3::exceptions::{
+    PyConnectionError, PyConnectionRefusedError, PyOSError, PyRuntimeError, PyTimeoutError,
+    PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyType};
+
+use veltix::{
+    ClientConfig, ClientInfo, DisconnectReason, DisconnectState, Error, Generation,
+    PerformanceMode, ReconnectPolicy, Request, Response, ServerConfig,
+};
+
+/// Set by the package's `atexit` hook: workers stop calling into Python.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// `code -> MessageType` resolver installed by the package (`veltix_rs._types`).
+static TYPE_FACTORY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// `veltix_rs.Request`: `send_request` refuses anything else (as Veltix's `send` does).
+static REQUEST_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// `veltix_rs.exceptions.InvalidContentError`.
+static INVALID_CONTENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Sends at least this large release the GIL while the frame is copied and queued.
+const DETACH_SEND_BYTES: usize = 64 * 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn secs(timeout: f64) -> PyResult<Duration> {
+    if !timeout.is_finite() || timeout < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "timeout must be a finite number of seconds >= 0, got {timeout}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(timeout.min(1e9)))
+}
+
+/// GIL acquisitions by handler-pool workers (one per batch), process-wide; see
+/// [`gil_acquisitions`].
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Batches of Python callbacks running right now (see [`shutdown`]).
+static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
+static IN_FLIGHT_DONE: Condvar = Condvar::new();
+
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        *lock(&IN_FLIGHT) += 1;
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut n = lock(&IN_FLIGHT);
+        *n -= 1;
+        if *n == 0 {
+            IN_FLIGHT_DONE.notify_all();
+        }
+    }
+}
+
+/// Runs `f` on a worker thread with the GIL, unless the interpreter is shutting down.
+fn with_python(f: impl for<'py> FnOnce(Python<'py>)) {
+    if SHUTDOWN.load(Ordering::Acquire) {
+        return;
+    }
+    let _ = Python::try_attach(f);
+}
+
+/// Runs one batch of callbacks under one GIL acquisition (the `around_handlers` wrapper; every
+/// Python callback runs inside one), counted in [`IN_FLIGHT`].
+fn batch_with_python(batch: &mut dyn FnMut()) {
+    if SHUTDOWN.load(Ordering::Acquire) {
+        return;
+    }
+    BATCHES.fetch_add(1, Ordering::Relaxed);
+    let _running = InFlight::enter();
+    with_python(|_py| batch());
+}
+
+/// Reports an exception raised by a user callback through the owner's `on_error(func, exc)`
+/// (which logs it with its traceback and emits `ErrorEvent.CALLBACK`); if that fails too, the
+/// exception goes to `sys.unraisablehook`.
+fn report(py: Python<'_>, on_error: &Py<PyAny>, func: &Py<PyAny>, err: PyErr) {
+    // `into_value` attaches the traceback to the exception object (`exc.__traceback__`).
+    let exc = err.into_value(py);
+    if let Err(e) = on_error.call1(py, (func.clone_ref(py), exc)) {
+        e.write_unraisable(py, Some(func.bind(py)));
+    }
+}
+
+fn invalid_content(py: Python<'_>, msg: String) -> PyErr {
+    match INVALID_CONTENT.get(py) {
+        Some(cls) => match cls.call1(py, (msg.clone(),)) {
+            Ok(e) => PyErr::from_value(e.into_bound(py)),
+            Err(e) => e,
+        },
+        None => PyValueError::new_err(msg),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response
+// ---------------------------------------------------------------------------------------------
+
+/// A received message: `type`, `content`, `request_id`, and the lazily decoded, cached `text` and
+/// `json` (3.3.0's `Response`). On the Gen 1 wire (`veltix_rs.v1`), `request_id` is the 4-byte
+/// `bytes` id of 1.6.9 and `timestamp`, `received_at`, `latency` and `hash` are available too.
+#[pyclass(module = "veltix_rs._native", name = "Response", frozen)]
+pub struct PyResponse {
+    code: u16,
+    type_obj: PyOnceLock<Py<PyAny>>,
+    content: Py<PyBytes>,
+    request_id: u32,
+    gen1: bool,
+    text: PyOnceLock<Result<Py<PyAny>, String>>,
+    json: PyOnceLock<Result<Py<PyAny>, String>>,
+}
+
+impl PyResponse {
+    fn from_core(py: Python<'_>, m: &Response, gen1: bool) -> PyResult<Py<PyResponse>> {
+        Py::new(
+            py,
+            PyResponse {
+                code: m.message_type(),
+                type_obj: PyOnceLock::new(),
+                content: PyBytes::new(py, m.content()).unbind(),
+                request_id: m.request_id(),
+                gen1,
+                text: PyOnceLock::new(),
+                json: PyOnceLock::new(),
+            },
+        )
+    }
+
+    fn text_cached(&self, py: Python<'_>) -> &Result<Py<PyAny>, String> {
+        self.text.get_or_init(py, || {
+            match std::str::from_utf8(self.content.as_bytes(py)) {
+                Ok(s) => Ok(pyo3::types::PyString::new(py, s).into_any().unbind()),
+                Err(e) => Err(format!("content is not valid UTF-8: {e}")),
+            }
+        })
+    }
+
+    fn json_cached(&self, py: Python<'_>) -> &Result<Py<PyAny>, String> {
+        self.json.get_or_init(py, || {
+            let text = match self.text_cached(py) {
+                Ok(t) => t.clone_ref(py),
+                Err(e) => return Err(e.clone()),
+            };
+            let loads = py
+                .import("json")
+                .and_then(|m| m.getattr("loads"))
+                .map_err(|e| e.to_string())?;
+            loads
+                .call1((text,))
+                .map(|v| v.unbind())
+                .map_err(|e| format!("content is not valid JSON: {e}"))
+        })
+    }
+}
+
+#[pymethods]
+impl PyResponse {
+    /// `Response(_type, content, _hash=b"", _request_id=0, request_id=None)` as in 3.3.0.
+    #[new]
+    #[pyo3(signature = (_type, content, _hash = None, _request_id = 0, request_id = None))]
+    fn new(
+        py: Python<'_>,
+        _type: Bound<'_, PyAny>,
+        content: Bound<'_, PyBytes>,
+        _hash: Option<Bound<'_, PyAny>>,
+        _request_id: u32,
+        request_id: Option<u32>,
+    ) -> PyResult<Self> {
+        let code: u16 = _type.getattr("code")?.extract()?;
+        let type_obj = PyOnceLock::new();
+        let _ = type_obj.set(py, _type.unbind());
+        Ok(PyResponse {
+            code,
+            type_obj,
+            content: content.unbind(),
+            request_id: request_id.unwrap_or(_request_id),
+            gen1: false,
+            text: PyOnceLock::new(),
+            json: PyOnceLock::new(),
+        })
+    }
+
+    /// The message type (a `MessageType`).
+    #[getter(r#type)]
+    fn get_type(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let Some(t) = self.type_obj.get(py) {
+            return Ok(t.clone_ref(py));
+        }
+        let factory = TYPE_FACTORY
+            .get(py)
+            .ok_or_else(|| PyRuntimeError::new_err("veltix_rs is not initialised"))?;
+        let t = factory.call1(py, (self.code,))?;
+        Ok(self.type_obj.get_or_init(py, || t).clone_ref(py))
+    }
+
+    /// The raw payload.
+    #[getter]
+    fn content(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.content.clone_ref(py)
+    }
+
+    /// The correlation id: an `int` (0-65535) on the Gen 3 wire, 4 `bytes` on Gen 1.
+    #[getter]
+    fn request_id(&self, py: Python<'_>) -> Py<PyAny> {
+        if self.gen1 {
+            PyBytes::new(py, &self.request_id.to_be_bytes())
+                .into_any()
+                .unbind()
+        } else {
+            self.request_id
+                .into_pyobject(py)
+                .map(|v| v.into_any().unbind())
+                .unwrap_or_else(|e| match e {})
+        }
+    }
+
+    /// The numeric type code.
+    #[getter]
+    fn type_code(&self) -> u16 {
+        self.code
+    }
+
+    /// The content decoded as UTF-8 (cached). Raises `InvalidContentError` if it is not UTF-8.
+    #[getter]
+    fn text(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self.text_cached(py) {
+            Ok(t) => Ok(t.clone_ref(py)),
+            Err(e) => Err(invalid_content(py, e.clone())),
+        }
+    }
+
+    /// The content parsed as JSON (cached). Raises `InvalidContentError` if it is not JSON.
+    #[getter]
+    fn json(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self.json_cached(py) {
+            Ok(t) => Ok(t.clone_ref(py)),
+            Err(e) => Err(invalid_content(py, e.clone())),
+        }
+    }
+
+    /// True if the content is valid UTF-8 (never raises).
+    #[getter]
+    fn is_text(&self, py: Python<'_>) -> bool {
+        self.text_cached(py).is_ok()
+    }
+
+    /// True if the content is valid JSON (never raises).
+    #[getter]
+    fn is_json(&self, py: Python<'_>) -> bool {
+        self.json_cached(py).is_ok()
+    }
+
+    /// 1.6.9: CRC32 of the content, 4 big-endian bytes.
+    #[getter]
+    fn hash(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        let crc: u32 = py
+            .import("zlib")?
+            .call_method1("crc32", (self.content.bind(py),))?
+            .extract()?;
+        Ok(PyBytes::new(py, &crc.to_be_bytes()).unbind())
+    }
+
+    /// 1.6.9: the sender's timestamp (not exposed by the core: always 0).
+    #[getter]
+    fn timestamp(&self) -> u64 {
+        0
+    }
+
+    /// 1.6.9: the receive timestamp (not exposed by the core: always 0).
+    #[getter]
+    fn received_at(&self) -> u64 {
+        0
+    }
+
+    /// 1.6.9: `received_at - timestamp` (always 0 here).
+    #[getter]
+    fn latency(&self) -> i64 {
+        0
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let c = self.content.as_bytes(py);
+        let shown = &c[..c.len().min(20)];
+        let more = if c.len() > 20 { "..." } else { "" };
+        format!(
+            "Response(type={}, request_id={}, content={}{more})",
+            self.code,
+            self.request_id,
+            PyBytes::new(py, shown)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversions
+// ---------------------------------------------------------------------------------------------
+
+fn request(code: u16, content: &[u8], request_id: Option<u32>) -> Request {
+    let r = Request::new(code, content.to_vec());
+    match request_id {
+        Some(id) => r.with_request_id(id),
+        None => r,
+    }
+}
+
+/// Reads a `veltix_rs.Request` (or anything with `type.code`, `content` and `request_id`);
+/// None if it does not look like one. A 1.6 id (4 bytes) becomes its big-endian `u32`.
+fn read_request(req: &Bound<'_, PyAny>) -> Option<(u16, Vec<u8>, Option<u32>)> {
+    let py = req.py();
+    if let Some(cls) = REQUEST_CLASS.get(py) {
+        if !req.is_instance(cls.bind(py)).unwrap_or(false) {
+            return None;
+        }
+    }
+    let code: u16 = req
+        .getattr(pyo3::intern!(py, "type"))
+        .ok()?
+        .getattr(pyo3::intern!(py, "code"))
+        .ok()?
+        .extract()
+        .ok()?;
+    let content = req.getattr(pyo3::intern!(py, "content")).ok()?;
+    let content = content.cast::<PyBytes>().ok()?.as_bytes().to_vec();
+    let rid = req.getattr(pyo3::intern!(py, "request_id")).ok()?;
+    let rid = if rid.is_none() {
+        None
+    } else if let Ok(b) = rid.cast::<PyBytes>() {
+        let b: [u8; 4] = b.as_bytes().try_into().ok()?;
+        Some(u32::from_be_bytes(b))
+    } else {
+        Some(rid.extract::<u32>().ok()?)
+    };
+    Some((code, content, rid))
+}
+
+fn send_owned(
+    py: Python<'_>,
+    send: impl FnOnce(Request) -> bool + Send,
+    (code, content, rid): (u16, Vec<u8>, Option<u32>),
+) -> bool {
+    let big = content.len() >= DETACH_SEND_BYTES;
+    let mut r = Request::new(code, content);
+    if let Some(id) = rid {
+        r = r.with_request_id(id);
+    }
+    if big {
+        py.detach(move || send(r))
+    } else {
+        send(r)
+    }
+}
+
+fn reason_name(r: DisconnectReason) -> &'static str {
+    match r {
+        DisconnectReason::Manual => "MANUAL",
+        DisconnectReason::ServerClosed => "SERVER_CLOSED",
+        DisconnectReason::ServerFull => "SERVER_FULL",
+        DisconnectReason::HandshakeFailed => "HANDSHAKE_FAILED",
+        DisconnectReason::KeepAliveTimeout => "KEEPALIVE_TIMEOUT",
+        _ => "ERROR",
+    }
+}
+
+fn generation(gen: u8) -> PyResult<Generation> {
+    match gen {
+        3 => Ok(Generation::Gen3),
+        1 => Ok(Generation::Gen1),
+        g => Err(PyValueError::new_err(format!(
+            "wire generation must be 3 or 1, got {g}"
+        ))),
+    }
+}
+
+fn performance(mode: &str) -> PyResult<PerformanceMode> {
+    match mode.to_ascii_lowercase().as_str() {
+        // 1.6.9's AUTO was a placeholder for BALANCED.
+        "balanced" | "auto" => Ok(PerformanceMode::Balanced),
+        "low" => Ok(PerformanceMode::Low),
+        "high" => Ok(PerformanceMode::High),
+        o => Err(PyValueError::new_err(format!(
+            "unknown performance mode {o:?} (low, balanced, high, auto)"
+        ))),
+    }
+}
+
+/// The core's error as a Python exception, for the calls that raise (`start`, `connect`).
+fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
+    match e {
+        Error::Bind { addr, source } => PyOSError::new_err((
+            source.raw_os_error().unwrap_or(0),
+            format!("cannot listen on {addr}: {source}"),
+        )),
+        Error::Io(source) => PyOSError::new_err((
+            source.raw_os_error().unwrap_or(0),
+            format!("I/O error: {source}"),
+        )),
+        Error::ConnectionRefused { .. } => PyConnectionRefusedError::new_err(e.to_string()),
+        Error::ConnectTimeout { .. } | Error::HandshakeTimeout(_) => {
+            PyTimeoutError::new_err(e.to_string())
+        }
+        Error::ServerFull(reason) => match py
+            .import("veltix_rs.exceptions")
+            .and_then(|m| m.getattr("ServerFullError"))
+            .and_then(|cls| cls.call1((reason,)))
+        {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(err) => err,
+        },
+        Error::Config(_) => PyValueError::new_err(e.to_string()),
+        other => PyConnectionError::new_err(other.to_string()),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------------------------
+
+/// The native handle of one connected client (wrapped by `veltix_rs.ClientInfo`).
+#[pyclass(module = "veltix_rs._native", name = "ClientHandle", frozen)]
+pub struct ClientHandle {
+    inner: ClientInfo,
+    gen1: bool,
+}
+
+#[pymethods]
+impl ClientHandle {
+    /// Process-wide unique connection id.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.inner.id()
+    }
+    /// Peer IP as a string.
+    #[getter]
+    fn ip(&self) -> String {
+        self.inner.ip().to_string()
+    }
+    /// Peer port.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.inner.port()
+    }
+    /// True once the handshake succeeded.
+    #[getter]
+    fn handshake_done(&self) -> bool {
+        self.inner.handshake_done()
+    }
+    /// True while the connection is open.
+    #[getter]
+    fn is_connected(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    /// Queues one frame; False if the connection is closed, its queue is full, or the message is
+    /// invalid (reserved type, too large). Large payloads release the GIL.
+    #[pyo3(signature = (code, content, request_id = None))]
+    fn send(&self, py: Python<'_>, code: u16, content: &[u8], request_id: Option<u32>) -> bool {
+        if content.len() >= DETACH_SEND_BYTES {
+            let content = content.to_vec();
+            let inner = self.inner.clone();
+            return py.detach(move || {
+                let mut r = Request::new(code, content);
+                if let Some(id) = request_id {
+                    r = r.with_request_id(id);
+                }
+                inner.send(r).is_ok()
+            });
+        }
+        self.inner.send(request(code, content, request_id)).is_ok()
+    }
+
+    /// Sends a `Request` object (the fast path of `Server.send`); False if it is not a valid
+    /// request or cannot be queued.
+    fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> bool {
+        match read_request(request) {
+            Some(parts) => {
+                let inner = self.inner.clone();
+                send_owned(py, move |r| inner.send(r).is_ok(), parts)
+            }
+            None => false,
+        }
+    }
+
+    /// Sends and waits (GIL released) for the reply with the same id; None on timeout, send
+    /// failure, or as soon as the connection drops.
+    #[pyo3(signature = (code, content, request_id, timeout))]
+    fn send_and_wait(
+        &self,
+        py: Python<'_>,
+        code: u16,
+        content: &[u8],
+        request_id: Option<u32>,
+        timeout: f64,
+    ) -> PyResult<Option<Py<PyResponse>>> {
+        let timeout = secs(timeout)?;
+        let req = request(code, content, request_id);
+        let inner = self.inner.clone();
+        match py.detach(move || inner.send_and_wait(req, timeout)) {
+            Ok(m) => Ok(Some(PyResponse::from_core(py, &m, self.gen1)?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// PING round trip in ms (GIL released); None on timeout or disconnect.
+    fn ping(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<f64>> {
+        let timeout = secs(timeout)?;
+        let inner = self.inner.clone();
+        Ok(py.detach(move || inner.ping(timeout)).ok().map(ms))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("{:?}", self.inner)
+    }
+}
+
+struct ServerState {
+    /// The Python `ClientInfo` of each live connection (one object per connection, so tags and
+    /// identity hold).
+    clients: Mutex<HashMap<u64, Py<PyAny>>>,
+    wrap_client: Py<PyAny>,
+    on_error: Py<PyAny>,
+    gen1: bool,
+    /// Set while the bus has `RECEIVED`/`ROUTED`/`UNHANDLED` subscribers: dispatch then also
+    /// calls `on_observe(client, response, kind)`.
+    observe: AtomicBool,
+    on_observe: Py<PyAny>,
+    /// The Python `on_recv` fallback and its argument order (the core's `on_recv` is always
+    /// installed, so unrouted messages can be reported as `UNHANDLED`).
+    on_recv: Mutex<Option<(Py<PyAny>, bool)>>,
+}
+
+impl ServerState {
+    fn py_client(&self, py: Python<'_>, c: &ClientInfo) -> PyResult<Py<PyAny>> {
+        if let Some(o) = lock(&self.clients).get(&c.id()) {
+            return Ok(o.clone_ref(py));
+        }
+        let handle = Py::new(
+            py,
+            ClientHandle {
+                inner: c.clone(),
+                gen1: self.gen1,
+            },
+        )?;
+        let obj = self.wrap_client.call1(py, (handle,))?;
+        let stored = lock(&self.clients)
+            .entry(c.id())
+            .or_insert_with(|| obj.clone_ref(py))
+            .clone_ref(py);
+        Ok(stored)
+    }
+}
+
+/// The native server behind `veltix_rs.Server` (and `veltix_rs.v1.Server`).
+#[pyclass(module = "veltix_rs._native", name = "NativeServer", frozen)]
+pub struct NativeServer {
+    server: Arc<veltix::Server>,
+    state: Arc<ServerState>,
+}
+
+#[pymethods]
+impl NativeServer {
+    /// Builds the server (does not bind). `wrap_client(handle)` makes the Python `ClientInfo`;
+    /// `on_connect(client)` / `on_disconnect(client)` are the package's dispatchers;
+    /// `on_error(func, exc)` reports callback exceptions.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (host, port, buffer_size, max_connection, max_message_size,
+        handshake_timeout, max_workers, id_window, generation_, performance_mode,
+        wrap_client, on_connect, on_disconnect, on_error, on_observe))]
+    fn new(
+        host: String,
+        port: u16,
+        buffer_size: usize,
+        max_connection: i64,
+        max_message_size: usize,
+        handshake_timeout: f64,
+        max_workers: usize,
+        id_window: u32,
+        generation_: u8,
+        performance_mode: &str,
+        wrap_client: Py<PyAny>,
+        on_connect: Py<PyAny>,
+        on_disconnect: Py<PyAny>,
+        on_error: Py<PyAny>,
+        on_observe: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let generation = generation(generation_)?;
+        let config = ServerConfig {
+            host,
+            port,
+            buffer_size,
+            max_connections: if max_connection < 0 {
+                None
+            } else {
+                Some(max_connection as usize)
+            },
+            max_message_size,
+            handshake_timeout: secs(handshake_timeout)?,
+            max_workers,
+            generation,
+            id_window: id_window.min(32768),
+            performance_mode: performance(performance_mode)?,
+            ..ServerConfig::default()
+        };
+        let server = Arc::new(veltix::Server::new(config));
+        let state = Arc::new(ServerState {
+            clients: Mutex::new(HashMap::new()),
+            wrap_client,
+            on_error,
+            gen1: generation == Generation::Gen1,
+            observe: AtomicBool::new(false),
+            on_observe,
+            on_recv: Mutex::new(None),
+        });
+        // One GIL acquisition per batch of one connection's messages.
+        server.around_handlers(batch_with_python);
+        let st = state.clone();
+        server.on_recv(move |c: &ClientInfo, m: Response| {
+            with_python(|py| {
+                let fallback = lock(&st.on_recv)
+                    .as_ref()
+                    .map(|(f, rev)| (f.clone_ref(py), *rev));
+                match fallback {
+                    Some((func, rev)) => dispatch(py, &st, &func, rev, c, &m, "on_recv"),
+                    None => {
+                        if let Err(e) = observe(py, &st, c, &m, "unhandled") {
+                            report(py, &st.on_error, &st.on_observe, e);
+                        }
+                    }
+                }
+            })
+        });
+        let st = state.clone();
+        server.on_connect(move |c: &ClientInfo| {
+            with_python(|py| {
+                let r = st
+                    .py_client(py, c)
+                    .and_then(|obj| on_connect.call1(py, (obj,)));
+                if let Err(e) = r {
+                    report(py, &st.on_error, &on_connect, e);
+                }
+            })
+        });
+        let st = state.clone();
+        server.on_disconnect(move |c: &ClientInfo| {
+            with_python(|py| {
+                let r = st
+                    .py_client(py, c)
+                    .and_then(|obj| on_disconnect.call1(py, (obj,)));
+                if let Err(e) = r {
+                    report(py, &st.on_error, &on_disconnect, e);
+                }
+                let gone = lock(&st.clients).remove(&c.id());
+                drop(gone);
+            })
+        });
+        Ok(NativeServer { server, state })
+    }
+
+    /// Binds and starts serving; returns `(host, port)` actually bound. Raises `OSError` when
+    /// the address cannot be bound, `RuntimeError` if already running.
+    fn start(&self, py: Python<'_>) -> PyResult<(String, u16)> {
+        match self.server.start() {
+            Ok(a) => Ok((a.ip().to_string(), a.port())),
+            Err(Error::AlreadyRunning) => Err(PyRuntimeError::new_err("server already running")),
+            Err(e) => Err(to_py_err(py, e)),
+        }
+    }
+
+    /// True while listening.
+    #[getter]
+    fn is_running(&self) -> bool {
+        self.server.is_running()
+    }
+
+    /// True when `max_connection` is reached.
+    #[getter]
+    fn is_full(&self) -> bool {
+        self.server.is_full()
+    }
+
+    /// Registers `func` for type `code`. It is called `func(client, response)`, or
+    /// `func(response, client)` with `reversed_args` (the 1.6 order).
+    #[pyo3(signature = (code, func, reversed_args = false))]
+    fn route(&self, code: u16, func: Py<PyAny>, reversed_args: bool) {
+        let st = self.state.clone();
+        self.server.route(code, move |c: &ClientInfo, m: Response| {
+            with_python(|py| dispatch(py, &st, &func, reversed_args, c, &m, "registered"))
+        });
+    }
+
+    /// Removes the route of `code`; True if there was one.
+    fn unroute(&self, code: u16) -> bool {
+        self.server.unroute(code)
+    }
+
+    /// Sets the fallback for messages without a route (same call convention as `route`).
+    #[pyo3(signature = (func, reversed_args = false))]
+    fn on_recv(&self, func: Py<PyAny>, reversed_args: bool) {
+        *lock(&self.state.on_recv) = Some((func, reversed_args));
+    }
+
+    /// Turns `on_observe` reporting (the bus's `RECEIVED`/`ROUTED`/`UNHANDLED`) on or off.
+    fn set_observe(&self, on: bool) {
+        self.state.observe.store(on, Ordering::Release);
+    }
+
+    /// The Python `ClientInfo` of every client whose handshake is done.
+    fn clients(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        self.server
+            .clients()
+            .iter()
+            .map(|c| self.state.py_client(py, c))
+            .collect()
+    }
+
+    /// Sends one frame to every client not in `except_ids` (connection ids); True if it was
+    /// queued to all of them (also True with no clients).
+    fn broadcast(
+        &self,
+        py: Python<'_>,
+        code: u16,
+        content: &[u8],
+        request_id: Option<u32>,
+        except_ids: Vec<u64>,
+    ) -> bool {
+        let all = self.server.clients();
+        let (except, targets): (Vec<ClientInfo>, Vec<ClientInfo>) =
+            all.into_iter().partition(|c| except_ids.contains(&c.id()));
+        let req = request(code, content, request_id);
+        let server = self.server.clone();
+        let run = move || match server.broadcast(req, &except) {
+            Ok(n) => n >= targets.len(),
+            Err(_) => false,
+        };
+        if content.len() >= DETACH_SEND_BYTES {
+            py.detach(run)
+        } else {
+            run()
+        }
+    }
+
+    /// The core's counters (connections, frames and bytes in/out, drops, rejections, handshake
+    /// failures) as a JSON object string.
+    fn stats_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.server.stats())
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Closes one client (queued data is flushed); False if it was not connected.
+    fn close_client(&self, handle: &ClientHandle) -> bool {
+        self.server.close_client(&handle.inner)
+    }
+
+    /// Stops serving and closes every client (GIL released); waits for their `on_disconnect`
+    /// callbacks unless called from a callback.
+    fn close_all(&self, py: Python<'_>) {
+        let server = self.server.clone();
+        py.detach(move || server.close_all());
+    }
+}
+
+fn observe(
+    py: Python<'_>,
+    st: &ServerState,
+    c: &ClientInfo,
+    m: &Response,
+    kind: &str,
+) -> PyResult<()> {
+    // Unhandled messages are always reported (the package logs a warning, as Veltix does).
+    if kind != "unhandled" && !st.observe.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let client = st.py_client(py, c)?;
+    let resp = PyResponse::from_core(py, m, st.gen1)?;
+    st.on_observe.call1(py, (client, resp, kind))?;
+    Ok(())
+}
+
+/// Calls a Python route or `on_recv`: `func(client, response)` (or reversed, the 1.6 order).
+fn dispatch(
+    py: Python<'_>,
+    st: &ServerState,
+    func: &Py<PyAny>,
+    reversed_args: bool,
+    c: &ClientInfo,
+    m: &Response,
+    kind: &str,
+) {
+    if let Err(e) = observe(py, st, c, m, kind) {
+        report(py, &st.on_error, &st.on_observe, e);
+    }
+    let r = (|| -> PyResult<()> {
+        let client = st.py_client(py, c)?;
+        let resp = PyResponse::from_core(py, m, st.gen1)?;
+        // Rust tuples of Python objects go through vectorcall (no argument tuple is built).
+        if reversed_args {
+            func.call1(py, (resp, client))?;
+        } else {
+            func.call1(py, (client, resp))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = r {
+        report(py, &st.on_error, func, e);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------------------------------
+
+/// The native client behind `veltix_rs.Client` (and `veltix_rs.v1.Client`).
+#[pyclass(module = "veltix_rs._native", name = "NativeClient", frozen)]
+pub struct NativeClient {
+    client: Arc<veltix::Client>,
+    state: Arc<ClientState>,
+}
+
+struct ClientState {
+    on_error: Py<PyAny>,
+    gen1: bool,
+    observe: AtomicBool,
+    on_observe: Py<PyAny>,
+    on_recv: Mutex<Option<Py<PyAny>>>,
+}
+
+impl ClientState {
+    fn observe(&self, py: Python<'_>, m: &Response, kind: &str) {
+        // Unhandled messages are always reported (the package logs a warning, as Veltix does).
+        if kind != "unhandled" && !self.observe.load(Ordering::Acquire) {
+            return;
+        }
+        let r = PyResponse::from_core(py, m, self.gen1)
+            .and_then(|resp| self.on_observe.call1(py, (resp, kind)));
+        if let Err(e) = r {
+            report(py, &self.on_error, &self.on_observe, e);
+        }
+    }
+
+    fn dispatch(&self, py: Python<'_>, func: &Py<PyAny>, m: &Response, kind: &str) {
+        self.observe(py, m, kind);
+        let r = PyResponse::from_core(py, m, self.gen1).and_then(|resp| func.call1(py, (resp,)));
+        if let Err(e) = r {
+            report(py, &self.on_error, func, e);
+        }
+    }
+}
+
+#[pymethods]
+impl NativeClient {
+    /// Builds the client (does not connect). `on_connect()` and
+    /// `on_disconnect((permanent, attempt, retry_max, reason_name))` are the package's
+    /// dispatchers; `on_error(func, exc)` reports callback exceptions.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (host, port, buffer_size, max_message_size, handshake_timeout,
+        max_workers, retry, retry_delay, generation_, performance_mode,
+        on_connect, on_disconnect, on_error, on_observe))]
+    fn new(
+        host: String,
+        port: u16,
+        buffer_size: usize,
+        max_message_size: usize,
+        handshake_timeout: f64,
+        max_workers: usize,
+        retry: u32,
+        retry_delay: f64,
+        generation_: u8,
+        performance_mode: &str,
+        on_connect: Py<PyAny>,
+        on_disconnect: Py<PyAny>,
+        on_error: Py<PyAny>,
+        on_observe: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let generation = generation(generation_)?;
+        let timeout = secs(handshake_timeout)?;
+        let config = ClientConfig {
+            host,
+            port,
+            buffer_size,
+            max_message_size,
+            handshake_timeout: timeout,
+            connect_timeout: timeout,
+            max_workers,
+            generation,
+            performance_mode: performance(performance_mode)?,
+            reconnect: ReconnectPolicy::constant(retry, secs(retry_delay)?),
+            ..ClientConfig::default()
+        };
+        let client = Arc::new(veltix::Client::new(config));
+        let state = Arc::new(ClientState {
+            on_error,
+            gen1: generation == Generation::Gen1,
+            observe: AtomicBool::new(false),
+            on_observe,
+            on_recv: Mutex::new(None),
+        });
+        client.around_handlers(batch_with_python);
+        let st = state.clone();
+        client.on_recv(move |m: Response| {
+            with_python(|py| {
+                let fallback = lock(&st.on_recv).as_ref().map(|f| f.clone_ref(py));
+                match fallback {
+                    Some(func) => st.dispatch(py, &func, &m, "on_recv"),
+                    None => st.observe(py, &m, "unhandled"),
+                }
+            })
+        });
+        let st = state.clone();
+        client.on_connect(move || {
+            with_python(|py| {
+                if let Err(e) = on_connect.call0(py) {
+                    report(py, &st.on_error, &on_connect, e);
+                }
+            })
+        });
+        let st = state.clone();
+        client.on_disconnect(move |s: &DisconnectState| {
+            with_python(|py| {
+                let args = (s.permanent, s.attempt, s.retry_max, reason_name(s.reason));
+                if let Err(e) = on_disconnect.call1(py, args) {
+                    report(py, &st.on_error, &on_disconnect, e);
+                }
+            })
+        });
+        Ok(NativeClient { client, state })
+    }
+
+    /// Connects and completes the handshake (GIL released; runs the reconnect loop on failure
+    /// when `retry > 0`). Raises `ServerFullError`, `ConnectionRefusedError`, `TimeoutError` or
+    /// `ConnectionError`.
+    fn connect(&self, py: Python<'_>) -> PyResult<()> {
+        let client = self.client.clone();
+        py.detach(move || client.connect())
+            .map_err(|e| to_py_err(py, e))
+    }
+
+    /// True while connected.
+    #[getter]
+    fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// Registers `func(response)` for type `code`.
+    fn route(&self, code: u16, func: Py<PyAny>) {
+        let st = self.state.clone();
+        self.client.route(code, move |m: Response| {
+            with_python(|py| st.dispatch(py, &func, &m, "registered"))
+        });
+    }
+
+    /// Removes the route of `code`; True if there was one.
+    fn unroute(&self, code: u16) -> bool {
+        self.client.unroute(code)
+    }
+
+    /// Sets the fallback `func(response)` for messages without a route.
+    fn on_recv(&self, func: Py<PyAny>) {
+        *lock(&self.state.on_recv) = Some(func);
+    }
+
+    /// Turns `on_observe` reporting (the bus's `RECEIVED`/`ROUTED`/`UNHANDLED`) on or off.
+    fn set_observe(&self, on: bool) {
+        self.state.observe.store(on, Ordering::Release);
+    }
+
+    /// Queues one frame; False when not connected or the message is invalid.
+    #[pyo3(signature = (code, content, request_id = None))]
+    fn send(&self, py: Python<'_>, code: u16, content: &[u8], request_id: Option<u32>) -> bool {
+        if content.len() >= DETACH_SEND_BYTES {
+            let req = request(code, content, request_id);
+            let client = self.client.clone();
+            return py.detach(move || client.send(req).is_ok());
+        }
+        self.client.send(request(code, content, request_id)).is_ok()
+    }
+
+    /// Sends a `Request` object (the fast path of `Client.send`); False if it is not a valid
+    /// request, or when not connected.
+    fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> bool {
+        match read_request(request) {
+            Some(parts) => {
+                let client = self.client.clone();
+                send_owned(py, move |r| client.send(r).is_ok(), parts)
+            }
+            None => false,
+        }
+    }
+
+    /// Sends and waits (GIL released) for the reply; None on timeout, failure or drop.
+    fn send_and_wait(
+        &self,
+        py: Python<'_>,
+        code: u16,
+        content: &[u8],
+        request_id: Option<u32>,
+        timeout: f64,
+    ) -> PyResult<Option<Py<PyResponse>>> {
+        let timeout = secs(timeout)?;
+        let req = request(code, content, request_id);
+        let client = self.client.clone();
+        match py.detach(move || client.send_and_wait(req, timeout)) {
+            Ok(m) => Ok(Some(PyResponse::from_core(py, &m, self.state.gen1)?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// PING round trip in ms (GIL released); None on timeout or when not connected.
+    fn ping(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<f64>> {
+        let timeout = secs(timeout)?;
+        let client = self.client.clone();
+        Ok(py.detach(move || client.ping_server(timeout)).ok().map(ms))
+    }
+
+    /// Closes the link (GIL released), cancels reconnects; `on_disconnect` gets MANUAL.
+    fn disconnect(&self, py: Python<'_>) {
+        let client = self.client.clone();
+        py.detach(move || client.disconnect());
+    }
+
+    /// The core's counters (across reconnects) as a JSON object string.
+    fn stats_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.client.stats())
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Cancels a running reconnect loop.
+    fn stop_retry(&self) {
+        self.client.stop_retry();
+    }
+
+    /// Starts a background reconnect loop with `max_` attempts (default: the configured retry).
+    #[pyo3(signature = (max_ = None))]
+    fn retry(&self, max_: Option<u32>) {
+        self.client.retry(max_);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Module
+// ---------------------------------------------------------------------------------------------
+
+/// Installs the package's hooks: `type_factory(code) -> MessageType`, the
+/// `InvalidContentError` class, and the `Request` class (sends accept only its instances).
+#[pyfunction]
+#[pyo3(signature = (type_factory, invalid_content_error, request_class = None))]
+fn init(
+    py: Python<'_>,
+    type_factory: Py<PyAny>,
+    invalid_content_error: Py<PyAny>,
+    request_class: Option<Py<PyType>>,
+) {
+    let _ = TYPE_FACTORY.set(py, type_factory);
+    let _ = INVALID_CONTENT.set(py, invalid_content_error);
+    if let Some(cls) = request_class {
+        let _ = REQUEST_CLASS.set(py, cls);
+    }
+}
+
+/// How many times handler-pool workers have attached to the interpreter to run a batch of
+/// callbacks, process-wide (each batch holds up to 64 messages of one connection). For tests
+/// and diagnostics.
+#[pyfunction]
+fn gil_acquisitions() -> u64 {
+    BATCHES.load(Ordering::Relaxed)
+}
+
+/// Called at interpreter exit: from now on workers no longer call into Python; then waits (GIL
+/// released, at most `timeout` seconds) until the callbacks already running have returned, so
+/// that no worker is inside Python while the interpreter finalizes. Returns how many batches
+/// are still running (0 normally).
+#[pyfunction]
+#[pyo3(signature = (timeout = 0.0))]
+fn shutdown(py: Python<'_>, timeout: f64) -> usize {
+    SHUTDOWN.store(true, Ordering::Release);
+    let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+    py.detach(move || {
+        let n = lock(&IN_FLIGHT);
+        let (n, _) = IN_FLIGHT_DONE
+            .wait_timeout_while(n, timeout, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        *n
+    })
+}
+
+/// The native extension of `veltix_rs`.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyResponse>()?;
+    m.add_class::<ClientHandle>()?;
+    m.add_class::<NativeServer>()?;
+    m.add_class::<NativeClient>()?;
+    m.add_function(wrap_pyfunction!(init, m)?)?;
+    m.add_function(wrap_pyfunction!(shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(gil_acquisitions, m)?)?;
+    m.add("CORE_VERSION", "veltix-rs 0.1.0")?;
+    Ok(())
+}
