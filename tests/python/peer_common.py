@@ -29,8 +29,9 @@ import traceback
 _out = None
 _out_lock = threading.Lock()
 
-# Type codes registered (explicitly) in both peers: 200..=210, 10000, 65535.
-USER_CODES = list(range(200, 211)) + [10000, 65535]
+# Type codes registered (explicitly) in both peers: 200..=210, 250..=253 (the chat commands of
+# `veltix serve --cluster`: a peer drops frames of types it has no MessageType for), 10000, 65535.
+USER_CODES = list(range(200, 211)) + list(range(250, 254)) + [10000, 65535]
 
 HEX_LIMIT = 4096
 

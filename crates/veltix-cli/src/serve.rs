@@ -4,7 +4,21 @@
 //! - once bound: `listening on HOST:PORT` (the real port with `--port 0`), flushed at once;
 //! - every `--stats-interval` seconds, and once on stop: `stats: {JSON}`, the server's
 //!   [`veltix::Stats`] plus `log_lines_dropped` (lines stderr did not take in time);
-//! - sink mode, on stop: `received N messages (B bytes) in T s: R msg/s`.
+//! - sink mode, on stop: `received N messages (B bytes) in T s: R msg/s`;
+//! - with `--cluster`: `cluster node NAME up` once connected to the broker (or
+//!   `cluster node NAME not connected yet` after 10 s; it keeps trying), and the stats JSON has a
+//!   `cluster` object ([`veltix::cluster::ClusterStats`]).
+//!
+//! With `--cluster redis://HOST:PORT`, several `veltix serve` processes act as one: in chat mode
+//! a message from a client on any node reaches the clients of every node except its sender
+//! (while the broker is down, those of its own node only). Chat mode then also answers these
+//! commands (the reply carries the request's id):
+//! - type 250 `whoami`: replies with the sender's cluster id (`NODE:LOCAL`);
+//! - type 251 `tag`, content `{"name": N, "value": V}`: sets the sender's tag, replies `ok`;
+//! - type 252 `to`, content `NODE:LOCAL\nPAYLOAD`: sends PAYLOAD (type 252) to that client on
+//!   whatever node, replies `ok` or `error: ...`;
+//! - type 253 `who`, content empty or `{"name": N, "value": V}` (value optional): replies with a
+//!   JSON array of the cluster ids of every client in the cluster (with that tag).
 //!
 //! This module also holds the small argument parsers shared by `send` and `ping`.
 
@@ -15,7 +29,11 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing::info;
-use veltix::{ClientInfo, Generation, PerformanceMode, Request, Response, Server, ServerConfig};
+use veltix::cluster::{ClusterConfig, ClusterId};
+use veltix::{
+    ClientInfo, Error, Generation, PerformanceMode, Request, Response, Server, ServerConfig,
+    ServerSender,
+};
 
 use crate::logging::Logging;
 
@@ -74,8 +92,105 @@ pub struct Args {
     /// client that does not read cannot hold the exit longer).
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "0.5")]
     pub close_timeout: Duration,
+    /// Join a cluster through this Redis (`redis://HOST:PORT`): chat reaches every node.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster (default: `node-` and 8 random hex digits).
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub node_id: Option<String>,
+    /// How long this node's presence lives without a heartbeat (default 3 s).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout, requires = "cluster")]
+    pub presence_ttl: Option<Duration>,
+    /// How often this node refreshes its presence (default 1 s; below the TTL).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout, requires = "cluster")]
+    pub heartbeat: Option<Duration>,
     #[command(flatten)]
     pub security: crate::secure::ServeArgs,
+}
+
+/// Chat-mode commands with `--cluster` (see the module doc).
+const WHOAMI: u16 = 250;
+const TAG: u16 = 251;
+const TO: u16 = 252;
+const WHO: u16 = 253;
+
+/// How long `serve` waits for the broker before printing that the node is not connected yet.
+const CLUSTER_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Chat with a cluster: commands, else a cluster broadcast (a local one while the broker is
+/// down, counted in the cluster stats as refused).
+fn cluster_chat(tx: &ServerSender, client: &ClientInfo, msg: &Response) -> Result<(), Error> {
+    let reply = |text: &str| client.send(Request::text(msg.message_type(), text).respond(msg));
+    match msg.message_type() {
+        WHOAMI => {
+            let id = client
+                .cluster_id()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
+            reply(&id)
+        }
+        TAG => {
+            let v: serde_json::Value = msg.json()?;
+            let name = v["name"]
+                .as_str()
+                .ok_or_else(|| Error::InvalidContent("tag needs a string \"name\"".into()))?;
+            client.set_tag(name, v["value"].clone());
+            reply("ok")
+        }
+        TO => {
+            let content = msg.content();
+            let split = content
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(content.len());
+            let target = std::str::from_utf8(&content[..split])
+                .map_err(|_| Error::InvalidContent("target is not UTF-8".into()))
+                .and_then(|s| s.parse::<ClusterId>());
+            let r = target.and_then(|t| {
+                let payload = content.slice((split + 1).min(content.len())..);
+                tx.cluster_send(&t, Request::new(TO, payload))
+            });
+            match r {
+                Ok(()) => reply("ok"),
+                Err(e) => reply(&format!("error: {e}")),
+            }
+        }
+        WHO => {
+            let filter: Option<serde_json::Value> = if msg.content().is_empty() {
+                None
+            } else {
+                Some(msg.json()?)
+            };
+            let all = match tx.cluster_clients() {
+                Ok(all) => all,
+                Err(e) => return reply(&format!("error: {e}")),
+            };
+            let ids: Vec<String> = all
+                .iter()
+                .filter(|c| match &filter {
+                    None => true,
+                    Some(f) => match (f["name"].as_str(), f.get("value")) {
+                        (Some(n), None) => c.get_tag(n).is_some(),
+                        (Some(n), Some(v)) => c.get_tag(n) == Some(v),
+                        (None, _) => false,
+                    },
+                })
+                .map(|c| c.id().to_string())
+                .collect();
+            client.send(Request::json(WHO, &ids)?.respond(msg))
+        }
+        _ => {
+            let out = Request::new(msg.message_type(), msg.content().clone());
+            let me: Vec<ClusterId> = client.cluster_id().into_iter().collect();
+            match tx.cluster_broadcast(&out, &me) {
+                Ok(_) => Ok(()),
+                Err(Error::ClusterUnavailable(_)) => {
+                    tx.broadcast(out, std::slice::from_ref(client)).map(|_| ())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
 }
 
 /// Parses a number of seconds (`0.5`, `2`); finite and not negative.
@@ -219,6 +334,19 @@ pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Erro
         config.performance_mode = v;
     }
     args.security.configure(&mut config);
+    if let Some(url) = &args.cluster {
+        let mut c = ClusterConfig {
+            node_id: args.node_id.clone(),
+            ..ClusterConfig::redis(url.clone())
+        };
+        if let Some(v) = args.presence_ttl {
+            c.presence_ttl = v;
+        }
+        if let Some(v) = args.heartbeat {
+            c.heartbeat_interval = v;
+        }
+        config.cluster = Some(c);
+    }
 
     // Signal handlers first: a SIGTERM arriving right after the `listening on` line must not
     // kill the process with the default action.
@@ -235,6 +363,15 @@ pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Erro
                     return Ok(());
                 }
                 client.send(echo_of(&msg))
+            });
+        }
+        Mode::Chat if args.cluster.is_some() => {
+            let tx = server.sender();
+            server.on_recv(move |client: &ClientInfo, msg: Response| {
+                if msg.message_type() < FIRST_USER_CODE {
+                    return Ok(());
+                }
+                cluster_chat(&tx, client, &msg)
             });
         }
         Mode::Chat => {
@@ -268,10 +405,23 @@ pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Erro
         out.flush()?;
     }
     info!(%addr, mode = ?args.mode, wire = %args.wire, "serving");
+    if let Some(node) = server.node_id() {
+        let up = server.wait_cluster_up(CLUSTER_UP_TIMEOUT);
+        let mut out = std::io::stdout().lock();
+        if up {
+            writeln!(out, "cluster node {node} up")?;
+        } else {
+            writeln!(out, "cluster node {node} not connected yet")?;
+        }
+        out.flush()?;
+    }
 
     let print_stats = || -> std::io::Result<()> {
         let mut json = serde_json::to_value(server.stats()).map_err(std::io::Error::other)?;
         json["log_lines_dropped"] = logging.dropped_lines().into();
+        if let Some(c) = server.cluster_stats() {
+            json["cluster"] = serde_json::to_value(c).map_err(std::io::Error::other)?;
+        }
         let mut out = std::io::stdout().lock();
         writeln!(out, "stats: {json}")?;
         out.flush()
@@ -282,6 +432,12 @@ pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Erro
         drain.track(&server.clients());
     }
     server.close_all();
+    if server.node_id().is_some() {
+        // Gone from the cluster view at once rather than after the presence TTL.
+        if let Err(e) = server.cluster_leave() {
+            tracing::warn!("leaving the cluster: {e}");
+        }
+    }
     print_stats()?;
 
     if args.mode == Mode::Sink {

@@ -100,6 +100,9 @@ pub struct ServerConfig {
     /// Keep-alive: PING an idle peer every `interval`, close it when nothing arrived for
     /// `timeout` (default `None`: off, as in Python).
     pub keepalive: Option<KeepAlive>,
+    /// Several servers acting as one through a broker (default `None`: this server alone).
+    /// See [`crate::cluster`].
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// TLS on every connection (default `None`: plaintext, as in Python). Certificates and keys
     /// are read and checked by `start()`; see [`ServerTls`](crate::tls::ServerTls).
     pub tls: Option<crate::tls::ServerTls>,
@@ -122,6 +125,7 @@ impl Default for ServerConfig {
             max_inbound_queue: 16 * 1024 * 1024,
             close_timeout: Duration::from_secs(2),
             keepalive: None,
+            cluster: None,
             tls: None,
         }
     }
@@ -146,6 +150,9 @@ impl ServerConfig {
         }
         if self.id_window == 0 {
             return Err(Error::Config("id_window must be >= 1".into()));
+        }
+        if let Some(c) = &self.cluster {
+            c.validate()?;
         }
         Ok(())
     }

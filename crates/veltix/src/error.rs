@@ -112,6 +112,18 @@ pub enum Error {
     /// The server is already running.
     #[error("server is already running")]
     AlreadyRunning,
+    /// A cluster operation could not be done now: the broker is down or slow, or the node's
+    /// publishing queue is full. Local operations still work. Counted in
+    /// [`ClusterStats::refused`](crate::cluster::ClusterStats::refused).
+    #[error("cluster unavailable: {0}")]
+    ClusterUnavailable(String),
+    /// The target client (`NODE:LOCAL`) is not in the cluster: its node is gone (dead, or not
+    /// connected to the broker) or it is not connected to its node any more.
+    #[error("cluster client {0} is gone")]
+    ClusterClientGone(String),
+    /// A cluster operation on a server without a cluster setting.
+    #[error("this server is not part of a cluster (ServerConfig::cluster is None)")]
+    NoCluster,
 }
 
 impl From<veltix_proto::Error> for Error {

@@ -74,6 +74,7 @@
 pub mod asynch;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 mod conn;
 mod error;

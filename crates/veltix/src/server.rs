@@ -4,7 +4,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -37,6 +37,8 @@ struct ClientEntry {
     handshake_done: AtomicBool,
     tags: Mutex<HashMap<String, Value>>,
     conn: Arc<Conn>,
+    /// Cluster: this node's id, and the signal that makes it republish its presence.
+    cluster: Option<(Arc<str>, Arc<Notify>)>,
     /// Set once the TLS handshake is done (TLS servers only).
     tls: std::sync::OnceLock<crate::tls::TlsInfo>,
 }
@@ -151,6 +153,29 @@ impl ClientInfo {
         lock(&self.inner.tags)
     }
 
+    /// Tells the cluster (if any) that this client's tags changed.
+    fn tags_changed(&self) {
+        if let Some((_, changed)) = &self.inner.cluster {
+            changed.notify_one();
+        }
+    }
+
+    /// This client's cluster-wide id (`None` when the server has no cluster setting).
+    ///
+    /// ```no_run
+    /// # fn f(client: &veltix::ClientInfo) {
+    /// if let Some(id) = client.cluster_id() {
+    ///     println!("reach me anywhere as {id}");
+    /// }
+    /// # }
+    /// ```
+    pub fn cluster_id(&self) -> Option<crate::cluster::ClusterId> {
+        self.inner
+            .cluster
+            .as_ref()
+            .map(|(node, _)| crate::cluster::ClusterId::new(node, self.inner.id))
+    }
+
     /// Adds a tag; `false` (and no change) if it already exists.
     ///
     /// ```
@@ -167,11 +192,14 @@ impl ClientInfo {
             return false;
         }
         t.insert(name.to_string(), value.into());
+        drop(t);
+        self.tags_changed();
         true
     }
     /// Creates or overwrites a tag.
     pub fn set_tag(&self, name: &str, value: impl Into<Value>) {
         self.tags().insert(name.to_string(), value.into());
+        self.tags_changed();
     }
     /// Is the tag present?
     pub fn has_tag(&self, name: &str) -> bool {
@@ -193,11 +221,16 @@ impl ClientInfo {
     }
     /// Removes a tag; `false` if it was absent.
     pub fn remove_tag(&self, name: &str) -> bool {
-        self.tags().remove(name).is_some()
+        let removed = self.tags().remove(name).is_some();
+        if removed {
+            self.tags_changed();
+        }
+        removed
     }
     /// Removes every tag.
     pub fn clear_tags(&self) {
         self.tags().clear();
+        self.tags_changed();
     }
     /// A copy of all tags.
     pub fn tag_map(&self) -> HashMap<String, Value> {
@@ -241,6 +274,8 @@ pub(crate) struct Shared {
     counters: Arc<Counters>,
     /// Server-wide repeated events (a loop of connections is many peers, one event).
     throttles: ServerThrottles,
+    /// Cluster membership, created by the first `start()` when `config.cluster` is set.
+    pub(crate) cluster: OnceLock<Arc<crate::cluster::Node>>,
 }
 
 /// Server-wide events logged in full per second before they are only summarised: enough for
@@ -290,8 +325,33 @@ impl Shared {
             .is_some_and(|m| self.count.load(Ordering::Acquire) >= m)
     }
 
+    pub(crate) fn config_ref(&self) -> &ServerConfig {
+        &self.config
+    }
+
     pub(crate) fn rt_handle(&self) -> Handle {
         self.rt.clone()
+    }
+
+    /// Tells the cluster (if any) that the client list changed.
+    fn clients_changed(&self) {
+        if let Some(node) = self.cluster.get() {
+            node.changed().notify_one();
+        }
+    }
+
+    /// Checks that `req` can be sent by this server (type and size), as `broadcast` does.
+    pub(crate) fn check_outgoing(&self, req: &Request) -> Result<()> {
+        let g = self.config.generation;
+        conn::check_type(g, req.message_type())?;
+        let len = g.header_len() + req.content().len();
+        if len > self.config.max_message_size {
+            return Err(Error::MessageTooLarge {
+                len,
+                limit: self.config.max_message_size,
+            });
+        }
+        Ok(())
     }
 
     /// The one implementation of `close_all` behind both faces.
@@ -431,6 +491,7 @@ impl Server {
                 auth: Mutex::new(None),
                 counters: Arc::default(),
                 throttles: ServerThrottles::default(),
+                cluster: OnceLock::new(),
                 config,
             }),
         }
@@ -477,6 +538,20 @@ impl Server {
             listen(target).map_err(bind_err)?
         };
         let addr = listener.local_addr()?;
+        if let Some(c) = &cfg.cluster {
+            if self.shared.cluster.get().is_none() {
+                let node = crate::cluster::Node::new(
+                    c,
+                    Arc::downgrade(&self.shared),
+                    self.shared.rt.clone(),
+                )?;
+                let _ = self.shared.cluster.set(Arc::new(node));
+            }
+            if let Some(node) = self.shared.cluster.get() {
+                let _guard = self.shared.rt.enter();
+                node.start();
+            }
+        }
         *lock(&self.shared.last_addr) = Some(addr);
         self.shared.closed.send_replace(false);
         let weak = Arc::downgrade(&self.shared);
@@ -732,6 +807,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(node) = self.shared.cluster.get() {
+            node.stop();
+        }
         if let Some(r) = lock(&self.shared.running).take() {
             r.accept.abort();
         }
@@ -755,7 +833,7 @@ impl Drop for Server {
 /// ```
 #[derive(Clone)]
 pub struct ServerSender {
-    shared: Weak<Shared>,
+    pub(crate) shared: Weak<Shared>,
 }
 
 impl ServerSender {
@@ -789,15 +867,31 @@ fn clients(shared: &Shared) -> Vec<ClientInfo> {
 }
 
 fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -> Result<usize> {
+    broadcast_where(shared, req, |c| except.contains(c))
+}
+
+/// The connected clients (handshake done); for the cluster's presence.
+pub(crate) fn client_list(shared: &Shared) -> Vec<ClientInfo> {
+    clients(shared)
+}
+
+/// A connected client by its id.
+pub(crate) fn client_by_id(shared: &Shared, id: u64) -> Option<ClientInfo> {
+    lock(&shared.clients)
+        .get(&id)
+        .filter(|c| c.handshake_done())
+        .cloned()
+}
+
+/// Local broadcast to every connected client for which `skip` is false (encoded once).
+pub(crate) fn broadcast_where(
+    shared: &Shared,
+    req: &Request,
+    skip: impl Fn(&ClientInfo) -> bool,
+) -> Result<usize> {
+    shared.check_outgoing(req)?;
     let g = shared.config.generation;
-    conn::check_type(g, req.message_type())?;
     let len = g.header_len() + req.content().len();
-    if len > shared.config.max_message_size {
-        return Err(Error::MessageTooLarge {
-            len,
-            limit: shared.config.max_message_size,
-        });
-    }
     let id = match req.request_id() {
         Some(id) => id,
         None => lock(&shared.broadcast_ids).next(|_| false)?,
@@ -810,7 +904,7 @@ fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -> Result<us
     encode_parts(g, req.message_type(), id, extra, req.content(), &mut buf)?;
     let mut sent = 0;
     for c in clients(shared) {
-        if except.contains(&c) {
+        if skip(&c) {
             continue;
         }
         // A refusal (full queue, closing) is counted and logged by the connection.
@@ -908,6 +1002,10 @@ async fn accept_loop(
                 handshake_done: AtomicBool::new(false),
                 tags: Mutex::new(HashMap::new()),
                 conn,
+                cluster: shared
+                    .cluster
+                    .get()
+                    .map(|n| (n.id().clone(), n.changed().clone())),
                 tls: std::sync::OnceLock::new(),
             }),
         };
@@ -959,6 +1057,7 @@ async fn serve(
     }
     let (transport, leftover) = (accepted.transport, accepted.leftover);
     client.inner.handshake_done.store(true, Ordering::Release);
+    shared.clients_changed();
     add(&shared.counters.connections_opened, 1);
     debug!(
         peer_version = accepted.peer_version.as_str(),
@@ -1010,7 +1109,9 @@ async fn serve(
 fn finish(shared: &Shared, client: &ClientInfo) {
     client.conn().close(true);
     client.conn().fail_pending();
-    lock(&shared.clients).remove(&client.id());
+    if lock(&shared.clients).remove(&client.id()).is_some() && client.handshake_done() {
+        shared.clients_changed();
+    }
     shared.count.fetch_sub(1, Ordering::AcqRel);
     shared.conn_ended.notify_waiters();
 }

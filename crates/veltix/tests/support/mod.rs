@@ -2,3 +2,4 @@
 
 pub mod python;
 pub mod raw;
+pub mod redis;
