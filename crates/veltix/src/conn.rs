@@ -1167,6 +1167,36 @@ enum WriteEnd {
     Failed(std::io::Error),
 }
 
+/// The writer found nothing to write: drops a large idle buffer, waits for a send, then lets a
+/// burst gather as the performance mode says. `Err` when the connection is aborted meanwhile.
+/// Shared by the plaintext and the TLS writer.
+async fn await_output(
+    conn: &Conn,
+    spare: &mut BytesMut,
+    stop: &mut watch::Receiver<Stop>,
+) -> std::result::Result<(), ()> {
+    if spare.capacity() > 16 * 1024 {
+        // Going idle: an idle connection keeps no large buffer. (Kept while busy: a fresh
+        // allocation per write faulted in new pages, 10% of a burst's sender.)
+        *spare = BytesMut::new();
+    }
+    tokio::select! {
+        _ = conn.out_notify.notified() => {}
+        _ = stop.wait_for(|s| *s == Stop::Abort) => return Err(()),
+    }
+    // Woken by a burst or by concurrent senders: let more frames join this write.
+    match conn.settings.mode {
+        PerformanceMode::High => {}
+        PerformanceMode::Balanced => tokio::task::yield_now().await,
+        PerformanceMode::Low => {
+            if lock(&conn.out).buf.len() < 64 * 1024 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn write_loop(conn: &Conn, stream: &OwnedWriteHalf) -> WriteEnd {
     let mut stop = conn.stop.subscribe();
     let mut spare = BytesMut::new();
@@ -1193,24 +1223,8 @@ async fn write_loop(conn: &Conn, stream: &OwnedWriteHalf) -> WriteEnd {
             if closing && !inline_active {
                 return WriteEnd::Flushed;
             }
-            if spare.capacity() > 16 * 1024 {
-                // Going idle: an idle connection keeps no large buffer. (Kept while busy: a
-                // fresh allocation per write faulted in new pages, 10% of a burst's sender.)
-                spare = BytesMut::new();
-            }
-            tokio::select! {
-                _ = conn.out_notify.notified() => {}
-                _ = stop.wait_for(|s| *s == Stop::Abort) => return WriteEnd::Aborted,
-            }
-            // Woken by a burst or by concurrent senders: let more frames join this write.
-            match conn.settings.mode {
-                PerformanceMode::High => {}
-                PerformanceMode::Balanced => tokio::task::yield_now().await,
-                PerformanceMode::Low => {
-                    if lock(&conn.out).buf.len() < 64 * 1024 {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                }
+            if await_output(conn, &mut spare, &mut stop).await.is_err() {
+                return WriteEnd::Aborted;
             }
             continue;
         }

@@ -24,10 +24,11 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use support::logs::logs;
 use veltix::proto::handshake::MAX_HANDSHAKE_LEN;
 use veltix::proto::{
     encode_parts, parse_one, Decoded, Decoder, DecoderConfig, Frame, Generation, Handshake,
@@ -90,93 +91,7 @@ fn vm_rss_kb() -> i64 {
 // ------------------------------------------------------------------------------------------
 // Captured logs
 
-/// Everything the library logs (tracing, INFO and up), with a condition variable to wait on.
-struct Logs {
-    text: Mutex<String>,
-    cv: Condvar,
-}
-
-struct LogWriter(&'static Logs);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0.text).push_str(&String::from_utf8_lossy(buf));
-        self.0.cv.notify_all();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<&'static Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs: &'static Logs = Box::leak(Box::new(Logs {
-            text: Mutex::new(String::new()),
-            cv: Condvar::new(),
-        }));
-        let _ = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-            .with_writer(move || LogWriter(logs))
-            .try_init();
-        logs
-    })
-}
-
-/// True if `line` names `addr` exactly (not a longer port with the same prefix).
-fn mentions(line: &str, addr: SocketAddr) -> bool {
-    let a = addr.to_string();
-    line.match_indices(&a)
-        .any(|(i, _)| !line[i + a.len()..].starts_with(|c: char| c.is_ascii_digit()))
-}
-
-impl Logs {
-    fn mark(&self) -> usize {
-        lock(&self.text).len()
-    }
-
-    /// Waits for a line written after `from` that contains `needle` (and names `peer`).
-    /// Lines since `from` that mention `peer` and contain `needle`.
-    fn count_lines(&self, from: usize, peer: SocketAddr, needle: &str) -> usize {
-        lock(&self.text)[from..]
-            .lines()
-            .filter(|l| l.contains(needle) && mentions(l, peer))
-            .count()
-    }
-
-    fn wait_line(
-        &self,
-        from: usize,
-        peer: Option<SocketAddr>,
-        needle: &str,
-    ) -> Result<String, String> {
-        let deadline = Instant::now() + WAIT;
-        let mut text = lock(&self.text);
-        loop {
-            if let Some(line) = text[from..]
-                .lines()
-                .find(|l| l.contains(needle) && peer.is_none_or(|p| mentions(l, p)))
-            {
-                return Ok(line.to_string());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let tail: Vec<&str> = text[from..].lines().rev().take(8).collect();
-                return Err(format!(
-                    "no log line with {needle:?}{} within {WAIT:?}; last lines: {tail:#?}",
-                    peer.map(|p| format!(" for {p}")).unwrap_or_default()
-                ));
-            }
-            text = self
-                .cv
-                .wait_timeout(text, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-}
+// In tests/support/logs.rs: `logs()` (INFO and up, waited on with a condition variable).
 
 // ------------------------------------------------------------------------------------------
 // Server-side observers

@@ -8,9 +8,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::sync::mpsc::channel;
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use support::logs::logs;
 use support::raw::{closed_by_server, gen3_peer};
 use veltix::proto::{Frame, Generation};
 use veltix::{
@@ -20,39 +20,13 @@ use veltix::{
 const T: Duration = Duration::from_secs(20);
 const ECHO: u16 = 200;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// This process's log output (every test of this binary writes here).
-fn logs() -> &'static Mutex<String> {
-    static LOGS: OnceLock<&'static Mutex<String>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs: &'static Mutex<String> = Box::leak(Box::new(Mutex::new(String::new())));
-        struct W(&'static Mutex<String>);
-        impl Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                lock(self.0).push_str(&String::from_utf8_lossy(b));
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let _ = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-            .with_writer(move || W(logs))
-            .try_init();
-        logs
-    })
-}
-
-/// Log lines that mention `peer` and contain `needle`.
+/// WARN lines of this process's log (tests/support/logs.rs) that mention `peer` and contain
+/// `needle`.
 fn lines_with(peer: &str, needle: &str) -> Vec<String> {
-    lock(logs())
+    logs()
+        .text()
         .lines()
-        .filter(|l| l.contains(peer) && l.contains(needle))
+        .filter(|l| l.contains(" WARN ") && l.contains(peer) && l.contains(needle))
         .map(str::to_string)
         .collect()
 }

@@ -7,14 +7,17 @@
 
 #[path = "support/certs.rs"]
 mod certs;
+#[path = "support/logs.rs"]
+mod logs;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use certs::{Ca, TempDir};
+use logs::logs;
 use veltix::auth::{AuthDecision, AuthRequest};
 use veltix::tls::{ClientTls, ServerTls, TlsVersion};
 use veltix::{
@@ -34,73 +37,13 @@ fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
 }
 
 // ------------------------------------------------------------------------------------------
-// Captured logs
-
-struct Logs {
-    text: Mutex<String>,
-    cv: Condvar,
-}
-
-struct LogWriter(&'static Logs);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0.text).push_str(&String::from_utf8_lossy(buf));
-        self.0.cv.notify_all();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<&'static Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs: &'static Logs = Box::leak(Box::new(Logs {
-            text: Mutex::new(String::new()),
-            cv: Condvar::new(),
-        }));
-        let _ = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-            .with_writer(move || LogWriter(logs))
-            .try_init();
-        logs
-    })
-}
-
-/// True if `line` names `addr` exactly (not a longer port with the same prefix).
-fn mentions(line: &str, addr: SocketAddr) -> bool {
-    let a = addr.to_string();
-    line.match_indices(&a)
-        .any(|(i, _)| !line[i + a.len()..].starts_with(|c: char| c.is_ascii_digit()))
-}
+// Captured logs (tests/support/logs.rs)
 
 /// Waits for a log line that names `peer` and contains `needle`.
 fn wait_log(peer: SocketAddr, needle: &str) -> String {
-    let logs = logs();
-    let deadline = Instant::now() + T;
-    let mut text = lock(&logs.text);
-    loop {
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains(needle) && mentions(l, peer))
-        {
-            return line.to_string();
-        }
-        let now = Instant::now();
-        assert!(
-            now < deadline,
-            "no log line with {needle:?} for {peer} within {T:?}; last lines: {:#?}",
-            text.lines().rev().take(8).collect::<Vec<_>>()
-        );
-        text = logs
-            .cv
-            .wait_timeout(text, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
+    logs()
+        .wait_line(0, Some(peer), needle)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -793,7 +736,7 @@ fn a_rejection_is_logged_with_the_peer_and_never_with_the_token() {
     assert!(matches!(client.connect(), Err(Error::Rejected(_))));
     let deadline = Instant::now() + T;
     let line = loop {
-        let text = lock(&logs().text).clone();
+        let text = logs().text().clone();
         if let Some(l) = text
             .lines()
             .find(|l| l.contains("authentication failed: rejected: unauthorized"))
@@ -805,7 +748,7 @@ fn a_rejection_is_logged_with_the_peer_and_never_with_the_token() {
     };
     assert!(line.contains("127.0.0.1:"), "names the peer: {line}");
     assert!(
-        !lock(&logs().text).contains("hunter2-secret"),
+        !logs().text().contains("hunter2-secret"),
         "the token is never logged"
     );
     server.close_all();

@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -20,7 +19,6 @@ use tokio_rustls::TlsStream;
 use veltix_proto::{Decoder, DecoderConfig, Frame};
 
 use super::{keepalive_loop, lock, CloseReason, Conn, Stop, WriteEnd, MAX_READ};
-use crate::config::PerformanceMode;
 use crate::pool::SerialQueue;
 use crate::stats::add;
 use crate::Response;
@@ -254,21 +252,11 @@ async fn write_loop(conn: &Conn, wr: &mut WriteHalf<Tls>) -> WriteEnd {
             if closing {
                 return WriteEnd::Flushed;
             }
-            if spare.capacity() > 16 * 1024 {
-                spare = BytesMut::new();
-            }
-            tokio::select! {
-                _ = conn.out_notify.notified() => {}
-                _ = stop.wait_for(|s| *s == Stop::Abort) => return WriteEnd::Aborted,
-            }
-            match conn.settings.mode {
-                PerformanceMode::High => {}
-                PerformanceMode::Balanced => tokio::task::yield_now().await,
-                PerformanceMode::Low => {
-                    if lock(&conn.out).buf.len() < 64 * 1024 {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                }
+            if super::await_output(conn, &mut spare, &mut stop)
+                .await
+                .is_err()
+            {
+                return WriteEnd::Aborted;
             }
             continue;
         }
