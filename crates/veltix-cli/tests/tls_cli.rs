@@ -6,101 +6,16 @@
 
 #[path = "../../veltix/tests/support/certs.rs"]
 mod certs;
+#[path = "support/command.rs"]
+mod command;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
 
 use certs::{Ca, TempDir};
-
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn veltix() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_veltix"))
-}
-
-fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not exit within {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn collect(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        buf
-    })
-}
-
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn assert_ok(&self) -> &Self {
-        assert!(
-            self.status.success(),
-            "expected success; stdout {:?}, stderr {:?}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    /// A failure reported as one `veltix: error: ...` line containing `needle`.
-    fn assert_error(&self, needle: &str) {
-        assert!(
-            !self.status.success(),
-            "expected failure; stdout {:?}",
-            self.stdout
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "stderr should be one line: {:?}",
-            self.stderr
-        );
-        assert!(lines[0].starts_with("veltix: error: "), "{:?}", lines[0]);
-        assert!(
-            lines[0].contains(needle),
-            "{:?} should mention {needle:?}",
-            lines[0]
-        );
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    let mut child = veltix()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn veltix");
-    let out = collect(child.stdout.take().expect("stdout"));
-    let err = collect(child.stderr.take().expect("stderr"));
-    let status = wait_bounded(&mut child, &format!("veltix {args:?}"));
-    Output {
-        status,
-        stdout: String::from_utf8_lossy(&out.join().expect("stdout")).into_owned(),
-        stderr: String::from_utf8_lossy(&err.join().expect("stderr")).into_owned(),
-    }
-}
+use command::{run, veltix, TIMEOUT};
 
 /// `veltix serve --port 0 EXTRA...`, killed on drop.
 struct Serve {
@@ -210,22 +125,24 @@ fn tls_serve_with_tokens_answers_send_and_ping_and_refuses_the_rest() {
         run(&a)
     };
     let out = send(&["--tls-ca", &f.ca, "--token", "beta"]);
-    assert_eq!(out.assert_ok().stdout, "hello tls\n");
+    assert_eq!(out.assert_ok().stdout_text(), "hello tls\n");
     let mut ping = vec!["ping", "--count", "2"];
     ping.extend_from_slice(&base);
     ping.extend_from_slice(&["--tls-ca", &f.ca, "--token", "alpha"]);
     let out = run(&ping);
     assert!(
-        out.assert_ok().stdout.contains("2 sent, 2 ok, 0 failed"),
+        out.assert_ok()
+            .stdout_text()
+            .contains("2 sent, 2 ok, 0 failed"),
         "{}",
-        out.stdout
+        out.stdout_text()
     );
     // A wrong or missing token: the server's reason.
     send(&["--tls-ca", &f.ca, "--token", "gamma"])
-        .assert_error("rejected the connection: unauthorized");
-    send(&["--tls-ca", &f.ca]).assert_error("unauthorized");
+        .assert_one_line_error("rejected the connection: unauthorized");
+    send(&["--tls-ca", &f.ca]).assert_one_line_error("unauthorized");
     // Failed certificate checks.
-    send(&["--tls-ca", &f.other_ca, "--token", "beta"]).assert_error("UnknownIssuer");
+    send(&["--tls-ca", &f.other_ca, "--token", "beta"]).assert_one_line_error("UnknownIssuer");
     send(&[
         "--tls-ca",
         &f.ca,
@@ -234,11 +151,11 @@ fn tls_serve_with_tokens_answers_send_and_ping_and_refuses_the_rest() {
         "--token",
         "beta",
     ])
-    .assert_error("not valid for name");
+    .assert_one_line_error("not valid for name");
     // The system store does not trust a private CA.
-    send(&["--tls", "--token", "beta"]).assert_error("TLS handshake failed");
+    send(&["--tls", "--token", "beta"]).assert_one_line_error("TLS handshake failed");
     // A plaintext client gets nowhere (cut at the server's handshake timeout).
-    send(&["--token", "beta"]).assert_error("handshake");
+    send(&["--token", "beta"]).assert_one_line_error("handshake");
 }
 
 #[test]
@@ -271,10 +188,10 @@ fn mutual_tls_serve_requires_a_client_certificate() {
     assert_eq!(
         send(&["--tls-cert", &f.client_cert, "--tls-key", &f.client_key])
             .assert_ok()
-            .stdout,
+            .stdout_text(),
         "m\n"
     );
-    send(&[]).assert_error("TLS handshake failed");
+    send(&[]).assert_one_line_error("TLS handshake failed");
 }
 
 #[test]
@@ -289,7 +206,7 @@ fn bad_files_and_flags_fail_with_one_clear_line() {
         "--tls-key",
         &f.key,
     ])
-    .assert_error("cannot read certificate file /nonexistent/cert.pem");
+    .assert_one_line_error("cannot read certificate file /nonexistent/cert.pem");
     run(&[
         "serve",
         "--port",
@@ -299,7 +216,7 @@ fn bad_files_and_flags_fail_with_one_clear_line() {
         "--tls-key",
         &f.cert,
     ])
-    .assert_error("private key");
+    .assert_one_line_error("private key");
     run(&[
         "serve",
         "--port",
@@ -307,7 +224,7 @@ fn bad_files_and_flags_fail_with_one_clear_line() {
         "--auth-token-file",
         "/nonexistent/tokens",
     ])
-    .assert_error("cannot read token file /nonexistent/tokens");
+    .assert_one_line_error("cannot read token file /nonexistent/tokens");
     run(&[
         "send",
         "--port",
@@ -319,7 +236,7 @@ fn bad_files_and_flags_fail_with_one_clear_line() {
         "--tls-ca",
         "/nonexistent/ca.pem",
     ])
-    .assert_error("cannot read CA file /nonexistent/ca.pem");
+    .assert_one_line_error("cannot read CA file /nonexistent/ca.pem");
     // --tls-cert without --tls-key is a usage error.
     let out = run(&["serve", "--port", "0", "--tls-cert", &f.cert]);
     assert!(!out.status.success());
