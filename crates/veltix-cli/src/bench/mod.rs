@@ -8,6 +8,7 @@
 //! deployment; `--in-process` puts both in one process, as Python's bench does. Timestamps taken
 //! on both sides use `CLOCK_MONOTONIC`, which is shared by all processes of the machine.
 
+mod loadgen;
 mod memory;
 mod plot;
 mod python;
@@ -51,6 +52,10 @@ pub enum Scenario {
     /// Sequential connect + handshake + close cycles of one client (1,000); cycles/s and
     /// connect latency. Most telling with `--against tls` (handshakes per second).
     Handshake,
+    /// Many connections × many requests in flight (16 × 16) of echo request/response against
+    /// `veltix serve --mode echo` in its own process and, in the same run, a raw-TCP echo
+    /// server, both driven by the same independent load generator; req/s, ratio, p50/p99.
+    Scale,
     /// Every scenario, with its defaults unless overridden.
     All,
 }
@@ -67,6 +72,7 @@ impl Scenario {
             Scenario::Broadcast => "broadcast",
             Scenario::Large => "large",
             Scenario::Handshake => "handshake",
+            Scenario::Scale => "scale",
             Scenario::All => "all",
         }
     }
@@ -75,7 +81,7 @@ impl Scenario {
         use Scenario::*;
         match self {
             All => vec![
-                Latency, Burst, Stress, Reqrep, Broadcast, Fps, Large, Memory,
+                Latency, Burst, Stress, Reqrep, Scale, Broadcast, Fps, Large, Memory,
             ],
             s => vec![s],
         }
@@ -119,12 +125,16 @@ pub struct Args {
     #[arg(long)]
     tick_rate: Option<f64>,
     /// reqrep: requesters (tasks or threads, see --reqrep-api) doing sequential send_and_wait on
-    /// each shared connection (64).
+    /// each shared connection (64); scale: requests in flight per connection (16).
     #[arg(long)]
     in_flight: Option<usize>,
-    /// reqrep: connections, each shared by --in-flight requesters (1).
+    /// reqrep: connections, each shared by --in-flight requesters (1); scale: connections (16).
     #[arg(long)]
     connections: Option<usize>,
+    /// scale: `VELTIX_IO_THREADS` of the `veltix serve` process only (default: unset, i.e.
+    /// its own default of half the CPUs).
+    #[arg(long, value_name = "N")]
+    serve_io_threads: Option<usize>,
     /// reqrep: who waits for the replies.
     #[arg(long, value_enum, default_value_t = ReqrepApi::Async)]
     reqrep_api: ReqrepApi,
@@ -224,6 +234,10 @@ pub struct Params {
     pub timeout: Duration,
     pub mode: PerformanceMode,
     pub client_workers: usize,
+    /// scale: handler threads of `veltix serve` (`--server-workers`).
+    pub server_workers: usize,
+    /// scale: `VELTIX_IO_THREADS` for the `veltix serve` process.
+    pub serve_io_threads: Option<usize>,
     /// reqrep: who waits for the replies.
     pub reqrep_api: ReqrepApi,
     /// TLS for the clients (`--against tls` runs).
@@ -247,6 +261,7 @@ impl Params {
             Latency => 50_000,
             Handshake => 1_000,
             Reqrep => 100_000,
+            Scale => 500_000,
             Large => 100,
             _ => 10_000,
         });
@@ -262,11 +277,17 @@ impl Params {
             size,
             duration: Duration::from_secs_f64(a.duration.unwrap_or(5.0).max(0.0)),
             tick_rate: a.tick_rate.unwrap_or(64.0).max(0.1),
-            in_flight: a.in_flight.unwrap_or(64),
+            in_flight: a.in_flight.unwrap_or(match s {
+                Scale => 16,
+                _ => 64,
+            }),
             connections: match s {
                 Memory => a.idle_connections.unwrap_or(10_000),
+                Scale => a.connections.unwrap_or(16),
                 _ => a.connections.unwrap_or(1),
             },
+            server_workers: a.server_workers.max(1),
+            serve_io_threads: a.serve_io_threads.filter(|&n| n > 0),
             timeout: Duration::from_secs_f64(a.timeout.max(0.1)),
             mode: a.performance_mode,
             client_workers: a.client_workers.max(1),
@@ -296,6 +317,9 @@ impl Params {
             }
             Large => json!({"count": self.count, "size": self.size}),
             Handshake => json!({"count": self.count}),
+            Scale => {
+                json!({"count": self.count, "size": self.size, "in_flight": self.in_flight, "connections": self.connections, "serve_io_threads": self.serve_io_threads})
+            }
             Memory => json!({"idle_connections": self.connections}),
             All => json!({}),
         }
@@ -499,6 +523,18 @@ pub fn comparisons(s: Scenario) -> &'static [Cmp] {
         cmp("p50 latency", "p50_ms", None, None, false, "ms"),
         cmp("p99 latency", "p99_ms", None, None, false, "ms"),
     ];
+    const SCALE: &[Cmp] = &[
+        cmp(
+            "echo requests",
+            "throughput",
+            Some("throughput"),
+            None,
+            true,
+            "req/s",
+        ),
+        cmp("p50 latency", "p50_ms", Some("p50_ms"), None, false, "ms"),
+        cmp("p99 latency", "p99_ms", Some("p99_ms"), None, false, "ms"),
+    ];
     const BCAST: &[Cmp] = &[cmp(
         "deliveries",
         "deliveries_per_s",
@@ -584,6 +620,7 @@ pub fn comparisons(s: Scenario) -> &'static [Cmp] {
         Burst => BURST,
         Stress => STRESS,
         Reqrep => REQREP,
+        Scale => SCALE,
         Broadcast => BCAST,
         Fps => FPS,
         Large => LARGE,
@@ -749,7 +786,8 @@ fn run_scenario(
                 }
             }
             outcomes.push(out);
-            if want_raw {
+            // scale is a comparison with raw TCP by definition: always side by side.
+            if want_raw || s == Scenario::Scale {
                 match run_raw(s, &p, sp) {
                     Some(Ok((m, samples))) => {
                         raw_runs.push(m);
@@ -823,19 +861,53 @@ fn run_scenario(
     }
     let metrics: Vec<Metrics> = outcomes.iter().map(|o| o.metrics.clone()).collect();
     let samples_ms: Vec<f64> = outcomes.into_iter().flat_map(|o| o.samples_ms).collect();
+    let mut result = Metrics::median_of(&metrics);
+    let mut raw = (!raw_runs.is_empty()).then(|| Metrics::median_of(&raw_runs));
+    if pool_percentiles(&mut result, &samples_ms) && runs > 1 {
+        notes.push(POOLED_NOTE.into());
+    }
+    if let Some(r) = raw.as_mut() {
+        pool_percentiles(r, &raw_samples);
+    }
     Ok(Report {
         name: s,
         params: p.to_json(s),
-        result: Metrics::median_of(&metrics),
+        result,
         runs: metrics,
         samples_ms,
-        raw: (!raw_runs.is_empty()).then(|| Metrics::median_of(&raw_runs)),
+        raw,
         raw_samples,
         python: python_res,
         python_cmd,
         tls: tls_res,
         notes,
     })
+}
+
+/// The latency fields that are computed over all samples of all runs pooled together.
+const POOLED: [&str; 9] = [
+    "avg_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "min_ms", "max_ms", "stdev_ms",
+];
+
+const POOLED_NOTE: &str = "latency avg/percentiles/min/max/stdev pooled over the samples of all runs (Python Veltix's definition); the median of the per-run values is kept as <name>_median_of_runs; jitter and throughput are medians of per-run values";
+
+/// Replaces the per-run medians of the [`POOLED`] latency fields by the same statistics over
+/// all samples pooled (Python's definition: `benchmark/models.py` pools latency samples across
+/// runs), keeping the median of the per-run values as `<name>_median_of_runs`. Returns whether
+/// there were samples and fields to pool.
+fn pool_percentiles(m: &mut Metrics, samples_ms: &[f64]) -> bool {
+    if samples_ms.is_empty() || m.get("p50_ms").is_none() {
+        return false;
+    }
+    let mut pooled = Metrics::default();
+    stats::latency_summary(samples_ms, &mut pooled);
+    for k in POOLED {
+        if let (Some(per_run), Some(all)) = (m.get(k), pooled.get(k)) {
+            m.push(&format!("{k}_median_of_runs"), per_run);
+            m.push(k, all);
+        }
+    }
+    true
 }
 
 fn run_one(s: Scenario, p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
@@ -849,6 +921,13 @@ fn run_one(s: Scenario, p: &Params, srv: &mut ServerProc) -> Res<Outcome> {
         Scenario::Large => scenarios::large(p, srv),
         Scenario::Handshake => scenarios::handshake(p, srv),
         Scenario::Memory => memory::run(p, srv),
+        Scenario::Scale => loadgen::run_veltix(
+            p,
+            p.server_workers,
+            &format!("{:?}", p.mode).to_lowercase(),
+            p.serve_io_threads,
+        )
+        .map_err(|e| -> Box<dyn std::error::Error> { e }),
         Scenario::All => Err("`all` is not a single scenario".into()),
     }
 }
@@ -883,6 +962,7 @@ fn run_raw(s: Scenario, p: &Params, srv: &ServerProc) -> Option<RawOut> {
             p.size,
         )),
         Scenario::Broadcast => plain(raw::broadcast(port, p.clients, p.messages as u64, p.size)),
+        Scenario::Scale => loadgen::run_raw(p, srv).map_err(|e| e.to_string()),
         _ => return None,
     })
 }
