@@ -1,6 +1,9 @@
 //! `--against python`: runs Python Veltix 3.3.0's own benchmark module
 //! (`python -m veltix.benchmark --only NAME --save FILE`) with the same parameters, pinned to one
-//! CPU (its best configuration on a 2-core machine, BENCHMARKS.md §1), and reads its JSON.
+//! CPU (its best configuration on a 2-core machine, BENCHMARKS.md §1), with its Rust engine
+//! forced (`--engine rust`: the run fails if the compiled engine is missing), in the socket core
+//! that is Python's best for that metric (`--python-core best`, see [`best_core`]), and reads
+//! its JSON.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +43,20 @@ pub fn name(s: Scenario) -> Option<&'static str> {
     }
 }
 
+/// Python Veltix's best socket core for scenario `s` on this machine, pinned to one CPU
+/// (`shared/reference/BENCHMARKS.md` §1 and §6.5): threading for stress, burst and latency;
+/// async for fps (per-tick send work 0.51 ms against 1.74 ms) and memory (42.8 KB per client
+/// against 74.0 KB).
+pub fn best_core(s: Scenario) -> &'static str {
+    match s {
+        Scenario::Fps | Scenario::Memory => "async",
+        _ => "threading",
+    }
+}
+
+/// What Python's JSON says about how it ran: engine, version, pinning, core.
+pub type Info = serde_json::Value;
+
 /// Runs the Python benchmark for `s` and returns its result fields (plus `delivery_rate` for
 /// burst: count ÷ time of the last arrival, without the 50 ms polling).
 pub fn run(
@@ -50,8 +67,9 @@ pub fn run(
     warmup: usize,
     core: &str,
     pin: bool,
-) -> Res<(Metrics, String)> {
+) -> Res<(Metrics, String, Info)> {
     let name = name(s).ok_or("Python Veltix has no such benchmark")?;
+    let core = if core == "best" { best_core(s) } else { core };
     let save = std::env::temp_dir().join(format!(
         "veltix-bench-py-{}-{name}.json",
         std::process::id()
@@ -63,6 +81,8 @@ pub fn run(
         name.into(),
         "--socket-core".into(),
         core.into(),
+        "--engine".into(),
+        "rust".into(),
         "--runs".into(),
         runs.to_string(),
         "--warmup".into(),
@@ -123,6 +143,16 @@ pub fn run(
     let text = std::fs::read_to_string(&save)?;
     let _ = std::fs::remove_file(&save);
     let v: serde_json::Value = serde_json::from_str(&text)?;
+    if v["engine"].as_str() != Some("rust") {
+        return Err(format!("Python Veltix did not run its Rust engine: {}", v["engine"]).into());
+    }
+    let info = serde_json::json!({
+        "engine": v["engine"],
+        "veltix_version": v["veltix_version"],
+        "socket_core": core,
+        "affinity": v["harness"]["affinity"],
+        "python": v["system"]["python_version"],
+    });
     let obj = v["results"][name][0]
         .as_object()
         .ok_or("python benchmark JSON has no result for this scenario")?;
@@ -140,5 +170,5 @@ pub fn run(
         }
     }
     let desc = format!("{how} python -m veltix.benchmark {}", args[2..].join(" "));
-    Ok((m, desc))
+    Ok((m, desc, info))
 }
