@@ -50,12 +50,30 @@ cargo build --release -q -p veltix-cli
 cp "$BASE_TARGET/release/veltix" "$ROOT/veltix-A"
 cp target/release/veltix "$ROOT/veltix-B"
 
+# known SIDE: the scenarios of $SCENARIOS that binary SIDE has (an older revision may lack a
+# newer scenario such as `scale`; it then shows as "only in B").
+known() {
+  local help s
+  help=$("$ROOT/veltix-$1" bench --help)
+  for s in "${SCENARIOS[@]}"; do
+    if grep -qE -- "^ +- $s:" <<<"$help"; then
+      printf '%s\n' "$s"
+    else
+      echo "== veltix-$1 has no scenario $s: skipped on that side" >&2
+    fi
+  done
+}
+mapfile -t SC_A < <(known A)
+mapfile -t SC_B < <(known B)
+[ ${#SC_A[@]} -gt 0 ] && [ ${#SC_B[@]} -gt 0 ] || { echo "no scenario to run" >&2; exit 2; }
+
 echo "== uptime before: $(uptime)" >&2
 for r in $(seq 1 "$ROUNDS"); do
   for side in A B; do
     echo "== round $r/$ROUNDS: $side" >&2
+    if [ "$side" = A ]; then sc=("${SC_A[@]}"); else sc=("${SC_B[@]}"); fi
     # shellcheck disable=SC2086
-    "$ROOT/veltix-$side" bench "${SCENARIOS[@]}" --runs "$RUNS" ${BENCH_ARGS:-} \
+    "$ROOT/veltix-$side" bench "${sc[@]}" --runs "$RUNS" ${BENCH_ARGS:-} \
       --json "$OUT/$side-$r.json" >"$OUT/$side-$r.txt"
   done
 done
@@ -63,7 +81,6 @@ echo "== uptime after: $(uptime)" >&2
 
 echo
 echo "A = $BASE_REV ($base_sha), B = $head_sha${dirty:+ (+ uncommitted changes)}; $ROUNDS rounds, alternating"
-"$ROOT/veltix-B" bench --compare "$OUT/A-1.json" "$OUT/B-1.json" | sed -n '1,2p'
 python3 - "$OUT" "$ROUNDS" <<'EOF'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
@@ -83,7 +100,10 @@ worst = None
 for s in B[0]["scenarios"]:
     for c in s["comparisons"]:
         a, b = med(A, s["name"], c["metric"]), med(B, s["name"], c["metric"])
-        if a is None or b is None or a == 0:
+        if a is None:
+            print(f"{s['name']:<10} {c['metric']:<24} {'(only in B)':>12} {b:>12.6g}")
+            continue
+        if b is None or a == 0:
             print(f"{s['name']:<10} {c['metric']:<24} {'-' if a is None else a:>12} {'-' if b is None else b:>12} {'-':>7}")
             continue
         ratio = b / a

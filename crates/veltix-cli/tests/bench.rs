@@ -201,6 +201,42 @@ fn reqrep_in_flight() {
 }
 
 #[test]
+fn scale_runs_veltix_serve_and_raw_tcp_side_by_side() {
+    let (s, _) = bench(&[
+        "scale",
+        "--count",
+        "2000",
+        "--connections",
+        "4",
+        "--in-flight",
+        "4",
+        "--runs",
+        "2",
+    ]);
+    assert_eq!(s["params"]["connections"], 4);
+    assert_eq!(s["params"]["in_flight"], 4);
+    // Every request answered, on both servers, by the same load generator.
+    assert_eq!(f(&s, "replies"), 2000.0);
+    assert_eq!(
+        s["raw"]["replies"].as_f64(),
+        Some(2000.0),
+        "raw: {}",
+        s["raw"]
+    );
+    positive(&s, &["throughput", "p50_ms", "p99_ms"]);
+    ordered(&s, &["min_ms", "p50_ms", "p99_ms", "max_ms"]);
+    // Percentiles pooled over both runs, the per-run median kept beside them.
+    positive(&s, &["p50_ms_median_of_runs", "p99_ms_median_of_runs"]);
+    let c = &s["comparisons"][0];
+    assert_eq!(c["metric"], "throughput");
+    assert!(c["raw"].as_f64().unwrap_or(0.0) > 0.0, "comparison: {c}");
+    assert!(
+        c["fraction_of_raw"].as_f64().unwrap_or(0.0) > 0.0,
+        "comparison: {c}"
+    );
+}
+
+#[test]
 fn broadcast_reaches_every_client() {
     let (s, _) = bench(&[
         "broadcast",
@@ -315,6 +351,13 @@ fn latency_against_python() {
         .as_str()
         .unwrap_or("")
         .contains("--latency-iterations 300"));
+    // Python's engine is forced to its Rust one and recorded; latency runs its best core.
+    assert!(s["python_command"]
+        .as_str()
+        .unwrap_or("")
+        .contains("--engine rust"));
+    assert_eq!(s["python_info"]["engine"], "rust", "{}", s["python_info"]);
+    assert_eq!(s["python_info"]["socket_core"], "threading");
     let c = &s["comparisons"][0];
     assert!(
         c["vs_python"].as_f64().unwrap_or(0.0) > 0.0,

@@ -172,3 +172,17 @@ pub fn run(
     let desc = format!("{how} python -m veltix.benchmark {}", args[2..].join(" "));
     Ok((m, desc, info))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_core_is_pythons_best_per_metric() {
+        assert_eq!(best_core(Scenario::Fps), "async");
+        assert_eq!(best_core(Scenario::Memory), "async");
+        assert_eq!(best_core(Scenario::Stress), "threading");
+        assert_eq!(best_core(Scenario::Latency), "threading");
+        assert_eq!(best_core(Scenario::Burst), "threading");
+    }
+}
