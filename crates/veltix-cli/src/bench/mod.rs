@@ -81,7 +81,7 @@ impl Scenario {
         use Scenario::*;
         match self {
             All => vec![
-                Latency, Burst, Stress, Reqrep, Scale, Broadcast, Fps, Large, Memory,
+                Latency, Burst, Stress, Reqrep, Broadcast, Fps, Large, Memory, Scale,
             ],
             s => vec![s],
         }
