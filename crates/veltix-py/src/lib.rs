@@ -748,6 +748,176 @@ fn client_meta(meta_json: Option<String>) -> PyResult<serde_json::Map<String, se
 }
 
 // ---------------------------------------------------------------------------------------------
+// Connection events (the core's `observe` hook) for the Python bus
+// ---------------------------------------------------------------------------------------------
+
+/// Event groups the Python bus listens to (bit mask set by `set_events`).
+const EV_PING: u32 = 1;
+const EV_PONG: u32 = 2;
+const EV_HANDSHAKE: u32 = 4;
+const EV_FULL: u32 = 8;
+const EV_ACCEPT: u32 = 16;
+const EV_HANDLER: u32 = 32;
+
+/// A core event copied out of the I/O thread, for the package's `on_event(kind, *args)`.
+enum Owned {
+    Ping(u32),
+    Pong(u32),
+    Start,
+    Done(String),
+    Fail(String, Option<String>),
+    Full((String, u16), usize, usize),
+    Accept(String),
+    Violation((String, u16), String),
+}
+
+struct Queued {
+    target: Arc<Py<PyAny>>,
+    event: Owned,
+}
+
+/// Events handed to the event thread / delivered by it (for [`flush_events`]).
+static EV_SENT: AtomicU64 = AtomicU64::new(0);
+static EV_DONE: Mutex<u64> = Mutex::new(0);
+static EV_DONE_CV: Condvar = Condvar::new();
+static EV_TX: std::sync::OnceLock<std::sync::mpsc::Sender<Queued>> = std::sync::OnceLock::new();
+
+thread_local! {
+    static ON_EVENT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn addr_of(a: std::net::SocketAddr) -> (String, u16) {
+    (a.ip().to_string(), a.port())
+}
+
+/// Python Veltix's `HANDSHAKE_FAIL` reason (and `peer_version` for a version mismatch).
+fn fail_reason(e: &Error) -> (String, Option<String>) {
+    match e {
+        Error::ServerFull(r) | Error::Rejected(r) => (r.clone(), None),
+        Error::Handshake(veltix::HandshakeError::IncompatibleVersion { peer, .. }) => {
+            ("version_mismatch".into(), Some(peer.clone()))
+        }
+        Error::Handshake(veltix::HandshakeError::NotAcknowledged(_)) => ("ack_failed".into(), None),
+        Error::Tls(_) | Error::TlsConfig(_) => ("tls_failed".into(), None),
+        _ => ("recv_failed".into(), None),
+    }
+}
+
+/// The process-wide event thread: delivers queued events in order, many per GIL acquisition.
+/// The core's observer runs on I/O threads, which never attach to the interpreter.
+fn event_sender() -> &'static std::sync::mpsc::Sender<Queued> {
+    EV_TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Queued>();
+        let spawned = std::thread::Builder::new()
+            .name("veltix-py-events".into())
+            .spawn(move || {
+                ON_EVENT_THREAD.with(|t| t.set(true));
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(q) => batch.push(q),
+                            Err(_) => break,
+                        }
+                    }
+                    let n = batch.len() as u64;
+                    if !SHUTDOWN.load(Ordering::Acquire) {
+                        let _running = InFlight::enter();
+                        let _ = Python::try_attach(|py| {
+                            for q in batch.drain(..) {
+                                deliver(py, q);
+                            }
+                        });
+                    }
+                    drop(batch);
+                    *lock(&EV_DONE) += n;
+                    EV_DONE_CV.notify_all();
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("veltix_rs: cannot start the event thread: {e}");
+        }
+        tx
+    })
+}
+
+fn deliver(py: Python<'_>, q: Queued) {
+    let f = q.target.bind(py);
+    let r = match q.event {
+        Owned::Ping(id) => f.call1(("ping", id)),
+        Owned::Pong(id) => f.call1(("pong", id)),
+        Owned::Start => f.call1(("handshake_start",)),
+        Owned::Done(v) => f.call1(("handshake_done", v)),
+        Owned::Fail(reason, v) => f.call1(("handshake_fail", reason, v)),
+        Owned::Full(addr, current, max) => f.call1(("server_full", addr, current, max)),
+        Owned::Accept(e) => f.call1(("accept", e)),
+        Owned::Violation(addr, reason) => f.call1(("protocol", addr, reason)),
+    };
+    if let Err(e) = r {
+        e.write_unraisable(py, Some(f));
+    }
+}
+
+/// The core observer of one server or client: copies the events the bus listens to (`mask`)
+/// and queues them for the event thread. Costs one atomic load for an unwatched event.
+fn observer(
+    mask: Arc<std::sync::atomic::AtomicU32>,
+    target: Py<PyAny>,
+) -> impl Fn(&veltix::observe::Event<'_>) + Send + Sync + 'static {
+    use veltix::observe::Event as E;
+    let target = Arc::new(target);
+    move |e: &E<'_>| {
+        let m = mask.load(Ordering::Acquire);
+        let event = match e {
+            E::PingReceived { request_id, .. } if m & EV_PING != 0 => Owned::Ping(*request_id),
+            E::PongSent { request_id, .. } if m & EV_PONG != 0 => Owned::Pong(*request_id),
+            E::HandshakeStarted { .. } if m & EV_HANDSHAKE != 0 => Owned::Start,
+            E::HandshakeDone { peer_version, .. } if m & EV_HANDSHAKE != 0 => {
+                Owned::Done(peer_version.to_string())
+            }
+            E::HandshakeFailed { error, .. } if m & EV_HANDSHAKE != 0 => {
+                let (reason, version) = fail_reason(error);
+                Owned::Fail(reason, version)
+            }
+            E::ServerFull { peer, current, max } if m & EV_FULL != 0 => {
+                Owned::Full(addr_of(*peer), *current, *max)
+            }
+            E::AcceptFailed { error } if m & EV_ACCEPT != 0 => Owned::Accept(error.to_string()),
+            E::ProtocolViolation { peer, reason } if m & EV_HANDLER != 0 => {
+                Owned::Violation(addr_of(*peer), reason.to_string())
+            }
+            _ => return,
+        };
+        EV_SENT.fetch_add(1, Ordering::AcqRel);
+        if event_sender()
+            .send(Queued {
+                target: target.clone(),
+                event,
+            })
+            .is_err()
+        {
+            *lock(&EV_DONE) += 1;
+        }
+    }
+}
+
+/// Waits (GIL released, bounded) until the event thread delivered every event queued so far,
+/// so that e.g. `HANDSHAKE_DONE` is on the bus before `connect()` returns or `ON_CONNECT` runs.
+/// No-op when nothing is pending or on the event thread itself.
+fn flush_events(py: Python<'_>) {
+    let target = EV_SENT.load(Ordering::Acquire);
+    if *lock(&EV_DONE) >= target || ON_EVENT_THREAD.with(|t| t.get()) {
+        return;
+    }
+    py.detach(move || {
+        let done = lock(&EV_DONE);
+        let _ = EV_DONE_CV
+            .wait_timeout_while(done, Duration::from_secs(2), |d| *d < target)
+            .unwrap_or_else(|p| p.into_inner());
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Server
 // ---------------------------------------------------------------------------------------------
 
@@ -906,6 +1076,7 @@ impl ServerState {
 pub struct NativeServer {
     server: Arc<veltix::Server>,
     state: Arc<ServerState>,
+    events: Arc<std::sync::atomic::AtomicU32>,
 }
 
 #[pymethods]
@@ -919,7 +1090,7 @@ impl NativeServer {
     #[pyo3(signature = (host, port, buffer_size, max_connection, max_message_size,
         handshake_timeout, max_workers, id_window, generation_, performance_mode,
         wrap_client, on_connect, on_disconnect, on_error, on_observe,
-        tls_cert = None, tls_key = None, tls_client_ca = None))]
+        tls_cert = None, tls_key = None, tls_client_ca = None, on_event = None))]
     fn new(
         host: String,
         port: u16,
@@ -939,6 +1110,7 @@ impl NativeServer {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         tls_client_ca: Option<PathBuf>,
+        on_event: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
         let config = ServerConfig {
@@ -960,6 +1132,10 @@ impl NativeServer {
             ..ServerConfig::default()
         };
         let server = Arc::new(veltix::Server::new(config));
+        let events = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        if let Some(f) = on_event {
+            server.on_event(observer(events.clone(), f));
+        }
         let state = Arc::new(ServerState {
             clients: Mutex::new(HashMap::new()),
             wrap_client,
@@ -990,6 +1166,8 @@ impl NativeServer {
         let st = state.clone();
         server.on_connect(move |c: &ClientInfo| {
             with_python(|py| {
+                // HANDSHAKE_DONE (event thread) is on the bus before ON_CONNECT.
+                flush_events(py);
                 let r = st
                     .py_client(py, c)
                     .and_then(|obj| on_connect.call1(py, (obj,)));
@@ -1011,7 +1189,11 @@ impl NativeServer {
                 drop(gone);
             })
         });
-        Ok(NativeServer { server, state })
+        Ok(NativeServer {
+            server,
+            state,
+            events,
+        })
     }
 
     /// Binds and starts serving; returns `(host, port)` actually bound. Raises `OSError` when
@@ -1072,6 +1254,12 @@ impl NativeServer {
     /// Turns `on_observe` reporting (the bus's `RECEIVED`/`ROUTED`/`UNHANDLED`) on or off.
     fn set_observe(&self, on: bool) {
         self.state.observe.store(on, Ordering::Release);
+    }
+
+    /// Which connection events go to `on_event` (bits: 1 PING, 2 PONG, 4 handshakes, 8 server
+    /// full, 16 accept errors, 32 protocol violations).
+    fn set_events(&self, mask: u32) {
+        self.events.store(mask, Ordering::Release);
     }
 
     /// The Python `ClientInfo` of every client whose handshake is done.
@@ -1184,6 +1372,7 @@ fn dispatch(
 pub struct NativeClient {
     client: Arc<veltix::Client>,
     state: Arc<ClientState>,
+    events: Arc<std::sync::atomic::AtomicU32>,
 }
 
 struct ClientState {
@@ -1230,7 +1419,7 @@ impl NativeClient {
         max_workers, retry, retry_delay, generation_, performance_mode,
         on_connect, on_disconnect, on_error, on_observe,
         tls = false, tls_ca = None, tls_server_name = None, tls_cert = None, tls_key = None,
-        meta_json = None))]
+        meta_json = None, on_event = None))]
     fn new(
         host: String,
         port: u16,
@@ -1252,6 +1441,7 @@ impl NativeClient {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         meta_json: Option<String>,
+        on_event: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
         let timeout = secs(handshake_timeout)?;
@@ -1271,6 +1461,10 @@ impl NativeClient {
             ..ClientConfig::default()
         };
         let client = Arc::new(veltix::Client::new(config));
+        let events = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        if let Some(f) = on_event {
+            client.on_event(observer(events.clone(), f));
+        }
         let state = Arc::new(ClientState {
             on_error,
             gen1: generation == Generation::Gen1,
@@ -1292,6 +1486,7 @@ impl NativeClient {
         let st = state.clone();
         client.on_connect(move || {
             with_python(|py| {
+                flush_events(py);
                 if let Err(e) = on_connect.call0(py) {
                     report(py, &st.on_error, &on_connect, e);
                 }
@@ -1306,7 +1501,11 @@ impl NativeClient {
                 }
             })
         });
-        Ok(NativeClient { client, state })
+        Ok(NativeClient {
+            client,
+            state,
+            events,
+        })
     }
 
     /// Connects and completes the handshake (GIL released; runs the reconnect loop on failure
@@ -1315,14 +1514,22 @@ impl NativeClient {
     /// handshake failed), `ConnectionRefusedError`, `TimeoutError` or `ConnectionError`.
     fn connect(&self, py: Python<'_>) -> PyResult<()> {
         let client = self.client.clone();
-        py.detach(move || client.connect())
-            .map_err(|e| to_py_err(py, e))
+        let r = py.detach(move || client.connect());
+        // HANDSHAKE_* (event thread) are on the bus before connect() returns.
+        flush_events(py);
+        r.map_err(|e| to_py_err(py, e))
     }
 
     /// True while connected.
     #[getter]
     fn is_connected(&self) -> bool {
         self.client.is_connected()
+    }
+
+    /// Which connection events go to `on_event` (bits: 1 PING, 2 PONG, 4 handshakes, 32
+    /// protocol violations).
+    fn set_events(&self, mask: u32) {
+        self.events.store(mask, Ordering::Release);
     }
 
     /// Registers `func(response)` for type `code`.
