@@ -1050,7 +1050,31 @@ struct ServerState {
     on_recv: Mutex<Option<(Py<PyAny>, bool)>>,
 }
 
+thread_local! {
+    /// The Python `ClientInfo` this worker thread looked up last, by connection id (ids are
+    /// process-wide unique): a batch holds one connection's messages, so this saves the map's
+    /// lock and lookup for all but the first message of a batch.
+    static LAST_CLIENT: std::cell::RefCell<Option<(u64, Py<PyAny>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl ServerState {
+    /// [`ServerState::py_client`] through this thread's one-entry cache (message dispatch).
+    fn py_client_cached(&self, py: Python<'_>, c: &ClientInfo) -> PyResult<Py<PyAny>> {
+        let id = c.id();
+        let cached = LAST_CLIENT.with(|l| match &*l.borrow() {
+            Some((last, obj)) if *last == id => Some(obj.clone_ref(py)),
+            _ => None,
+        });
+        if let Some(obj) = cached {
+            return Ok(obj);
+        }
+        let obj = self.py_client(py, c)?;
+        let old = LAST_CLIENT.with(|l| l.replace(Some((id, obj.clone_ref(py)))));
+        drop(old);
+        Ok(obj)
+    }
+
     fn py_client(&self, py: Python<'_>, c: &ClientInfo) -> PyResult<Py<PyAny>> {
         if let Some(o) = lock(&self.clients).get(&c.id()) {
             return Ok(o.clone_ref(py));
@@ -1187,6 +1211,14 @@ impl NativeServer {
                 }
                 let gone = lock(&st.clients).remove(&c.id());
                 drop(gone);
+                let cached = LAST_CLIENT.with(|l| {
+                    let mut l = l.borrow_mut();
+                    match &*l {
+                        Some((id, _)) if *id == c.id() => l.take(),
+                        _ => None,
+                    }
+                });
+                drop(cached);
             })
         });
         Ok(NativeServer {
@@ -1328,7 +1360,7 @@ fn observe(
     if kind != "unhandled" && !st.observe.load(Ordering::Acquire) {
         return Ok(());
     }
-    let client = st.py_client(py, c)?;
+    let client = st.py_client_cached(py, c)?;
     let resp = PyResponse::from_core(py, m, st.gen1)?;
     st.on_observe.call1(py, (client, resp, kind))?;
     Ok(())
@@ -1348,7 +1380,7 @@ fn dispatch(
         report(py, &st.on_error, &st.on_observe, e);
     }
     let r = (|| -> PyResult<()> {
-        let client = st.py_client(py, c)?;
+        let client = st.py_client_cached(py, c)?;
         let resp = PyResponse::from_core(py, m, st.gen1)?;
         // Rust tuples of Python objects go through vectorcall (no argument tuple is built).
         if reversed_args {
