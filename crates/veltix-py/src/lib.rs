@@ -148,7 +148,11 @@ fn invalid_content(py: Python<'_>, msg: String) -> PyErr {
 pub struct PyResponse {
     code: u16,
     type_obj: PyOnceLock<Py<PyAny>>,
-    content: Py<PyBytes>,
+    /// The payload as `bytes`, made on first use: a handler that never reads `content`
+    /// costs no copy. Until then `raw` holds the core's frame (a view of the read buffer), which
+    /// [`PyResponse::materialize`] releases when the object outlives its callback.
+    content: PyOnceLock<Py<PyBytes>>,
+    raw: Mutex<Option<Response>>,
     request_id: u32,
     gen1: bool,
     text: PyOnceLock<Result<Py<PyAny>, String>>,
@@ -162,7 +166,8 @@ impl PyResponse {
             PyResponse {
                 code: m.message_type(),
                 type_obj: PyOnceLock::new(),
-                content: PyBytes::new(py, m.content()).unbind(),
+                content: PyOnceLock::new(),
+                raw: Mutex::new(Some(m.clone())),
                 request_id: m.request_id(),
                 gen1,
                 text: PyOnceLock::new(),
@@ -171,9 +176,40 @@ impl PyResponse {
         )
     }
 
+    /// A received message for a Python caller that keeps it (the payload copied now).
+    fn from_core_owned(py: Python<'_>, m: &Response, gen1: bool) -> PyResult<Py<PyResponse>> {
+        let r = Self::from_core(py, m, gen1)?;
+        r.get().materialize(py);
+        Ok(r)
+    }
+
+    fn content_obj(&self, py: Python<'_>) -> &Py<PyBytes> {
+        self.content.get_or_init(py, || {
+            let raw = lock(&self.raw);
+            let bytes: &[u8] = raw.as_ref().map(|m| &m.content()[..]).unwrap_or(&[]);
+            PyBytes::new(py, bytes).unbind()
+        })
+    }
+
+    /// Copies the payload into `bytes` (if not done yet) and lets go of the core's frame, so a
+    /// Response kept by Python pins no read buffer.
+    fn materialize(&self, py: Python<'_>) {
+        self.content_obj(py);
+        let frame = lock(&self.raw).take();
+        drop(frame);
+    }
+
+    /// After a callback got `resp`: if it kept a reference (stored it, or an exception's
+    /// traceback holds it), the payload is materialized (see [`PyResponse::materialize`]).
+    fn after_call(py: Python<'_>, resp: &Py<PyResponse>) {
+        if resp.get_refcnt(py) > 1 {
+            resp.get().materialize(py);
+        }
+    }
+
     fn text_cached(&self, py: Python<'_>) -> &Result<Py<PyAny>, String> {
         self.text.get_or_init(py, || {
-            match std::str::from_utf8(self.content.as_bytes(py)) {
+            match std::str::from_utf8(self.content_obj(py).as_bytes(py)) {
                 Ok(s) => Ok(pyo3::types::PyString::new(py, s).into_any().unbind()),
                 Err(e) => Err(format!("content is not valid UTF-8: {e}")),
             }
@@ -214,10 +250,13 @@ impl PyResponse {
         let code: u16 = _type.getattr("code")?.extract()?;
         let type_obj = PyOnceLock::new();
         let _ = type_obj.set(py, _type.unbind());
+        let content_lock = PyOnceLock::new();
+        let _ = content_lock.set(py, content.unbind());
         Ok(PyResponse {
             code,
             type_obj,
-            content: content.unbind(),
+            content: content_lock,
+            raw: Mutex::new(None),
             request_id: request_id.unwrap_or(_request_id),
             gen1: false,
             text: PyOnceLock::new(),
@@ -241,7 +280,7 @@ impl PyResponse {
     /// The raw payload.
     #[getter]
     fn content(&self, py: Python<'_>) -> Py<PyBytes> {
-        self.content.clone_ref(py)
+        self.content_obj(py).clone_ref(py)
     }
 
     /// The correlation id: an `int` (0-65535) on the Gen 3 wire, 4 `bytes` on Gen 1.
@@ -300,7 +339,7 @@ impl PyResponse {
     fn hash(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
         let crc: u32 = py
             .import("zlib")?
-            .call_method1("crc32", (self.content.bind(py),))?
+            .call_method1("crc32", (self.content_obj(py).bind(py),))?
             .extract()?;
         Ok(PyBytes::new(py, &crc.to_be_bytes()).unbind())
     }
@@ -324,7 +363,7 @@ impl PyResponse {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let c = self.content.as_bytes(py);
+        let c = self.content_obj(py).as_bytes(py);
         let shown = &c[..c.len().min(20)];
         let more = if c.len() > 20 { "..." } else { "" };
         format!(
@@ -1017,7 +1056,7 @@ impl ClientHandle {
         let req = request(code, content, request_id);
         let inner = self.inner.clone();
         match py.detach(move || inner.send_and_wait(req, timeout)) {
-            Ok(m) => Ok(Some(PyResponse::from_core(py, &m, self.gen1)?)),
+            Ok(m) => Ok(Some(PyResponse::from_core_owned(py, &m, self.gen1)?)),
             Err(_) => Ok(None),
         }
     }
@@ -1361,7 +1400,7 @@ fn observe(
         return Ok(());
     }
     let client = st.py_client_cached(py, c)?;
-    let resp = PyResponse::from_core(py, m, st.gen1)?;
+    let resp = PyResponse::from_core_owned(py, m, st.gen1)?;
     st.on_observe.call1(py, (client, resp, kind))?;
     Ok(())
 }
@@ -1382,13 +1421,15 @@ fn dispatch(
     let r = (|| -> PyResult<()> {
         let client = st.py_client_cached(py, c)?;
         let resp = PyResponse::from_core(py, m, st.gen1)?;
+        let arg = resp.clone_ref(py);
         // Rust tuples of Python objects go through vectorcall (no argument tuple is built).
-        if reversed_args {
-            func.call1(py, (resp, client))?;
+        let called = if reversed_args {
+            func.call1(py, (arg, client))
         } else {
-            func.call1(py, (client, resp))?;
-        }
-        Ok(())
+            func.call1(py, (client, arg))
+        };
+        PyResponse::after_call(py, &resp);
+        called.map(drop)
     })();
     if let Err(e) = r {
         report(py, &st.on_error, func, e);
@@ -1421,7 +1462,7 @@ impl ClientState {
         if kind != "unhandled" && !self.observe.load(Ordering::Acquire) {
             return;
         }
-        let r = PyResponse::from_core(py, m, self.gen1)
+        let r = PyResponse::from_core_owned(py, m, self.gen1)
             .and_then(|resp| self.on_observe.call1(py, (resp, kind)));
         if let Err(e) = r {
             report(py, &self.on_error, &self.on_observe, e);
@@ -1430,7 +1471,11 @@ impl ClientState {
 
     fn dispatch(&self, py: Python<'_>, func: &Py<PyAny>, m: &Response, kind: &str) {
         self.observe(py, m, kind);
-        let r = PyResponse::from_core(py, m, self.gen1).and_then(|resp| func.call1(py, (resp,)));
+        let r = PyResponse::from_core(py, m, self.gen1).and_then(|resp| {
+            let called = func.call1(py, (resp.clone_ref(py),));
+            PyResponse::after_call(py, &resp);
+            called
+        });
         if let Err(e) = r {
             report(py, &self.on_error, func, e);
         }
@@ -1623,7 +1668,7 @@ impl NativeClient {
         let req = request(code, content, request_id);
         let client = self.client.clone();
         match py.detach(move || client.send_and_wait(req, timeout)) {
-            Ok(m) => Ok(Some(PyResponse::from_core(py, &m, self.state.gen1)?)),
+            Ok(m) => Ok(Some(PyResponse::from_core_owned(py, &m, self.state.gen1)?)),
             Err(_) => Ok(None),
         }
     }
