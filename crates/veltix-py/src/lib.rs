@@ -201,6 +201,9 @@ impl PyResponse {
 
     /// After a callback got `resp`: if it kept a reference (stored it, or an exception's
     /// traceback holds it), the payload is materialized (see [`PyResponse::materialize`]).
+    // `get_refcnt` is deprecated in favour of `ffi::Py_REFCNT`, which is unsafe (forbidden
+    // here); a reference count is all this needs.
+    #[allow(deprecated)]
     fn after_call(py: Python<'_>, resp: &Py<PyResponse>) {
         if resp.get_refcnt(py) > 1 {
             resp.get().materialize(py);
