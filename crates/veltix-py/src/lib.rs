@@ -148,7 +148,11 @@ fn invalid_content(py: Python<'_>, msg: String) -> PyErr {
 pub struct PyResponse {
     code: u16,
     type_obj: PyOnceLock<Py<PyAny>>,
-    content: Py<PyBytes>,
+    /// The payload as `bytes`, made on first use: a handler that never reads `content`
+    /// costs no copy. Until then `raw` holds the core's frame (a view of the read buffer), which
+    /// [`PyResponse::materialize`] releases when the object outlives its callback.
+    content: PyOnceLock<Py<PyBytes>>,
+    raw: Mutex<Option<Response>>,
     request_id: u32,
     gen1: bool,
     text: PyOnceLock<Result<Py<PyAny>, String>>,
@@ -162,7 +166,8 @@ impl PyResponse {
             PyResponse {
                 code: m.message_type(),
                 type_obj: PyOnceLock::new(),
-                content: PyBytes::new(py, m.content()).unbind(),
+                content: PyOnceLock::new(),
+                raw: Mutex::new(Some(m.clone())),
                 request_id: m.request_id(),
                 gen1,
                 text: PyOnceLock::new(),
@@ -171,9 +176,43 @@ impl PyResponse {
         )
     }
 
+    /// A received message for a Python caller that keeps it (the payload copied now).
+    fn from_core_owned(py: Python<'_>, m: &Response, gen1: bool) -> PyResult<Py<PyResponse>> {
+        let r = Self::from_core(py, m, gen1)?;
+        r.get().materialize(py);
+        Ok(r)
+    }
+
+    fn content_obj(&self, py: Python<'_>) -> &Py<PyBytes> {
+        self.content.get_or_init(py, || {
+            let raw = lock(&self.raw);
+            let bytes: &[u8] = raw.as_ref().map(|m| &m.content()[..]).unwrap_or(&[]);
+            PyBytes::new(py, bytes).unbind()
+        })
+    }
+
+    /// Copies the payload into `bytes` (if not done yet) and lets go of the core's frame, so a
+    /// Response kept by Python pins no read buffer.
+    fn materialize(&self, py: Python<'_>) {
+        self.content_obj(py);
+        let frame = lock(&self.raw).take();
+        drop(frame);
+    }
+
+    /// After a callback got `resp`: if it kept a reference (stored it, or an exception's
+    /// traceback holds it), the payload is materialized (see [`PyResponse::materialize`]).
+    // `get_refcnt` is deprecated in favour of `ffi::Py_REFCNT`, which is unsafe (forbidden
+    // here); a reference count is all this needs.
+    #[allow(deprecated)]
+    fn after_call(py: Python<'_>, resp: &Py<PyResponse>) {
+        if resp.get_refcnt(py) > 1 {
+            resp.get().materialize(py);
+        }
+    }
+
     fn text_cached(&self, py: Python<'_>) -> &Result<Py<PyAny>, String> {
         self.text.get_or_init(py, || {
-            match std::str::from_utf8(self.content.as_bytes(py)) {
+            match std::str::from_utf8(self.content_obj(py).as_bytes(py)) {
                 Ok(s) => Ok(pyo3::types::PyString::new(py, s).into_any().unbind()),
                 Err(e) => Err(format!("content is not valid UTF-8: {e}")),
             }
@@ -214,10 +253,13 @@ impl PyResponse {
         let code: u16 = _type.getattr("code")?.extract()?;
         let type_obj = PyOnceLock::new();
         let _ = type_obj.set(py, _type.unbind());
+        let content_lock = PyOnceLock::new();
+        let _ = content_lock.set(py, content.unbind());
         Ok(PyResponse {
             code,
             type_obj,
-            content: content.unbind(),
+            content: content_lock,
+            raw: Mutex::new(None),
             request_id: request_id.unwrap_or(_request_id),
             gen1: false,
             text: PyOnceLock::new(),
@@ -241,7 +283,7 @@ impl PyResponse {
     /// The raw payload.
     #[getter]
     fn content(&self, py: Python<'_>) -> Py<PyBytes> {
-        self.content.clone_ref(py)
+        self.content_obj(py).clone_ref(py)
     }
 
     /// The correlation id: an `int` (0-65535) on the Gen 3 wire, 4 `bytes` on Gen 1.
@@ -300,7 +342,7 @@ impl PyResponse {
     fn hash(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
         let crc: u32 = py
             .import("zlib")?
-            .call_method1("crc32", (self.content.bind(py),))?
+            .call_method1("crc32", (self.content_obj(py).bind(py),))?
             .extract()?;
         Ok(PyBytes::new(py, &crc.to_be_bytes()).unbind())
     }
@@ -324,7 +366,7 @@ impl PyResponse {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let c = self.content.as_bytes(py);
+        let c = self.content_obj(py).as_bytes(py);
         let shown = &c[..c.len().min(20)];
         let more = if c.len() > 20 { "..." } else { "" };
         format!(
@@ -748,6 +790,176 @@ fn client_meta(meta_json: Option<String>) -> PyResult<serde_json::Map<String, se
 }
 
 // ---------------------------------------------------------------------------------------------
+// Connection events (the core's `observe` hook) for the Python bus
+// ---------------------------------------------------------------------------------------------
+
+/// Event groups the Python bus listens to (bit mask set by `set_events`).
+const EV_PING: u32 = 1;
+const EV_PONG: u32 = 2;
+const EV_HANDSHAKE: u32 = 4;
+const EV_FULL: u32 = 8;
+const EV_ACCEPT: u32 = 16;
+const EV_HANDLER: u32 = 32;
+
+/// A core event copied out of the I/O thread, for the package's `on_event(kind, *args)`.
+enum Owned {
+    Ping(u32),
+    Pong(u32),
+    Start,
+    Done(String),
+    Fail(String, Option<String>),
+    Full((String, u16), usize, usize),
+    Accept(String),
+    Violation((String, u16), String),
+}
+
+struct Queued {
+    target: Arc<Py<PyAny>>,
+    event: Owned,
+}
+
+/// Events handed to the event thread / delivered by it (for [`flush_events`]).
+static EV_SENT: AtomicU64 = AtomicU64::new(0);
+static EV_DONE: Mutex<u64> = Mutex::new(0);
+static EV_DONE_CV: Condvar = Condvar::new();
+static EV_TX: std::sync::OnceLock<std::sync::mpsc::Sender<Queued>> = std::sync::OnceLock::new();
+
+thread_local! {
+    static ON_EVENT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn addr_of(a: std::net::SocketAddr) -> (String, u16) {
+    (a.ip().to_string(), a.port())
+}
+
+/// Python Veltix's `HANDSHAKE_FAIL` reason (and `peer_version` for a version mismatch).
+fn fail_reason(e: &Error) -> (String, Option<String>) {
+    match e {
+        Error::ServerFull(r) | Error::Rejected(r) => (r.clone(), None),
+        Error::Handshake(veltix::HandshakeError::IncompatibleVersion { peer, .. }) => {
+            ("version_mismatch".into(), Some(peer.clone()))
+        }
+        Error::Handshake(veltix::HandshakeError::NotAcknowledged(_)) => ("ack_failed".into(), None),
+        Error::Tls(_) | Error::TlsConfig(_) => ("tls_failed".into(), None),
+        _ => ("recv_failed".into(), None),
+    }
+}
+
+/// The process-wide event thread: delivers queued events in order, many per GIL acquisition.
+/// The core's observer runs on I/O threads, which never attach to the interpreter.
+fn event_sender() -> &'static std::sync::mpsc::Sender<Queued> {
+    EV_TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Queued>();
+        let spawned = std::thread::Builder::new()
+            .name("veltix-py-events".into())
+            .spawn(move || {
+                ON_EVENT_THREAD.with(|t| t.set(true));
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(q) => batch.push(q),
+                            Err(_) => break,
+                        }
+                    }
+                    let n = batch.len() as u64;
+                    if !SHUTDOWN.load(Ordering::Acquire) {
+                        let _running = InFlight::enter();
+                        let _ = Python::try_attach(|py| {
+                            for q in batch.drain(..) {
+                                deliver(py, q);
+                            }
+                        });
+                    }
+                    drop(batch);
+                    *lock(&EV_DONE) += n;
+                    EV_DONE_CV.notify_all();
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("veltix_rs: cannot start the event thread: {e}");
+        }
+        tx
+    })
+}
+
+fn deliver(py: Python<'_>, q: Queued) {
+    let f = q.target.bind(py);
+    let r = match q.event {
+        Owned::Ping(id) => f.call1(("ping", id)),
+        Owned::Pong(id) => f.call1(("pong", id)),
+        Owned::Start => f.call1(("handshake_start",)),
+        Owned::Done(v) => f.call1(("handshake_done", v)),
+        Owned::Fail(reason, v) => f.call1(("handshake_fail", reason, v)),
+        Owned::Full(addr, current, max) => f.call1(("server_full", addr, current, max)),
+        Owned::Accept(e) => f.call1(("accept", e)),
+        Owned::Violation(addr, reason) => f.call1(("protocol", addr, reason)),
+    };
+    if let Err(e) = r {
+        e.write_unraisable(py, Some(f));
+    }
+}
+
+/// The core observer of one server or client: copies the events the bus listens to (`mask`)
+/// and queues them for the event thread. Costs one atomic load for an unwatched event.
+fn observer(
+    mask: Arc<std::sync::atomic::AtomicU32>,
+    target: Py<PyAny>,
+) -> impl Fn(&veltix::observe::Event<'_>) + Send + Sync + 'static {
+    use veltix::observe::Event as E;
+    let target = Arc::new(target);
+    move |e: &E<'_>| {
+        let m = mask.load(Ordering::Acquire);
+        let event = match e {
+            E::PingReceived { request_id, .. } if m & EV_PING != 0 => Owned::Ping(*request_id),
+            E::PongSent { request_id, .. } if m & EV_PONG != 0 => Owned::Pong(*request_id),
+            E::HandshakeStarted { .. } if m & EV_HANDSHAKE != 0 => Owned::Start,
+            E::HandshakeDone { peer_version, .. } if m & EV_HANDSHAKE != 0 => {
+                Owned::Done(peer_version.to_string())
+            }
+            E::HandshakeFailed { error, .. } if m & EV_HANDSHAKE != 0 => {
+                let (reason, version) = fail_reason(error);
+                Owned::Fail(reason, version)
+            }
+            E::ServerFull { peer, current, max } if m & EV_FULL != 0 => {
+                Owned::Full(addr_of(*peer), *current, *max)
+            }
+            E::AcceptFailed { error } if m & EV_ACCEPT != 0 => Owned::Accept(error.to_string()),
+            E::ProtocolViolation { peer, reason } if m & EV_HANDLER != 0 => {
+                Owned::Violation(addr_of(*peer), reason.to_string())
+            }
+            _ => return,
+        };
+        EV_SENT.fetch_add(1, Ordering::AcqRel);
+        if event_sender()
+            .send(Queued {
+                target: target.clone(),
+                event,
+            })
+            .is_err()
+        {
+            *lock(&EV_DONE) += 1;
+        }
+    }
+}
+
+/// Waits (GIL released, bounded) until the event thread delivered every event queued so far,
+/// so that e.g. `HANDSHAKE_DONE` is on the bus before `connect()` returns or `ON_CONNECT` runs.
+/// No-op when nothing is pending or on the event thread itself.
+fn flush_events(py: Python<'_>) {
+    let target = EV_SENT.load(Ordering::Acquire);
+    if *lock(&EV_DONE) >= target || ON_EVENT_THREAD.with(|t| t.get()) {
+        return;
+    }
+    py.detach(move || {
+        let done = lock(&EV_DONE);
+        let _ = EV_DONE_CV
+            .wait_timeout_while(done, Duration::from_secs(2), |d| *d < target)
+            .unwrap_or_else(|p| p.into_inner());
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Server
 // ---------------------------------------------------------------------------------------------
 
@@ -847,7 +1059,7 @@ impl ClientHandle {
         let req = request(code, content, request_id);
         let inner = self.inner.clone();
         match py.detach(move || inner.send_and_wait(req, timeout)) {
-            Ok(m) => Ok(Some(PyResponse::from_core(py, &m, self.gen1)?)),
+            Ok(m) => Ok(Some(PyResponse::from_core_owned(py, &m, self.gen1)?)),
             Err(_) => Ok(None),
         }
     }
@@ -880,7 +1092,31 @@ struct ServerState {
     on_recv: Mutex<Option<(Py<PyAny>, bool)>>,
 }
 
+thread_local! {
+    /// The Python `ClientInfo` this worker thread looked up last, by connection id (ids are
+    /// process-wide unique): a batch holds one connection's messages, so this saves the map's
+    /// lock and lookup for all but the first message of a batch.
+    static LAST_CLIENT: std::cell::RefCell<Option<(u64, Py<PyAny>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl ServerState {
+    /// [`ServerState::py_client`] through this thread's one-entry cache (message dispatch).
+    fn py_client_cached(&self, py: Python<'_>, c: &ClientInfo) -> PyResult<Py<PyAny>> {
+        let id = c.id();
+        let cached = LAST_CLIENT.with(|l| match &*l.borrow() {
+            Some((last, obj)) if *last == id => Some(obj.clone_ref(py)),
+            _ => None,
+        });
+        if let Some(obj) = cached {
+            return Ok(obj);
+        }
+        let obj = self.py_client(py, c)?;
+        let old = LAST_CLIENT.with(|l| l.replace(Some((id, obj.clone_ref(py)))));
+        drop(old);
+        Ok(obj)
+    }
+
     fn py_client(&self, py: Python<'_>, c: &ClientInfo) -> PyResult<Py<PyAny>> {
         if let Some(o) = lock(&self.clients).get(&c.id()) {
             return Ok(o.clone_ref(py));
@@ -906,6 +1142,7 @@ impl ServerState {
 pub struct NativeServer {
     server: Arc<veltix::Server>,
     state: Arc<ServerState>,
+    events: Arc<std::sync::atomic::AtomicU32>,
 }
 
 #[pymethods]
@@ -919,7 +1156,7 @@ impl NativeServer {
     #[pyo3(signature = (host, port, buffer_size, max_connection, max_message_size,
         handshake_timeout, max_workers, id_window, generation_, performance_mode,
         wrap_client, on_connect, on_disconnect, on_error, on_observe,
-        tls_cert = None, tls_key = None, tls_client_ca = None))]
+        tls_cert = None, tls_key = None, tls_client_ca = None, on_event = None))]
     fn new(
         host: String,
         port: u16,
@@ -939,6 +1176,7 @@ impl NativeServer {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         tls_client_ca: Option<PathBuf>,
+        on_event: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
         let config = ServerConfig {
@@ -960,6 +1198,10 @@ impl NativeServer {
             ..ServerConfig::default()
         };
         let server = Arc::new(veltix::Server::new(config));
+        let events = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        if let Some(f) = on_event {
+            server.on_event(observer(events.clone(), f));
+        }
         let state = Arc::new(ServerState {
             clients: Mutex::new(HashMap::new()),
             wrap_client,
@@ -990,6 +1232,8 @@ impl NativeServer {
         let st = state.clone();
         server.on_connect(move |c: &ClientInfo| {
             with_python(|py| {
+                // HANDSHAKE_DONE (event thread) is on the bus before ON_CONNECT.
+                flush_events(py);
                 let r = st
                     .py_client(py, c)
                     .and_then(|obj| on_connect.call1(py, (obj,)));
@@ -1009,9 +1253,21 @@ impl NativeServer {
                 }
                 let gone = lock(&st.clients).remove(&c.id());
                 drop(gone);
+                let cached = LAST_CLIENT.with(|l| {
+                    let mut l = l.borrow_mut();
+                    match &*l {
+                        Some((id, _)) if *id == c.id() => l.take(),
+                        _ => None,
+                    }
+                });
+                drop(cached);
             })
         });
-        Ok(NativeServer { server, state })
+        Ok(NativeServer {
+            server,
+            state,
+            events,
+        })
     }
 
     /// Binds and starts serving; returns `(host, port)` actually bound. Raises `OSError` when
@@ -1072,6 +1328,12 @@ impl NativeServer {
     /// Turns `on_observe` reporting (the bus's `RECEIVED`/`ROUTED`/`UNHANDLED`) on or off.
     fn set_observe(&self, on: bool) {
         self.state.observe.store(on, Ordering::Release);
+    }
+
+    /// Which connection events go to `on_event` (bits: 1 PING, 2 PONG, 4 handshakes, 8 server
+    /// full, 16 accept errors, 32 protocol violations).
+    fn set_events(&self, mask: u32) {
+        self.events.store(mask, Ordering::Release);
     }
 
     /// The Python `ClientInfo` of every client whose handshake is done.
@@ -1140,8 +1402,8 @@ fn observe(
     if kind != "unhandled" && !st.observe.load(Ordering::Acquire) {
         return Ok(());
     }
-    let client = st.py_client(py, c)?;
-    let resp = PyResponse::from_core(py, m, st.gen1)?;
+    let client = st.py_client_cached(py, c)?;
+    let resp = PyResponse::from_core_owned(py, m, st.gen1)?;
     st.on_observe.call1(py, (client, resp, kind))?;
     Ok(())
 }
@@ -1160,15 +1422,17 @@ fn dispatch(
         report(py, &st.on_error, &st.on_observe, e);
     }
     let r = (|| -> PyResult<()> {
-        let client = st.py_client(py, c)?;
+        let client = st.py_client_cached(py, c)?;
         let resp = PyResponse::from_core(py, m, st.gen1)?;
+        let arg = resp.clone_ref(py);
         // Rust tuples of Python objects go through vectorcall (no argument tuple is built).
-        if reversed_args {
-            func.call1(py, (resp, client))?;
+        let called = if reversed_args {
+            func.call1(py, (arg, client))
         } else {
-            func.call1(py, (client, resp))?;
-        }
-        Ok(())
+            func.call1(py, (client, arg))
+        };
+        PyResponse::after_call(py, &resp);
+        called.map(drop)
     })();
     if let Err(e) = r {
         report(py, &st.on_error, func, e);
@@ -1184,6 +1448,7 @@ fn dispatch(
 pub struct NativeClient {
     client: Arc<veltix::Client>,
     state: Arc<ClientState>,
+    events: Arc<std::sync::atomic::AtomicU32>,
 }
 
 struct ClientState {
@@ -1200,7 +1465,7 @@ impl ClientState {
         if kind != "unhandled" && !self.observe.load(Ordering::Acquire) {
             return;
         }
-        let r = PyResponse::from_core(py, m, self.gen1)
+        let r = PyResponse::from_core_owned(py, m, self.gen1)
             .and_then(|resp| self.on_observe.call1(py, (resp, kind)));
         if let Err(e) = r {
             report(py, &self.on_error, &self.on_observe, e);
@@ -1209,7 +1474,11 @@ impl ClientState {
 
     fn dispatch(&self, py: Python<'_>, func: &Py<PyAny>, m: &Response, kind: &str) {
         self.observe(py, m, kind);
-        let r = PyResponse::from_core(py, m, self.gen1).and_then(|resp| func.call1(py, (resp,)));
+        let r = PyResponse::from_core(py, m, self.gen1).and_then(|resp| {
+            let called = func.call1(py, (resp.clone_ref(py),));
+            PyResponse::after_call(py, &resp);
+            called
+        });
         if let Err(e) = r {
             report(py, &self.on_error, func, e);
         }
@@ -1230,7 +1499,7 @@ impl NativeClient {
         max_workers, retry, retry_delay, generation_, performance_mode,
         on_connect, on_disconnect, on_error, on_observe,
         tls = false, tls_ca = None, tls_server_name = None, tls_cert = None, tls_key = None,
-        meta_json = None))]
+        meta_json = None, on_event = None))]
     fn new(
         host: String,
         port: u16,
@@ -1252,6 +1521,7 @@ impl NativeClient {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         meta_json: Option<String>,
+        on_event: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
         let timeout = secs(handshake_timeout)?;
@@ -1271,6 +1541,10 @@ impl NativeClient {
             ..ClientConfig::default()
         };
         let client = Arc::new(veltix::Client::new(config));
+        let events = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        if let Some(f) = on_event {
+            client.on_event(observer(events.clone(), f));
+        }
         let state = Arc::new(ClientState {
             on_error,
             gen1: generation == Generation::Gen1,
@@ -1292,6 +1566,7 @@ impl NativeClient {
         let st = state.clone();
         client.on_connect(move || {
             with_python(|py| {
+                flush_events(py);
                 if let Err(e) = on_connect.call0(py) {
                     report(py, &st.on_error, &on_connect, e);
                 }
@@ -1306,7 +1581,11 @@ impl NativeClient {
                 }
             })
         });
-        Ok(NativeClient { client, state })
+        Ok(NativeClient {
+            client,
+            state,
+            events,
+        })
     }
 
     /// Connects and completes the handshake (GIL released; runs the reconnect loop on failure
@@ -1315,14 +1594,22 @@ impl NativeClient {
     /// handshake failed), `ConnectionRefusedError`, `TimeoutError` or `ConnectionError`.
     fn connect(&self, py: Python<'_>) -> PyResult<()> {
         let client = self.client.clone();
-        py.detach(move || client.connect())
-            .map_err(|e| to_py_err(py, e))
+        let r = py.detach(move || client.connect());
+        // HANDSHAKE_* (event thread) are on the bus before connect() returns.
+        flush_events(py);
+        r.map_err(|e| to_py_err(py, e))
     }
 
     /// True while connected.
     #[getter]
     fn is_connected(&self) -> bool {
         self.client.is_connected()
+    }
+
+    /// Which connection events go to `on_event` (bits: 1 PING, 2 PONG, 4 handshakes, 32
+    /// protocol violations).
+    fn set_events(&self, mask: u32) {
+        self.events.store(mask, Ordering::Release);
     }
 
     /// Registers `func(response)` for type `code`.
@@ -1384,7 +1671,7 @@ impl NativeClient {
         let req = request(code, content, request_id);
         let client = self.client.clone();
         match py.detach(move || client.send_and_wait(req, timeout)) {
-            Ok(m) => Ok(Some(PyResponse::from_core(py, &m, self.state.gen1)?)),
+            Ok(m) => Ok(Some(PyResponse::from_core_owned(py, &m, self.state.gen1)?)),
             Err(_) => Ok(None),
         }
     }

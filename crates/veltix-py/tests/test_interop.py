@@ -216,3 +216,21 @@ def test_v1_api_surface():
         c.disconnect()
     finally:
         s.close_all()
+
+
+def test_handshake_events_name_the_real_veltix_3_3_0_peer(make_server, make_client, peers):
+    from veltix_rs.events import ProtocolEvent
+
+    s = make_server()
+    done = Inbox()
+    s.bus.subscribe(ProtocolEvent.HANDSHAKE_DONE, lambda e, p: done.put(p))
+    s.start()
+    peers("3.3.0", "client", "--port", str(s.port)).event("connected")
+    assert done.get() == {"role": "server", "peer_version": "3.3.0"}
+
+    srv = peers("3.3.0", "server", "--echo")
+    c = make_client(srv.event("listening")["port"])
+    mine: list = []
+    c.bus.subscribe(ProtocolEvent.HANDSHAKE_DONE, lambda e, p: mine.append(p))
+    assert c.connect()
+    assert mine == [{"role": "client", "peer_version": "3.3.0"}]

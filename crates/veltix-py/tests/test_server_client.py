@@ -442,12 +442,16 @@ def test_stop_retry_cancels_the_reconnect_loop():
     c = vx.Client(vx.ClientConfig(port=free_port(), retry=10_000, retry_delay=0.05, handshake_timeout=2.0))
     states = Inbox()
     c.on_disconnect(states.put)
+    cancelled = Inbox()
+    c.bus.subscribe(ReconnectEvent.CANCELLED, lambda e, p: cancelled.put(p))
     result = []
     t = threading.Thread(target=lambda: result.append(c.connect()))
     t.start()
     first = states.get()
     assert (first.permanent, first.attempt) == (False, 0)
     c.stop_retry()
+    payload = cancelled.get()
+    assert set(payload) == {"attempt"} and isinstance(payload["attempt"], int)
     t.join(T)
     assert result == [False]
     last = first
@@ -485,3 +489,26 @@ def test_stats(echo_server, make_client):
     assert set(st["dropped"]) >= {"queue_full", "closed", "unrouted"}
     cs = c.stats()
     assert cs["frames_out"] >= 1 and cs["frames_in"] >= 1
+
+
+def test_responses_kept_past_their_callback_keep_their_content(make_server, make_client):
+    """Response payloads are copied to ``bytes`` lazily; one a callback keeps (or reads later,
+    after many more frames went through the same read buffer) still has its own content."""
+    s = make_server()
+    kept: list = []
+    done = Inbox()
+
+    @s.route(ECHO)
+    def keep(client, msg):
+        kept.append(msg)
+        if len(kept) == 2000:
+            done.put(True)
+
+    s.start()
+    c = make_client(s.port)
+    assert c.connect()
+    for i in range(2000):
+        assert c.send(vx.Request(ECHO, b"m%05d" % i + b"." * (i % 50)))
+    assert done.get()
+    assert [m.content for m in kept] == [b"m%05d" % i + b"." * (i % 50) for i in range(2000)]
+    assert kept[7].text == "m00007" + "." * 7 and kept[7].type == ECHO

@@ -15,6 +15,7 @@ use veltix_proto::{Generation, IdAllocator};
 
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
+use crate::observe::Event;
 use crate::pool::{guarded, Pool, Runner, SerialQueue};
 use crate::stats::{add, Counters, Stats};
 use crate::{
@@ -60,7 +61,7 @@ pub(crate) struct Shared {
     queue: Arc<SerialQueue<Job>>,
     rt: Handle,
     _pool: Pool,
-    counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Shared {
@@ -260,14 +261,25 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
+    let hook = &shared.counters.observer;
+    hook.emit(|| Event::HandshakeStarted { peer: addr });
     let (transport, leftover, peer_version) =
         match crate::secure::client_handshake(cfg, tls, stream).await {
             Ok(x) => x,
             Err(e) => {
                 shared.counters.handshake_failed(&e);
+                hook.emit(|| Event::HandshakeFailed {
+                    peer: addr,
+                    error: &e,
+                });
                 return Err(e);
             }
         };
+    let version = peer_version.as_str();
+    hook.emit(|| Event::HandshakeDone {
+        peer: addr,
+        peer_version: version,
+    });
     add(&shared.counters.connections_opened, 1);
     debug!(%addr, peer_version = peer_version.as_str(), tls = cfg.tls.is_some(), "connected");
     let ids = match cfg.generation {

@@ -20,6 +20,7 @@ use veltix_proto::{
 };
 
 use crate::config::{KeepAlive, PerformanceMode};
+use crate::observe::Event;
 use crate::pool::SerialQueue;
 use crate::stats::{add, finish_throttled, throttled, Counters, Throttle};
 use crate::{Error, Request, Response, Result};
@@ -703,8 +704,12 @@ impl Conn {
     /// Answers PINGs and hands replies to their waiters; gives back the frames for the handlers.
     fn route_frame(&self, f: Frame) -> Option<Frame> {
         if f.message_type == PING.code() {
-            if let Err(e) = self.push_frame(PONG.code(), f.request_id, &[]) {
-                self.pong_dropped(&e);
+            let (peer, request_id) = (self.peer, f.request_id);
+            let hook = &self.counters.observer;
+            hook.emit(|| Event::PingReceived { peer, request_id });
+            match self.push_frame(PONG.code(), f.request_id, &[]) {
+                Ok(()) => hook.emit(|| Event::PongSent { peer, request_id }),
+                Err(e) => self.pong_dropped(&e),
             }
             None
         } else {
@@ -751,6 +756,10 @@ impl Conn {
                 }
                 Decoded::Rejected(r) => {
                     self.counters.rejection(&r);
+                    let peer = self.peer;
+                    self.counters
+                        .observer
+                        .emit(|| Event::ProtocolViolation { peer, reason: &r });
                     end = Some(CloseReason::Protocol(r));
                     break;
                 }
@@ -1115,6 +1124,10 @@ async fn read_loop<J: Send + 'static>(
                 return match rejected {
                     Some(r) => {
                         conn.counters.rejection(&r);
+                        let peer = conn.peer;
+                        conn.counters
+                            .observer
+                            .emit(|| Event::ProtocolViolation { peer, reason: &r });
                         CloseReason::Protocol(r)
                     }
                     None => CloseReason::PeerClosed,

@@ -80,6 +80,7 @@ mod conn;
 mod error;
 mod handlers;
 pub mod message;
+pub mod observe;
 mod pool;
 pub mod reconnect;
 mod rt;

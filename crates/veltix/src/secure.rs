@@ -14,6 +14,7 @@ use veltix_proto::{Generation, Handshake, HandshakeConfig};
 
 use crate::auth::{AuthDecision, AuthRequest, Authenticator};
 use crate::conn::{flush_handshake, run_handshake, Transport};
+use crate::observe::Event;
 use crate::stats::{add, throttled, Counters, Throttle};
 use crate::tls::{describe, TlsInfo};
 use crate::{ClientConfig, Error, Result, ServerConfig};
@@ -104,6 +105,14 @@ pub(crate) async fn server_handshake(
         );
     };
     let deadline = Instant::now() + cfg.handshake_timeout;
+    let hook = &side.counters.observer;
+    hook.emit(|| Event::HandshakeStarted { peer });
+    let hs_failed = |error: Error| {
+        hook.emit(|| Event::HandshakeFailed {
+            peer,
+            error: &error,
+        })
+    };
     let mut transport = match side.acceptor {
         None => Transport::Plain(stream),
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
@@ -111,6 +120,7 @@ pub(crate) async fn server_handshake(
             Ok(Err(e)) => {
                 add(&side.counters.hs_tls, 1);
                 log(&format!("TLS handshake failed: {}", describe(&e)));
+                hs_failed(Error::Tls(describe(&e)));
                 return Err(Refused::Closed);
             }
             Err(_) => {
@@ -119,6 +129,7 @@ pub(crate) async fn server_handshake(
                     "TLS handshake timed out after {:?}",
                     cfg.handshake_timeout
                 ));
+                hs_failed(Error::HandshakeTimeout(cfg.handshake_timeout));
                 return Err(Refused::Closed);
             }
         },
@@ -141,6 +152,7 @@ pub(crate) async fn server_handshake(
     let failed_handshake = |e: Error| {
         side.counters.handshake_failed(&e);
         log(&e.to_string());
+        hs_failed(e);
         Refused::Closed
     };
     let timeout = || Error::HandshakeTimeout(cfg.handshake_timeout);
@@ -153,6 +165,10 @@ pub(crate) async fn server_handshake(
     };
     let peer_version = hs.peer_version().unwrap_or("").to_string();
     let Some(auth) = side.auth else {
+        hook.emit(|| Event::HandshakeDone {
+            peer,
+            peer_version: &peer_version,
+        });
         return Ok(Accepted {
             transport,
             leftover,
@@ -175,6 +191,7 @@ pub(crate) async fn server_handshake(
     let failed = |what: &str| {
         add(&side.counters.hs_auth, 1);
         log(&format!("authentication failed: {what}"));
+        hs_failed(Error::Rejected(format!("authentication failed: {what}")));
     };
     // (decision, already counted and logged)
     let (decision, counted) = match auth {
@@ -225,13 +242,19 @@ pub(crate) async fn server_handshake(
                 .await
                 .unwrap_or_else(|_| Err(timeout()))
             {
-                Ok(()) => Ok(Accepted {
-                    transport,
-                    leftover,
-                    peer_version,
-                    tls,
-                    tags,
-                }),
+                Ok(()) => {
+                    hook.emit(|| Event::HandshakeDone {
+                        peer,
+                        peer_version: &peer_version,
+                    });
+                    Ok(Accepted {
+                        transport,
+                        leftover,
+                        peer_version,
+                        tls,
+                        tags,
+                    })
+                }
                 Err(e) => Err(failed_handshake(e)),
             }
         }

@@ -19,6 +19,7 @@ use veltix_proto::{encode_parts, Generation, IdAllocator};
 
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
+use crate::observe::Event;
 use crate::pool::{guarded, Pool, Runner, SerialQueue};
 use crate::stats::{add, finish_throttled, throttled, Counters, Stats, Throttle};
 use crate::{Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode};
@@ -271,7 +272,7 @@ pub(crate) struct Shared {
     broadcast_ids: Mutex<IdAllocator>,
     /// The authenticate hook, if any (read once per connection).
     auth: Mutex<Option<crate::auth::Authenticator>>,
-    counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     /// Server-wide repeated events (a loop of connections is many peers, one event).
     throttles: ServerThrottles,
     /// Cluster membership, created by the first `start()` when `config.cluster` is set.
@@ -958,6 +959,11 @@ async fn accept_loop(
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 if let Some(shared) = weak.upgrade() {
+                    let error = &e;
+                    shared
+                        .counters
+                        .observer
+                        .emit(|| Event::AcceptFailed { error });
                     throttled!(
                         shared.throttles.accept_failed,
                         "listener",
@@ -974,6 +980,11 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         if shared.is_full() {
             add(&shared.counters.refused_server_full, 1);
+            shared.counters.observer.emit(|| Event::ServerFull {
+                peer: addr,
+                current: shared.count.load(Ordering::Relaxed),
+                max: shared.config.max_connections.unwrap_or(usize::MAX),
+            });
             throttled!(
                 shared.throttles.refused_full,
                 addr,

@@ -149,6 +149,9 @@ pub(crate) struct Counters {
     pub hs_tls: AtomicU64,
     pub hs_auth: AtomicU64,
     pub keepalive_timeouts: AtomicU64,
+    /// The owner's event observer (`Server::on_event` / `Client::on_event`), reached by its
+    /// connections through these shared counters.
+    pub observer: crate::observe::Hook,
 }
 
 /// Adds `n` to a counter (relaxed: counters order nothing).

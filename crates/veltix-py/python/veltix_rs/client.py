@@ -16,7 +16,7 @@ from .events import ClientEvent, ErrorEvent, MessageEvent, ReconnectEvent
 from .exceptions import RejectedError, ServerFullError, TlsConfigError
 from .request import Request, Response
 from .sender import Sender
-from .server import RequestHandler, _observed, _observing, _send_failed, _wait
+from .server import RequestHandler, _event_forwarder, _event_mask, _observed, _observing, _send_failed, _wait
 
 __all__ = ["Client", "ClientConfig", "DisconnectReason", "DisconnectState"]
 
@@ -92,8 +92,11 @@ class Client:
             on_connect, on_disconnect, _runtime.make_error_reporter(lambda: bus), on_observe,
             tls=c.uses_tls, tls_ca=c.tls_ca, tls_server_name=c.tls_server_name,
             tls_cert=c.tls_cert, tls_key=c.tls_key, meta_json=self._meta_json(),
+            on_event=_event_forwarder(bus, "client"),
         )
         bus._watchers.append(lambda: native.set_observe(_observing(bus)))
+        bus._watchers.append(lambda: native.set_events(_event_mask(bus)))
+        native.set_events(_event_mask(bus))
 
         def fast_send() -> None:
             c = me()

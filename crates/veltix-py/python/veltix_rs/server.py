@@ -17,7 +17,7 @@ from ._sig import check_signature
 from ._types import MessageType
 from .bus import VeltixBus
 from .config import ServerConfig
-from .events import ClientEvent, ErrorEvent, MessageEvent, ServerEvent
+from .events import ClientEvent, ErrorEvent, MessageEvent, ProtocolEvent, ServerEvent
 from .request import Request, Response
 
 __all__ = ["Server", "ClientInfo"]
@@ -315,8 +315,11 @@ class Server:
             self._performance_mode(), wrap, on_connect, on_disconnect,
             _runtime.make_error_reporter(lambda: bus), on_observe,
             tls_cert=c.tls_cert, tls_key=c.tls_key, tls_client_ca=c.tls_client_ca,
+            on_event=_event_forwarder(bus, "server"),
         )
         bus._watchers.append(lambda: native.set_observe(_observing(bus)))
+        bus._watchers.append(lambda: native.set_events(_event_mask(bus)))
+        native.set_events(_event_mask(bus))
         return native
 
     def _dispatch_connect(self, client: ClientInfo) -> None:
@@ -634,6 +637,64 @@ def _send_failed(bus: VeltixBus, mode: str) -> None:
 
 
 _OBSERVED = (MessageEvent.RECEIVED, MessageEvent.ROUTED, MessageEvent.UNHANDLED)
+
+
+# The core's connection events (`veltix::observe`, see `_native.NativeServer.set_events`): which
+# bus events each bit of the mask feeds. Only the watched groups are copied out of the I/O
+# threads (PING/PONG are hot-path events, as in 3.3.0).
+_EVENT_BITS: tuple[tuple[int, tuple[Any, ...]], ...] = (
+    (1, (ProtocolEvent.PING,)),
+    (2, (ProtocolEvent.PONG,)),
+    (4, (ProtocolEvent.HANDSHAKE_START, ProtocolEvent.HANDSHAKE_DONE, ProtocolEvent.HANDSHAKE_FAIL)),
+    (8, (ServerEvent.CLIENT_REJECTED, ErrorEvent.CONNECTION_REFUSED)),
+    (16, (ErrorEvent.ACCEPT,)),
+    (32, (ErrorEvent.HANDLER,)),
+)
+
+
+def _event_mask(bus: VeltixBus) -> int:
+    return sum(bit for bit, events in _EVENT_BITS if any(bus.has_subscribers(e) for e in events))
+
+
+def _event_forwarder(bus: VeltixBus, role: str) -> Callable[..., None]:
+    """``on_event(kind, *args)`` for the native layer: turns the core's connection events into
+    3.3.0's bus events and payloads. Runs on the package's event thread (``veltix-py-events``),
+    in the order the events happened; ``connect()`` and ``ON_CONNECT`` wait for it, so the
+    handshake events are on the bus before them."""
+    peer = "client" if role == "server" else "server"
+
+    def emit(event: Any, payload: Any) -> None:
+        _runtime.report_bus_errors(bus, bus.emit(event, payload), event.name)
+
+    def on_event(kind: str, *args: Any) -> None:
+        if kind == "ping":
+            emit(ProtocolEvent.PING, {"request_id": args[0], "from": peer})
+        elif kind == "pong":
+            emit(ProtocolEvent.PONG, {"request_id": args[0]})
+        elif kind == "handshake_start":
+            emit(ProtocolEvent.HANDSHAKE_START, {"role": role})
+        elif kind == "handshake_done":
+            emit(ProtocolEvent.HANDSHAKE_DONE, {"role": role, "peer_version": args[0]})
+        elif kind == "handshake_fail":
+            payload: dict[str, Any] = {"role": role, "reason": args[0]}
+            if args[1] is not None:
+                payload["peer_version"] = args[1]
+            emit(ProtocolEvent.HANDSHAKE_FAIL, payload)
+        elif kind == "server_full":
+            addr, current, max_client = args
+            emit(ErrorEvent.CONNECTION_REFUSED, {"max_client": max_client, "current": current, "addr": addr})
+            emit(
+                ServerEvent.CLIENT_REJECTED,
+                {"max_client": max_client, "current": current, "reason": "server_full", "addr": addr},
+            )
+        elif kind == "accept":
+            emit(ErrorEvent.ACCEPT, {"error": args[0]})
+        elif kind == "protocol":
+            addr, reason = args
+            source = str(addr) if role == "server" else "server"
+            emit(ErrorEvent.HANDLER, {"error": reason, "source": source})
+
+    return on_event
 
 
 def _observing(bus: VeltixBus) -> bool:
