@@ -52,10 +52,7 @@ fn tag_name(client: &ClientInfo) -> String {
 
 /// The demo server: join, echo and chat routes, on a free loopback port.
 fn start_server() -> veltix::Result<Server> {
-    let server = Server::new(ServerConfig {
-        max_workers: 2,
-        ..ServerConfig::local()
-    });
+    let server = Server::new(ServerConfig::local().max_workers(2));
     server.route(&JOIN, |client: &ClientInfo, msg: Response| {
         let name = msg.text().unwrap_or("anonymous").to_owned();
         client.set_tag("name", name.as_str());
@@ -103,10 +100,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut messages = 0u64;
     for i in 0..n {
         let name = name_of(i);
-        let client = Client::new(ClientConfig {
-            max_workers: 1,
-            ..ClientConfig::new("127.0.0.1", addr.port())
-        });
+        let client = Client::new(ClientConfig::new("127.0.0.1", addr.port()).max_workers(1));
         let tx = heard_tx.clone();
         client.route(&CHAT, move |msg: Response| {
             let _ = tx.send((i, msg.text().unwrap_or("<not text>").to_owned()));

@@ -93,12 +93,14 @@ pub(crate) fn connect_quietly(
     timeout: std::time::Duration,
     security: &crate::secure::ClientArgs,
 ) -> veltix::Result<Client> {
-    let client = Client::new(security.configure(ClientConfig {
-        generation: wire,
-        connect_timeout: timeout,
-        handshake_timeout: timeout,
-        ..ClientConfig::new(host, port)
-    }));
+    let client = Client::new(
+        security.configure(
+            ClientConfig::new(host, port)
+                .generation(wire)
+                .connect_timeout(timeout)
+                .handshake_timeout(timeout),
+        ),
+    );
     client.on_recv(|_| ());
     client.connect()?;
     Ok(client)

@@ -313,32 +313,28 @@ fn echo_of(msg: &Response) -> Request {
 
 /// Runs `veltix serve` until SIGINT or SIGTERM.
 pub fn run(args: Args, logging: &Logging) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = ServerConfig {
-        host: args.host.clone(),
-        port: args.port,
-        generation: args.wire,
-        max_connections: args.max_connections.map(usize::try_from).transpose()?,
-        close_timeout: args.close_timeout,
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig::default()
+        .host(args.host.clone())
+        .port(args.port)
+        .generation(args.wire)
+        .close_timeout(args.close_timeout);
+    config.max_connections = args.max_connections.map(usize::try_from).transpose()?;
     if let Some(v) = args.max_message_size {
-        config.max_message_size = v;
+        config.settings.max_message_size = v;
     }
     if let Some(v) = args.handshake_timeout {
-        config.handshake_timeout = v;
+        config.settings.handshake_timeout = v;
     }
     if let Some(v) = args.workers {
-        config.max_workers = usize::try_from(v)?;
+        config.settings.max_workers = usize::try_from(v)?;
     }
     if let Some(v) = args.performance_mode {
-        config.performance_mode = v;
+        config.settings.performance_mode = v;
     }
     args.security.configure(&mut config);
     if let Some(url) = &args.cluster {
-        let mut c = ClusterConfig {
-            node_id: args.node_id.clone(),
-            ..ClusterConfig::redis(url.clone())
-        };
+        let mut c = ClusterConfig::redis(url.clone());
+        c.node_id = args.node_id.clone();
         if let Some(v) = args.presence_ttl {
             c.presence_ttl = v;
         }

@@ -213,10 +213,7 @@ fn body(idx: usize, seq: u64) -> String {
 
 impl Flow {
     fn new(idx: usize, addr: SocketAddr, reconnect: ReconnectPolicy) -> Flow {
-        let client = Client::new(ClientConfig {
-            reconnect,
-            ..ClientConfig::new("127.0.0.1", addr.port())
-        });
+        let client = Client::new(ClientConfig::new("127.0.0.1", addr.port()).reconnect(reconnect));
         let st = Arc::new((Mutex::new(FlowState::default()), Condvar::new()));
         let record = move |st: &Arc<(Mutex<FlowState>, Condvar)>, path: u16, m: &Response| {
             let mut s = lock(&st.0);

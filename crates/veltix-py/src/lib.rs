@@ -1179,23 +1179,21 @@ impl NativeServer {
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
-        let config = ServerConfig {
-            tls: server_tls(tls_cert, tls_key, tls_client_ca)?,
-            host,
-            port,
-            buffer_size,
-            max_connections: if max_connection < 0 {
-                None
-            } else {
-                Some(max_connection as usize)
-            },
-            max_message_size,
-            handshake_timeout: secs(handshake_timeout)?,
-            max_workers,
-            generation,
-            id_window: id_window.min(32768),
-            performance_mode: performance(performance_mode)?,
-            ..ServerConfig::default()
+        let mut config = ServerConfig::new()
+            .host(host)
+            .port(port)
+            .buffer_size(buffer_size)
+            .max_message_size(max_message_size)
+            .handshake_timeout(secs(handshake_timeout)?)
+            .max_workers(max_workers)
+            .generation(generation)
+            .id_window(id_window.min(32768))
+            .performance_mode(performance(performance_mode)?);
+        config.tls = server_tls(tls_cert, tls_key, tls_client_ca)?;
+        config.max_connections = if max_connection < 0 {
+            None
+        } else {
+            Some(max_connection as usize)
         };
         let server = Arc::new(veltix::Server::new(config));
         let events = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -1525,21 +1523,17 @@ impl NativeClient {
     ) -> PyResult<Self> {
         let generation = generation(generation_)?;
         let timeout = secs(handshake_timeout)?;
-        let config = ClientConfig {
-            tls: client_tls(tls, tls_ca, tls_server_name, tls_cert, tls_key)?,
-            meta: client_meta(meta_json)?,
-            host,
-            port,
-            buffer_size,
-            max_message_size,
-            handshake_timeout: timeout,
-            connect_timeout: timeout,
-            max_workers,
-            generation,
-            performance_mode: performance(performance_mode)?,
-            reconnect: ReconnectPolicy::constant(retry, secs(retry_delay)?),
-            ..ClientConfig::default()
-        };
+        let mut config = ClientConfig::new(host, port)
+            .meta(client_meta(meta_json)?)
+            .buffer_size(buffer_size)
+            .max_message_size(max_message_size)
+            .handshake_timeout(timeout)
+            .connect_timeout(timeout)
+            .max_workers(max_workers)
+            .generation(generation)
+            .performance_mode(performance(performance_mode)?)
+            .reconnect(ReconnectPolicy::constant(retry, secs(retry_delay)?));
+        config.tls = client_tls(tls, tls_ca, tls_server_name, tls_cert, tls_key)?;
         let client = Arc::new(veltix::Client::new(config));
         let events = Arc::new(std::sync::atomic::AtomicU32::new(0));
         if let Some(f) = on_event {

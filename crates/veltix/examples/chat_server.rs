@@ -15,10 +15,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => p.parse().map_err(|e| format!("bad port {p:?}: {e}"))?,
         None => 0,
     };
-    let server = Server::new(ServerConfig {
-        port,
-        ..ServerConfig::local()
-    });
+    let server = Server::new(ServerConfig::local().port(port));
 
     let tx = server.sender();
     server.route(&JOIN, move |client: &ClientInfo, msg: Response| {

@@ -65,13 +65,9 @@ impl Drop for Redis {
 }
 
 fn server(cluster: Option<(&str, String)>) -> Server {
-    let s = Server::new(ServerConfig {
-        cluster: cluster.map(|(id, url)| ClusterConfig {
-            node_id: Some(id.into()),
-            ..ClusterConfig::redis(url)
-        }),
-        ..ServerConfig::local()
-    });
+    let mut config = ServerConfig::local();
+    config.cluster = cluster.map(|(id, url)| ClusterConfig::redis(url).node_id(id));
+    let s = Server::new(config);
     s.route(250u16, |c: &ClientInfo, m: Response| {
         let id = c.cluster_id().map(|i| i.to_string()).unwrap_or_default();
         c.send(Request::text(250u16, &id).respond(&m))
@@ -84,10 +80,7 @@ fn clients(server: &Server, n: usize, counter: &Arc<AtomicU64>) -> Vec<Client> {
     let port = server.local_addr().expect("running").port();
     (0..n)
         .map(|_| {
-            let c = Client::new(ClientConfig {
-                max_workers: 1,
-                ..ClientConfig::new("127.0.0.1", port)
-            });
+            let c = Client::new(ClientConfig::new("127.0.0.1", port).max_workers(1));
             let k = counter.clone();
             c.on_recv(move |_m: Response| {
                 k.fetch_add(1, Ordering::Relaxed);

@@ -11,10 +11,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => p.parse().map_err(|e| format!("bad port {p:?}: {e}"))?,
         None => 0,
     };
-    let server = Server::new(ServerConfig {
-        port,
-        ..ServerConfig::local()
-    });
+    let server = Server::new(ServerConfig::local().port(port));
     server.on_recv(|client, msg| {
         // `respond` copies the request id, so the sender's `send_and_wait` gets this reply.
         client.send(Request::new(msg.message_type(), msg.content().clone()).respond(&msg))

@@ -133,10 +133,7 @@ impl AsyncServer {
     ///
     /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
     /// # async fn main() -> veltix::Result<()> {
-    /// let server = AsyncServer::new(ServerConfig {
-    ///     max_connections: Some(1),
-    ///     ..ServerConfig::local()
-    /// });
+    /// let server = AsyncServer::new(ServerConfig::local().max_connections(1));
     /// let addr = server.start()?;
     /// assert!(!server.is_full());
     /// let first = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));

@@ -177,7 +177,7 @@ impl Shared {
         let link = lock(&self.link).take();
         if let Some(l) = link {
             l.conn.close(false);
-            let grace = self.config.close_timeout + Duration::from_secs(1);
+            let grace = self.config.settings.close_timeout + Duration::from_secs(1);
             let _ = tokio::time::timeout(grace, l.task).await;
         }
         let n = self.config.reconnect.retries;
@@ -282,16 +282,11 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
     });
     add(&shared.counters.connections_opened, 1);
     debug!(%addr, peer_version = peer_version.as_str(), tls = cfg.tls.is_some(), "connected");
-    let ids = match cfg.generation {
+    let ids = match cfg.settings.generation {
         Generation::Gen1 => IdAllocator::random(),
         Generation::Gen3 => IdAllocator::client(),
     };
-    let conn = Conn::new(
-        addr,
-        shared.config.common().conn_settings(),
-        ids,
-        shared.counters.clone(),
-    );
+    let conn = Conn::new(addr, shared.config.settings, ids, shared.counters.clone());
     // on_connect runs before any message of this connection, and only sees the client as
     // connected: the link lock is held until the link is stored (a send from on_connect waits
     // for it).
@@ -451,8 +446,8 @@ impl Client {
 
     /// A client whose I/O runs on the given tokio runtime.
     pub fn with_handle(config: ClientConfig, rt: Handle) -> Client {
-        let pool = Pool::new(config.max_workers, "veltix-client-worker");
-        let limit = config.max_inbound_queue;
+        let pool = Pool::new(config.settings.max_workers, "veltix-client-worker");
+        let limit = config.settings.max_inbound_queue;
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
             let runner: Runner<Job> = Arc::new(move |jobs| {

@@ -50,32 +50,31 @@ impl std::str::FromStr for PerformanceMode {
     }
 }
 
-/// Settings of a [`Server`](crate::Server). Build with `Default` and struct update.
+/// The settings both sides of a link share: embedded as `settings` in [`ServerConfig`] and
+/// [`ClientConfig`], checked in one place when the server starts or the client connects.
+///
+/// Every field has a builder setter of the same name, on `Settings` and on both configs (one
+/// definition serves all three); read the values through the fields.
 ///
 /// ```
 /// use std::time::Duration;
-/// use veltix::ServerConfig;
-/// let cfg = ServerConfig {
-///     host: "127.0.0.1".into(),
-///     port: 0, // any free port
-///     max_connections: Some(100),
-///     handshake_timeout: Duration::from_secs(2),
-///     ..ServerConfig::default()
-/// };
-/// assert_eq!(cfg.max_workers, 4);
+/// use veltix::config::{Settings, PerformanceMode};
+/// use veltix::{ClientConfig, KeepAlive, ServerConfig};
+/// let shared = Settings::default()
+///     .max_workers(2)
+///     .performance_mode(PerformanceMode::High)
+///     .keepalive(KeepAlive::new(Duration::from_secs(1), Duration::from_secs(3)));
+/// let server = ServerConfig::local().settings(shared);
+/// let client = ClientConfig::new("127.0.0.1", 9000).settings(shared).max_workers(8);
+/// assert_eq!(server.settings.max_workers, 2);
+/// assert_eq!(client.settings.max_workers, 8);
+/// assert_eq!(client.settings.buffer_size, 8192);
 /// ```
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    /// Address to listen on (default `"0.0.0.0"`).
-    pub host: String,
-    /// Port (default 8080; 0 = any free port, see [`Server::local_addr`](crate::Server::local_addr)).
-    pub port: u16,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
     /// Bytes read from a socket at a time (default 8192).
     pub buffer_size: usize,
-    /// Maximum simultaneous connections, handshaking ones included (default `None`: unlimited).
-    /// Gen 3: extra clients get `{"error": "server_full"}`; Gen 1: the server stops accepting
-    /// until a slot frees, as Python 1.6.9 does.
-    pub max_connections: Option<usize>,
     /// Largest frame accepted or sent, header included (default 10 MiB).
     pub max_message_size: usize,
     /// Total deadline for a connection's handshake (default 5 s).
@@ -84,159 +83,52 @@ pub struct ServerConfig {
     pub max_workers: usize,
     /// Wire generation (default [`Generation::Gen3`]).
     pub generation: Generation,
-    /// Gen 3: how many request ids the server allocates from 32768 (default 30000, max 32768).
-    pub id_window: u32,
-    /// Write coalescing policy.
+    /// Write coalescing policy (default [`PerformanceMode::Balanced`]).
     pub performance_mode: PerformanceMode,
     /// Per-connection limit of bytes queued for sending; beyond it sends fail with
     /// [`Error::QueueFull`] (default 16 MiB; one message larger than this still goes through
     /// when the queue is empty).
     pub max_queued_bytes: usize,
-    /// Per-connection limit of received bytes waiting for handlers; beyond it the server stops
-    /// reading from that peer until handlers catch up (TCP backpressure; default 16 MiB).
+    /// Per-connection limit of received bytes waiting for handlers; beyond it the connection is
+    /// not read until handlers catch up (TCP backpressure; default 16 MiB).
     pub max_inbound_queue: usize,
     /// How long closing a connection may spend flushing what was queued (default 2 s).
     pub close_timeout: Duration,
     /// Keep-alive: PING an idle peer every `interval`, close it when nothing arrived for
     /// `timeout` (default `None`: off, as in Python).
     pub keepalive: Option<KeepAlive>,
-    /// Several servers acting as one through a broker (default `None`: this server alone).
-    /// See [`crate::cluster`].
-    pub cluster: Option<crate::cluster::ClusterConfig>,
-    /// TLS on every connection (default `None`: plaintext, as in Python). Certificates and keys
-    /// are read and checked by `start()`; see [`ServerTls`](crate::tls::ServerTls).
-    pub tls: Option<crate::tls::ServerTls>,
 }
 
-impl Default for ServerConfig {
+impl Default for Settings {
     fn default() -> Self {
-        ServerConfig {
-            host: "0.0.0.0".into(),
-            port: 8080,
+        Settings {
             buffer_size: 8192,
-            max_connections: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             handshake_timeout: Duration::from_secs(5),
             max_workers: 4,
             generation: Generation::Gen3,
-            id_window: veltix_proto::ids::DEFAULT_SERVER_ID_WINDOW,
             performance_mode: PerformanceMode::Balanced,
             max_queued_bytes: 16 * 1024 * 1024,
             max_inbound_queue: 16 * 1024 * 1024,
             close_timeout: Duration::from_secs(2),
             keepalive: None,
-            cluster: None,
-            tls: None,
         }
     }
 }
 
-impl ServerConfig {
-    /// A loopback config on a free port: handy in tests and examples.
-    pub fn local() -> Self {
-        ServerConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-            ..Self::default()
-        }
+impl Settings {
+    /// The defaults (the same as `Settings::default()`).
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
-        self.common().validate()?;
-        if self.max_connections == Some(0) {
-            return Err(Error::Config(
-                "max_connections must be >= 1 (None = unlimited)".into(),
-            ));
-        }
-        if self.id_window == 0 {
-            return Err(Error::Config("id_window must be >= 1".into()));
-        }
-        if let Some(c) = &self.cluster {
-            c.validate()?;
-        }
-        Ok(())
-    }
-}
-
-/// Keep-alive settings (both sides): PING after `interval` without traffic, and close the link
-/// when nothing at all was received for `timeout`. Python peers answer PING automatically.
-///
-/// ```
-/// use std::time::Duration;
-/// let k = veltix::KeepAlive::default();
-/// assert_eq!((k.interval, k.timeout), (Duration::from_secs(5), Duration::from_secs(15)));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeepAlive {
-    /// Idle time after which a PING is sent.
-    pub interval: Duration,
-    /// Silence after which the link is declared dead and closed.
-    pub timeout: Duration,
-}
-
-impl Default for KeepAlive {
-    fn default() -> Self {
-        KeepAlive {
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(15),
-        }
-    }
-}
-
-impl KeepAlive {
-    pub(crate) fn validate(&self) -> Result<()> {
-        if self.interval.is_zero() || self.timeout < self.interval {
-            return Err(Error::Config(
-                "keepalive needs interval > 0 and timeout >= interval".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The settings both sides share, checked and turned into per-connection settings in one place.
-pub(crate) struct Common {
-    buffer_size: usize,
-    max_message_size: usize,
-    max_workers: usize,
-    handshake_timeout: Duration,
-    generation: Generation,
-    max_queued_bytes: usize,
-    performance_mode: PerformanceMode,
-    close_timeout: Duration,
-    keepalive: Option<KeepAlive>,
-}
-
-macro_rules! common_of {
-    ($cfg:expr) => {
-        Common {
-            buffer_size: $cfg.buffer_size,
-            max_message_size: $cfg.max_message_size,
-            max_workers: $cfg.max_workers,
-            handshake_timeout: $cfg.handshake_timeout,
-            generation: $cfg.generation,
-            max_queued_bytes: $cfg.max_queued_bytes,
-            performance_mode: $cfg.performance_mode,
-            close_timeout: $cfg.close_timeout,
-            keepalive: $cfg.keepalive,
-        }
-    };
-}
-
-impl ServerConfig {
-    pub(crate) fn common(&self) -> Common {
-        common_of!(self)
-    }
-}
-
-impl ClientConfig {
-    pub(crate) fn common(&self) -> Common {
-        common_of!(self)
-    }
-}
-
-impl Common {
-    fn validate(&self) -> Result<()> {
+    /// Checks every value; what `start()` and `connect()` report as [`Error::Config`].
+    ///
+    /// ```
+    /// let bad = veltix::config::Settings::new().max_workers(0);
+    /// assert!(matches!(bad.validate(), Err(veltix::Error::Config(_))));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
         if self.buffer_size == 0 {
             return Err(Error::Config("buffer_size must be > 0".into()));
         }
@@ -257,55 +149,235 @@ impl Common {
         }
         Ok(())
     }
+}
 
-    pub(crate) fn conn_settings(&self) -> crate::conn::ConnSettings {
-        crate::conn::ConnSettings {
-            generation: self.generation,
-            max_message_size: self.max_message_size,
-            max_queued_bytes: self.max_queued_bytes,
-            buffer_size: self.buffer_size,
-            mode: self.performance_mode,
-            close_timeout: self.close_timeout,
-            keepalive: self.keepalive,
+/// Writes by-value builder setters that assign a field (or wrap it in `Some`).
+macro_rules! setters {
+    ($ty:ident { $($(#[$doc:meta])* $name:ident: $arg:ty => $wrap:path;)* }) => {
+        impl $ty {
+            $($(#[$doc])* pub fn $name(mut self, value: $arg) -> Self {
+                self.$name = $wrap(value);
+                self
+            })*
+        }
+    };
+}
+pub(crate) use setters;
+
+/// Writes the by-value builder setters of the shared settings once, for [`Settings`] and for
+/// each config that embeds it as `settings` (the `Option` ones take the value and set `Some`).
+macro_rules! settings_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => $wrap:path;)*) => {
+        setters!(Settings { $($(#[$doc])* $name: $ty => $wrap;)* });
+        settings_setters!(@embedded ServerConfig, $($(#[$doc])* $name: $ty;)*);
+        settings_setters!(@embedded ClientConfig, $($(#[$doc])* $name: $ty;)*);
+    };
+    (@embedded $cfg:ident, $($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl $cfg {
+            /// Replaces all the shared settings at once.
+            pub fn settings(mut self, settings: Settings) -> Self {
+                self.settings = settings;
+                self
+            }
+            $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self {
+                self.settings = self.settings.$name(value);
+                self
+            })*
+        }
+    };
+}
+
+settings_setters! {
+    /// Sets [`Settings::buffer_size`].
+    buffer_size: usize => std::convert::identity;
+    /// Sets [`Settings::max_message_size`].
+    max_message_size: usize => std::convert::identity;
+    /// Sets [`Settings::handshake_timeout`].
+    handshake_timeout: Duration => std::convert::identity;
+    /// Sets [`Settings::max_workers`].
+    max_workers: usize => std::convert::identity;
+    /// Sets [`Settings::generation`].
+    generation: Generation => std::convert::identity;
+    /// Sets [`Settings::performance_mode`].
+    performance_mode: PerformanceMode => std::convert::identity;
+    /// Sets [`Settings::max_queued_bytes`].
+    max_queued_bytes: usize => std::convert::identity;
+    /// Sets [`Settings::max_inbound_queue`].
+    max_inbound_queue: usize => std::convert::identity;
+    /// Sets [`Settings::close_timeout`].
+    close_timeout: Duration => std::convert::identity;
+    /// Turns keep-alive on with these timings ([`Settings::keepalive`]; off by default).
+    keepalive: KeepAlive => Some;
+}
+
+/// Settings of a [`Server`](crate::Server): build with [`ServerConfig::new`] (or
+/// [`ServerConfig::local`]) and the setters; read through the fields.
+///
+/// ```
+/// use std::time::Duration;
+/// use veltix::ServerConfig;
+/// let cfg = ServerConfig::new()
+///     .host("127.0.0.1")
+///     .port(0) // any free port
+///     .max_connections(100)
+///     .handshake_timeout(Duration::from_secs(2));
+/// assert_eq!(cfg.max_connections, Some(100));
+/// assert_eq!(cfg.settings.max_workers, 4);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on (default `"0.0.0.0"`).
+    pub host: String,
+    /// Port (default 8080; 0 = any free port, see [`Server::local_addr`](crate::Server::local_addr)).
+    pub port: u16,
+    /// Maximum simultaneous connections, handshaking ones included (default `None`: unlimited).
+    /// Gen 3: extra clients get `{"error": "server_full"}`; Gen 1: the server stops accepting
+    /// until a slot frees, as Python 1.6.9 does.
+    pub max_connections: Option<usize>,
+    /// Gen 3: how many request ids the server allocates from 32768 (default 30000, max 32768).
+    pub id_window: u32,
+    /// What both sides share: buffer and message sizes, timeouts, workers, generation...
+    pub settings: Settings,
+    /// Several servers acting as one through a broker (default `None`: this server alone).
+    /// See [`crate::cluster`].
+    pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// TLS on every connection (default `None`: plaintext, as in Python). Certificates and keys
+    /// are read and checked by `start()`; see [`ServerTls`](crate::tls::ServerTls).
+    pub tls: Option<crate::tls::ServerTls>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            max_connections: None,
+            id_window: veltix_proto::ids::DEFAULT_SERVER_ID_WINDOW,
+            settings: Settings::default(),
+            cluster: None,
+            tls: None,
         }
     }
 }
 
-/// Settings of a [`Client`](crate::Client).
+impl ServerConfig {
+    /// The defaults: all interfaces, port 8080 (the same as `ServerConfig::default()`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A loopback config on a free port: handy in tests and examples.
+    ///
+    /// ```
+    /// let cfg = veltix::ServerConfig::local();
+    /// assert_eq!((cfg.host.as_str(), cfg.port), ("127.0.0.1", 0));
+    /// ```
+    pub fn local() -> Self {
+        Self::new().host("127.0.0.1").port(0)
+    }
+
+    /// Sets [`ServerConfig::host`].
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.settings.validate()?;
+        if self.max_connections == Some(0) {
+            return Err(Error::Config(
+                "max_connections must be >= 1 (None = unlimited)".into(),
+            ));
+        }
+        if self.id_window == 0 {
+            return Err(Error::Config("id_window must be >= 1".into()));
+        }
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
+        Ok(())
+    }
+}
+
+setters!(ServerConfig {
+    /// Sets [`ServerConfig::port`] (0 = any free port).
+    port: u16 => std::convert::identity;
+    /// Limits simultaneous connections ([`ServerConfig::max_connections`]; unlimited by default).
+    max_connections: usize => Some;
+    /// Sets [`ServerConfig::id_window`].
+    id_window: u32 => std::convert::identity;
+    /// Joins a cluster ([`ServerConfig::cluster`]).
+    cluster: crate::cluster::ClusterConfig => Some;
+    /// Serves TLS ([`ServerConfig::tls`]).
+    tls: crate::tls::ServerTls => Some;
+});
+
+/// Keep-alive settings (both sides): PING after `interval` without traffic, and close the link
+/// when nothing at all was received for `timeout`. Python peers answer PING automatically.
 ///
 /// ```
-/// use veltix::ClientConfig;
-/// let cfg = ClientConfig { port: 9000, ..ClientConfig::default() };
+/// use std::time::Duration;
+/// let k = veltix::KeepAlive::default();
+/// assert_eq!((k.interval, k.timeout), (Duration::from_secs(5), Duration::from_secs(15)));
+/// let fast = veltix::KeepAlive::new(Duration::from_millis(100), Duration::from_millis(300));
+/// assert_eq!(fast.timeout, Duration::from_millis(300));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeepAlive {
+    /// Idle time after which a PING is sent.
+    pub interval: Duration,
+    /// Silence after which the link is declared dead and closed.
+    pub timeout: Duration,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive::new(Duration::from_secs(5), Duration::from_secs(15))
+    }
+}
+
+impl KeepAlive {
+    /// PING after `interval` of silence, give up after `timeout` (checked when the server starts
+    /// or the client connects: `interval > 0`, `timeout >= interval`).
+    pub const fn new(interval: Duration, timeout: Duration) -> Self {
+        KeepAlive { interval, timeout }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.interval.is_zero() || self.timeout < self.interval {
+            return Err(Error::Config(
+                "keepalive needs interval > 0 and timeout >= interval".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a [`Client`](crate::Client): build with [`ClientConfig::new`] and the setters;
+/// read through the fields.
+///
+/// ```
+/// use std::time::Duration;
+/// use veltix::{ClientConfig, KeepAlive};
+/// let cfg = ClientConfig::new("127.0.0.1", 9000)
+///     .max_workers(2)
+///     .keepalive(KeepAlive::new(Duration::from_secs(1), Duration::from_secs(3)));
 /// assert_eq!(cfg.host, "127.0.0.1");
+/// assert_eq!(cfg.settings.max_workers, 2);
 /// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Server host name or address (default `"127.0.0.1"`).
     pub host: String,
     /// Server port (default 8080).
     pub port: u16,
-    /// Bytes read from the socket at a time (default 8192).
-    pub buffer_size: usize,
-    /// Largest frame accepted or sent, header included (default 10 MiB).
-    pub max_message_size: usize,
-    /// Total deadline for the handshake (default 5 s).
-    pub handshake_timeout: Duration,
     /// TCP connect deadline (default 5 s, like Python which uses the handshake timeout).
     pub connect_timeout: Duration,
-    /// Handler pool size (default 4).
-    pub max_workers: usize,
-    /// Wire generation (default [`Generation::Gen3`]).
-    pub generation: Generation,
-    /// Write coalescing policy.
-    pub performance_mode: PerformanceMode,
-    /// Limit of bytes queued for sending (default 16 MiB), see [`ServerConfig::max_queued_bytes`].
-    pub max_queued_bytes: usize,
-    /// Limit of received bytes waiting for handlers (default 16 MiB).
-    pub max_inbound_queue: usize,
-    /// How long `disconnect` may spend flushing what was queued (default 2 s).
-    pub close_timeout: Duration,
-    /// Keep-alive (default `None`).
-    pub keepalive: Option<KeepAlive>,
+    /// What both sides share: buffer and message sizes, timeouts, workers, generation...
+    pub settings: Settings,
     /// What to do when the connection drops or cannot be made (default: no retry, like Python).
     pub reconnect: crate::ReconnectPolicy,
     /// TLS to the server (default `None`: plaintext). Files are read and checked by
@@ -328,17 +400,8 @@ impl std::fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("buffer_size", &self.buffer_size)
-            .field("max_message_size", &self.max_message_size)
-            .field("handshake_timeout", &self.handshake_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("max_workers", &self.max_workers)
-            .field("generation", &self.generation)
-            .field("performance_mode", &self.performance_mode)
-            .field("max_queued_bytes", &self.max_queued_bytes)
-            .field("max_inbound_queue", &self.max_inbound_queue)
-            .field("close_timeout", &self.close_timeout)
-            .field("keepalive", &self.keepalive)
+            .field("settings", &self.settings)
             .field("reconnect", &self.reconnect)
             .field("tls", &self.tls)
             .field("meta_keys", &self.meta.keys().collect::<Vec<_>>())
@@ -351,17 +414,8 @@ impl Default for ClientConfig {
         ClientConfig {
             host: "127.0.0.1".into(),
             port: 8080,
-            buffer_size: 8192,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
-            max_workers: 4,
-            generation: Generation::Gen3,
-            performance_mode: PerformanceMode::Balanced,
-            max_queued_bytes: 16 * 1024 * 1024,
-            max_inbound_queue: 16 * 1024 * 1024,
-            close_timeout: Duration::from_secs(2),
-            keepalive: None,
+            settings: Settings::default(),
             reconnect: crate::ReconnectPolicy::default(),
             tls: None,
             meta: serde_json::Map::new(),
@@ -372,11 +426,13 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// A config for `host:port`, everything else default.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        ClientConfig {
-            host: host.into(),
-            port,
-            ..Self::default()
-        }
+        Self::default().host(host).port(port)
+    }
+
+    /// Sets [`ClientConfig::host`].
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
     }
 
     /// Presents `token` to the server: sets `meta["token"]` (what
@@ -393,10 +449,23 @@ impl ClientConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        self.common().validate()?;
+        self.settings.validate()?;
         if self.connect_timeout.is_zero() {
             return Err(Error::Config("connect_timeout must be > 0".into()));
         }
         self.reconnect.validate()
     }
 }
+
+setters!(ClientConfig {
+    /// Sets [`ClientConfig::port`].
+    port: u16 => std::convert::identity;
+    /// Sets [`ClientConfig::connect_timeout`].
+    connect_timeout: Duration => std::convert::identity;
+    /// Sets [`ClientConfig::reconnect`].
+    reconnect: crate::ReconnectPolicy => std::convert::identity;
+    /// Connects with TLS ([`ClientConfig::tls`]).
+    tls: crate::tls::ClientTls => Some;
+    /// Replaces the hello's `meta` object ([`ClientConfig::meta`]).
+    meta: serde_json::Map<String, serde_json::Value> => std::convert::identity;
+});

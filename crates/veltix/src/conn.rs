@@ -19,7 +19,7 @@ use veltix_proto::{
     Rejection, PING, PONG,
 };
 
-use crate::config::{KeepAlive, PerformanceMode};
+use crate::config::{KeepAlive, PerformanceMode, Settings};
 use crate::observe::Event;
 use crate::pool::SerialQueue;
 use crate::stats::{add, finish_throttled, throttled, Counters, Throttle};
@@ -30,18 +30,6 @@ pub(crate) use tls::{drive_transport, Transport};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Per-connection settings taken from the server or client config.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnSettings {
-    pub generation: Generation,
-    pub max_message_size: usize,
-    pub max_queued_bytes: usize,
-    pub buffer_size: usize,
-    pub mode: PerformanceMode,
-    pub close_timeout: Duration,
-    pub keepalive: Option<KeepAlive>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,7 +175,7 @@ impl std::fmt::Display for CloseReason {
 /// none blocks on the network.
 pub(crate) struct Conn {
     pub(crate) peer: SocketAddr,
-    pub(crate) settings: ConnSettings,
+    pub(crate) settings: Settings,
     out: Mutex<Outbox>,
     out_notify: Notify,
     rx: Mutex<Rx>,
@@ -226,7 +214,7 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     pub(crate) fn new(
         peer: SocketAddr,
-        settings: ConnSettings,
+        settings: Settings,
         ids: IdAllocator,
         counters: Arc<Counters>,
     ) -> Arc<Conn> {
@@ -445,7 +433,7 @@ impl Conn {
         if !std::mem::take(&mut ob.held) || ob.buf.is_empty() {
             return;
         }
-        let inline = self.settings.mode != PerformanceMode::Low;
+        let inline = self.settings.performance_mode != PerformanceMode::Low;
         self.write_or_wake(ob, inline);
     }
 
@@ -453,7 +441,7 @@ impl Conn {
     /// the last write (inline or by the writer task), so a send loop whose every write takes
     /// longer than [`BURST_GAP`] is still seen as a burst.
     fn note_write_end(&self, ob: &mut Outbox) {
-        if self.settings.mode == PerformanceMode::Balanced {
+        if self.settings.performance_mode == PerformanceMode::Balanced {
             ob.last_activity = Some(std::time::Instant::now());
         }
     }
@@ -462,7 +450,7 @@ impl Conn {
     /// `Balanced` when `last_activity` (the last idle check or write end) is at least
     /// [`BURST_GAP`] ago. Records this check's time.
     fn link_idle(&self, ob: &mut Outbox) -> bool {
-        match self.settings.mode {
+        match self.settings.performance_mode {
             PerformanceMode::High => true,
             PerformanceMode::Low => false,
             PerformanceMode::Balanced => {
@@ -598,7 +586,7 @@ impl Conn {
     /// --reqrep-api blocking`: letting one of 64 waiters spin cost a third of the throughput.
     fn spin_for_reply(&self, rx: &std::sync::mpsc::Receiver<Response>) -> Option<Response> {
         static SPINNING: AtomicBool = AtomicBool::new(false);
-        if self.settings.mode == PerformanceMode::Low
+        if self.settings.performance_mode == PerformanceMode::Low
             || crate::pool::in_worker()
             || self.waiting.load(Ordering::Acquire) > 1
             || SPINNING.swap(true, Ordering::Acquire)
@@ -1198,7 +1186,7 @@ async fn await_output(
         _ = stop.wait_for(|s| *s == Stop::Abort) => return Err(()),
     }
     // Woken by a burst or by concurrent senders: let more frames join this write.
-    match conn.settings.mode {
+    match conn.settings.performance_mode {
         PerformanceMode::High => {}
         PerformanceMode::Balanced => tokio::task::yield_now().await,
         PerformanceMode::Low => {

@@ -35,7 +35,9 @@
 //! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters,
 //!   keep-alive. Shared by both sides.
 //! - `pool` (private): the handler pool with one ordered queue per connection.
-//! - [`config`]: [`ServerConfig`], [`ClientConfig`], [`PerformanceMode`], [`KeepAlive`].
+//! - [`config`]: [`ServerConfig`], [`ClientConfig`] (built with setters, `#[non_exhaustive]`),
+//!   the [`Settings`] both embed (one definition, one validation), [`PerformanceMode`],
+//!   [`KeepAlive`].
 //! - [`reconnect`]: [`ReconnectPolicy`], [`DisconnectState`].
 //! - [`message`]: [`Request`], [`Response`].
 //! - [`tls`]: [`tls::ServerTls`], [`tls::ClientTls`], [`tls::TlsInfo`]: TLS 1.2/1.3 with
@@ -91,7 +93,7 @@ pub mod tls;
 
 pub use asynch::{AsyncClient, AsyncServer, Incoming};
 pub use client::{Client, ClientSender};
-pub use config::{ClientConfig, Generation, KeepAlive, PerformanceMode, ServerConfig};
+pub use config::{ClientConfig, Generation, KeepAlive, PerformanceMode, ServerConfig, Settings};
 pub use error::{Error, HandshakeError, Result};
 pub use message::{Request, Response, TypeCode};
 pub use reconnect::{Backoff, DisconnectReason, DisconnectState, ReconnectPolicy};

@@ -28,11 +28,12 @@ pub enum Backoff {
 /// use veltix::{Backoff, ReconnectPolicy};
 /// let p = ReconnectPolicy::exponential(10, Duration::from_millis(100), Duration::from_secs(5));
 /// // Without jitter the schedule is exact: 100, 200, 400 ms ...
-/// let p = ReconnectPolicy { backoff: Backoff::Exponential { factor: 2.0, max_delay: Duration::from_secs(5), jitter: 0.0 }, ..p };
+/// let p = p.backoff(Backoff::Exponential { factor: 2.0, max_delay: Duration::from_secs(5), jitter: 0.0 });
 /// assert_eq!(p.delay(3, 0.5), Duration::from_millis(400));
 /// assert_eq!(p.delay(30, 0.5), Duration::from_secs(5));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ReconnectPolicy {
     /// Attempts after a drop or a failed connect (0 = never reconnect).
     pub retries: u32,
@@ -75,6 +76,11 @@ impl ReconnectPolicy {
         }
     }
 
+    /// No retry (Python's default; the same as `ReconnectPolicy::default()`).
+    pub fn never() -> Self {
+        Self::default()
+    }
+
     /// The delay before attempt `attempt` (1-based). `random` is a number in `[0, 1)` that
     /// drives the jitter (0.5 = no jitter), so the schedule is testable without a clock.
     pub fn delay(&self, attempt: u32, random: f64) -> Duration {
@@ -108,8 +114,18 @@ impl ReconnectPolicy {
     }
 }
 
+crate::config::setters!(ReconnectPolicy {
+    /// Sets [`ReconnectPolicy::retries`] (0 = never reconnect).
+    retries: u32 => std::convert::identity;
+    /// Sets [`ReconnectPolicy::initial_delay`].
+    initial_delay: Duration => std::convert::identity;
+    /// Sets [`ReconnectPolicy::backoff`].
+    backoff: Backoff => std::convert::identity;
+});
+
 /// Why a client lost (or could not get) its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// `disconnect()` was called.
     Manual,
@@ -130,8 +146,12 @@ pub enum DisconnectReason {
 ///
 /// ```
 /// use veltix::{DisconnectReason, DisconnectState};
-/// let s = DisconnectState { permanent: true, attempt: 0, retry_max: 0, reason: DisconnectReason::Manual };
-/// assert!(s.permanent);
+/// fn on_disconnect(s: DisconnectState) {
+///     if s.permanent && s.reason == DisconnectReason::Manual {
+///         println!("bye after {} of {} attempts", s.attempt, s.retry_max);
+///     }
+/// }
+/// # let _ = on_disconnect;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DisconnectState {
@@ -163,14 +183,11 @@ mod tests {
 
     #[test]
     fn exponential_schedule_doubles_and_caps() {
-        let p = ReconnectPolicy {
-            backoff: Backoff::Exponential {
-                factor: 2.0,
-                max_delay: MS(1000),
-                jitter: 0.0,
-            },
-            ..ReconnectPolicy::exponential(10, MS(100), MS(1000))
-        };
+        let p = ReconnectPolicy::exponential(10, MS(100), MS(1000)).backoff(Backoff::Exponential {
+            factor: 2.0,
+            max_delay: MS(1000),
+            jitter: 0.0,
+        });
         let got: Vec<Duration> = (1..=6).map(|a| p.delay(a, 0.9)).collect();
         assert_eq!(
             got,

@@ -104,7 +104,7 @@ pub(crate) async fn server_handshake(
             cut(what, MAX_LOGGED_REASON)
         );
     };
-    let deadline = Instant::now() + cfg.handshake_timeout;
+    let deadline = Instant::now() + cfg.settings.handshake_timeout;
     let hook = &side.counters.observer;
     hook.emit(|| Event::HandshakeStarted { peer });
     let hs_failed = |error: Error| {
@@ -127,9 +127,9 @@ pub(crate) async fn server_handshake(
                 add(&side.counters.hs_tls, 1);
                 log(&format!(
                     "TLS handshake timed out after {:?}",
-                    cfg.handshake_timeout
+                    cfg.settings.handshake_timeout
                 ));
-                hs_failed(Error::HandshakeTimeout(cfg.handshake_timeout));
+                hs_failed(Error::HandshakeTimeout(cfg.settings.handshake_timeout));
                 return Err(Refused::Closed);
             }
         },
@@ -143,7 +143,7 @@ pub(crate) async fn server_handshake(
     };
     let hs_cfg = HandshakeConfig {
         timestamp_ms: crate::rt::monotonic_ms(),
-        ..HandshakeConfig::new(cfg.generation)
+        ..HandshakeConfig::new(cfg.settings.generation)
     };
     let mut hs = match side.auth {
         Some(_) => Handshake::server_with_verdict(hs_cfg),
@@ -155,7 +155,7 @@ pub(crate) async fn server_handshake(
         hs_failed(e);
         Refused::Closed
     };
-    let timeout = || Error::HandshakeTimeout(cfg.handshake_timeout);
+    let timeout = || Error::HandshakeTimeout(cfg.settings.handshake_timeout);
     let leftover = match tokio::time::timeout_at(deadline, handshake_on(&mut transport, &mut hs))
         .await
         .unwrap_or_else(|_| Err(timeout()))
@@ -210,7 +210,7 @@ pub(crate) async fn server_handshake(
                 Err(_) => {
                     failed(&format!(
                         "the authenticate hook did not answer within {:?}",
-                        cfg.handshake_timeout
+                        cfg.settings.handshake_timeout
                     ));
                     return Err(Refused::HookRunning(done_rx));
                 }
@@ -228,7 +228,7 @@ pub(crate) async fn server_handshake(
                     hook.abort();
                     failed(&format!(
                         "the authenticate hook did not answer within {:?}",
-                        cfg.handshake_timeout
+                        cfg.settings.handshake_timeout
                     ));
                     return Err(Refused::Closed);
                 }
@@ -262,7 +262,7 @@ pub(crate) async fn server_handshake(
             if !counted {
                 failed(&format!("rejected: {reason}"));
             }
-            if cfg.generation == Generation::Gen3 {
+            if cfg.settings.generation == Generation::Gen3 {
                 hs.reject(cut(&reason, MAX_REASON));
                 // The refusal is best effort: bounded by the deadline (and 2 s at least, so a
                 // hook that used the whole deadline still gets its reason delivered).
@@ -303,7 +303,7 @@ pub(crate) async fn client_handshake(
         let mut hs = Handshake::client(HandshakeConfig {
             timestamp_ms: crate::rt::monotonic_ms(),
             meta: cfg.meta.clone(),
-            ..HandshakeConfig::new(cfg.generation)
+            ..HandshakeConfig::new(cfg.settings.generation)
         });
         let leftover = handshake_on(&mut transport, &mut hs)
             .await
@@ -311,8 +311,8 @@ pub(crate) async fn client_handshake(
         let version = hs.peer_version().unwrap_or("").to_string();
         Ok((transport, leftover, version))
     };
-    match tokio::time::timeout(cfg.handshake_timeout, work).await {
-        Err(_) => Err(Error::HandshakeTimeout(cfg.handshake_timeout)),
+    match tokio::time::timeout(cfg.settings.handshake_timeout, work).await {
+        Err(_) => Err(Error::HandshakeTimeout(cfg.settings.handshake_timeout)),
         Ok(r) => r,
     }
 }

@@ -343,13 +343,13 @@ impl Shared {
 
     /// Checks that `req` can be sent by this server (type and size), as `broadcast` does.
     pub(crate) fn check_outgoing(&self, req: &Request) -> Result<()> {
-        let g = self.config.generation;
+        let g = self.config.settings.generation;
         conn::check_type(g, req.message_type())?;
         let len = g.header_len() + req.content().len();
-        if len > self.config.max_message_size {
+        if len > self.config.settings.max_message_size {
             return Err(Error::MessageTooLarge {
                 len,
-                limit: self.config.max_message_size,
+                limit: self.config.settings.max_message_size,
             });
         }
         Ok(())
@@ -366,7 +366,7 @@ impl Shared {
             // Wait until the task is gone and its listener closed, so `restart()` can rebind.
             let _ = r.accept.await;
         }
-        let grace = self.config.close_timeout + Duration::from_secs(1);
+        let grace = self.config.settings.close_timeout + Duration::from_secs(1);
         let all: Vec<ClientInfo> = lock(&self.clients).values().cloned().collect();
         for c in &all {
             c.conn().close(false);
@@ -470,8 +470,8 @@ impl Server {
 
     /// A server whose I/O runs on the given tokio runtime.
     pub fn with_handle(config: ServerConfig, rt: Handle) -> Server {
-        let pool = Pool::new(config.max_workers, "veltix-server-worker");
-        let broadcast_ids = Mutex::new(match config.generation {
+        let pool = Pool::new(config.settings.max_workers, "veltix-server-worker");
+        let broadcast_ids = Mutex::new(match config.settings.generation {
             Generation::Gen1 => IdAllocator::random(),
             Generation::Gen3 => IdAllocator::server(config.id_window),
         });
@@ -560,7 +560,7 @@ impl Server {
             accept_loop(weak, listener, acceptor)
                 .instrument(tracing::info_span!("veltix_server", %addr)),
         );
-        info!(%addr, generation = %cfg.generation, tls = cfg.tls.is_some(), "veltix server listening");
+        info!(%addr, generation = %cfg.settings.generation, tls = cfg.tls.is_some(), "veltix server listening");
         *running = Some(Running { addr, accept });
         Ok(addr)
     }
@@ -891,7 +891,7 @@ pub(crate) fn broadcast_where(
     skip: impl Fn(&ClientInfo) -> bool,
 ) -> Result<usize> {
     shared.check_outgoing(req)?;
-    let g = shared.config.generation;
+    let g = shared.config.settings.generation;
     let len = g.header_len() + req.content().len();
     let id = match req.request_id() {
         Some(id) => id,
@@ -941,7 +941,7 @@ async fn accept_loop(
     loop {
         // Gen 1 has no rejection message: like Python 1.6.9, stop accepting while full.
         if let Some(shared) = weak.upgrade() {
-            if shared.config.generation == Generation::Gen1 {
+            if shared.config.settings.generation == Generation::Gen1 {
                 loop {
                     let ended = shared.conn_ended.notified();
                     if !shared.is_full() {
@@ -996,16 +996,11 @@ async fn accept_loop(
             continue;
         }
         shared.count.fetch_add(1, Ordering::AcqRel);
-        let ids = match shared.config.generation {
+        let ids = match shared.config.settings.generation {
             Generation::Gen1 => IdAllocator::random(),
             Generation::Gen3 => IdAllocator::server(shared.config.id_window),
         };
-        let conn = Conn::new(
-            addr,
-            shared.config.common().conn_settings(),
-            ids,
-            shared.counters.clone(),
-        );
+        let conn = Conn::new(addr, shared.config.settings, ids, shared.counters.clone());
         let client = ClientInfo {
             inner: Arc::new(ClientEntry {
                 id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
@@ -1092,7 +1087,7 @@ async fn serve(
             });
         }
     });
-    let queue = SerialQueue::new(&shared.pool, runner, cfg.max_inbound_queue);
+    let queue = SerialQueue::new(&shared.pool, runner, cfg.settings.max_inbound_queue);
     shared.lifecycles.fetch_add(1, Ordering::AcqRel);
     queue.push(Job::Connect, 0);
     let reason = conn::drive_transport(

@@ -11,14 +11,10 @@
 //! use veltix::tls::{ClientTls, ServerTls};
 //! use veltix::{ClientConfig, ServerConfig};
 //!
-//! let server = ServerConfig {
-//!     tls: Some(ServerTls::from_pem_files("server.pem", "server.key").client_ca_file("ca.pem")),
-//!     ..ServerConfig::local()
-//! };
-//! let client = ClientConfig {
-//!     tls: Some(ClientTls::ca_file("ca.pem").server_name("veltix.example").client_cert_files("me.pem", "me.key")),
-//!     ..ClientConfig::new("127.0.0.1", 8443)
-//! };
+//! let server = ServerConfig::local()
+//!     .tls(ServerTls::from_pem_files("server.pem", "server.key").client_ca_file("ca.pem"));
+//! let client = ClientConfig::new("127.0.0.1", 8443)
+//!     .tls(ClientTls::ca_file("ca.pem").server_name("veltix.example").client_cert_files("me.pem", "me.key"));
 //! # let _ = (server, client);
 //! ```
 //!

@@ -20,15 +20,14 @@ const TTL: Duration = Duration::from_millis(1500);
 const HEARTBEAT: Duration = Duration::from_millis(300);
 
 fn node(url: &str, id: &str) -> Server {
-    let server = Server::new(ServerConfig {
-        cluster: Some(ClusterConfig {
-            node_id: Some(id.into()),
-            presence_ttl: TTL,
-            heartbeat_interval: HEARTBEAT,
-            ..ClusterConfig::redis(url)
-        }),
-        ..ServerConfig::local()
-    });
+    let server = Server::new(
+        ServerConfig::local().cluster(
+            ClusterConfig::redis(url)
+                .node_id(id)
+                .presence_ttl(TTL)
+                .heartbeat_interval(HEARTBEAT),
+        ),
+    );
     // Chat: every user message goes to every client of the cluster except its sender.
     let tx = server.sender();
     server.on_recv(move |client: &ClientInfo, msg: Response| {
@@ -356,13 +355,9 @@ fn broker_outage_local_keeps_working_cluster_fails_fast_then_resumes() {
 fn async_face_and_errors() {
     let redis = RedisServer::start();
     let a = node(&redis.url(), "a");
-    let b = AsyncServer::new(ServerConfig {
-        cluster: Some(ClusterConfig {
-            node_id: Some("b".into()),
-            ..ClusterConfig::redis(redis.url())
-        }),
-        ..ServerConfig::local()
-    });
+    let b = AsyncServer::new(
+        ServerConfig::local().cluster(ClusterConfig::redis(redis.url()).node_id("b")),
+    );
     b.start().expect("start b");
     let peer = Peer::connect(&a);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -398,9 +393,6 @@ fn async_face_and_errors() {
         Err(Error::NoCluster)
     ));
     assert!(alone.node_id().is_none() && alone.cluster_stats().is_none());
-    let bad = Server::new(ServerConfig {
-        cluster: Some(ClusterConfig::redis("http://nope")),
-        ..ServerConfig::local()
-    });
+    let bad = Server::new(ServerConfig::local().cluster(ClusterConfig::redis("http://nope")));
     assert!(matches!(bad.start(), Err(Error::Config(_))));
 }

@@ -255,10 +255,8 @@ struct Good {
 
 impl Good {
     fn new(idx: usize, addr: SocketAddr, generation: Generation) -> Arc<Good> {
-        let client = Client::new(ClientConfig {
-            generation,
-            ..ClientConfig::new("127.0.0.1", addr.port())
-        });
+        let client =
+            Client::new(ClientConfig::new("127.0.0.1", addr.port()).generation(generation));
         let st = Arc::new(GoodState::default());
         let s2 = st.clone();
         client.route(&SEQ, move |m: Response| {
@@ -397,7 +395,7 @@ struct Rig {
 impl Rig {
     fn new(cfg: ServerConfig, goods: usize) -> Rig {
         logs();
-        let generation = cfg.generation;
+        let generation = cfg.settings.generation;
         let server = Server::new(cfg);
         let ev = Arc::new(Events::default());
         let order = Arc::new(OrderCheck::default());
@@ -1484,14 +1482,12 @@ fn run_table(title: &str, rig: &Rig, cases: Vec<Case>) {
 }
 
 fn gen3_config() -> ServerConfig {
-    ServerConfig {
-        max_message_size: MAX_MSG,
-        handshake_timeout: HS_TIMEOUT,
-        max_connections: Some(MAX_CONNS),
-        max_queued_bytes: MAX_QUEUED,
-        max_inbound_queue: MAX_INBOUND,
-        ..ServerConfig::local()
-    }
+    ServerConfig::local()
+        .max_message_size(MAX_MSG)
+        .handshake_timeout(HS_TIMEOUT)
+        .max_connections(MAX_CONNS)
+        .max_queued_bytes(MAX_QUEUED)
+        .max_inbound_queue(MAX_INBOUND)
 }
 
 #[test]
@@ -1752,13 +1748,7 @@ fn hostile_inputs_gen3_keepalive() {
     let _serial = serial();
     let timeout = Duration::from_millis(600);
     let rig = Rig::new(
-        ServerConfig {
-            keepalive: Some(KeepAlive {
-                interval: Duration::from_millis(100),
-                timeout,
-            }),
-            ..gen3_config()
-        },
+        gen3_config().keepalive(KeepAlive::new(Duration::from_millis(100), timeout)),
         GOOD,
     );
     let half = f3(ECHO.code(), 1, b"never finished")[..7].to_vec();
@@ -1788,10 +1778,10 @@ fn hostile_inputs_gen3_keepalive() {
 fn hostile_inputs_gen1() {
     let _serial = serial();
     let rig = Rig::new(
-        ServerConfig {
-            generation: Generation::Gen1,
-            max_connections: None,
-            ..gen3_config()
+        {
+            let mut c = gen3_config().generation(Generation::Gen1);
+            c.max_connections = None;
+            c
         },
         GOOD,
     );
@@ -1979,10 +1969,7 @@ fn connect_storm_every_client_gets_the_hello() {
     let _serial = serial();
     const N: usize = 4000;
     assert!(raise_nofile() > 2 * N as u64 + 256, "RLIMIT_NOFILE too low");
-    let server = Server::new(ServerConfig {
-        handshake_timeout: Duration::from_secs(30),
-        ..ServerConfig::local()
-    });
+    let server = Server::new(ServerConfig::local().handshake_timeout(Duration::from_secs(30)));
     let addr = server.start().expect("start");
     let t0 = Instant::now();
     let (opened, greeted) = connect_storm(addr, N);
@@ -2109,13 +2096,11 @@ fn drain_until_closed(mut s: TcpStream) {
 }
 
 fn victim_config(addr: SocketAddr) -> ClientConfig {
-    ClientConfig {
-        handshake_timeout: HS_TIMEOUT,
-        max_message_size: MAX_MSG,
-        max_queued_bytes: MAX_QUEUED,
-        max_inbound_queue: MAX_INBOUND,
-        ..ClientConfig::new("127.0.0.1", addr.port())
-    }
+    ClientConfig::new("127.0.0.1", addr.port())
+        .handshake_timeout(HS_TIMEOUT)
+        .max_message_size(MAX_MSG)
+        .max_queued_bytes(MAX_QUEUED)
+        .max_inbound_queue(MAX_INBOUND)
 }
 
 /// `connect()` against the fake server must fail with the expected error within `within`.
@@ -2266,10 +2251,7 @@ fn client_ping_flood() -> Result<String, String> {
         let _ = tx.send((got, in_order));
         drain_until_closed(s);
     });
-    let c = Client::new(ClientConfig {
-        max_queued_bytes: 16 * 1024 * 1024,
-        ..victim_config(addr)
-    });
+    let c = Client::new(victim_config(addr).max_queued_bytes(16 * 1024 * 1024));
     c.connect().map_err(|e| format!("connect: {e}"))?;
     let (got, in_order) = rx
         .recv_timeout(WAIT)

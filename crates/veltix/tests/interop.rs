@@ -43,12 +43,11 @@ struct RustServer {
 }
 
 fn rust_server(v: PyVersion, max_connections: Option<usize>) -> RustServer {
-    let server = Server::new(ServerConfig {
-        generation: generation(v),
-        max_message_size: 64 * 1024 * 1024,
-        max_connections,
-        ..ServerConfig::local()
-    });
+    let mut config = ServerConfig::local()
+        .generation(generation(v))
+        .max_message_size(64 * 1024 * 1024);
+    config.max_connections = max_connections;
+    let server = Server::new(config);
     server.route(&ECHO, |c: &ClientInfo, m: Response| {
         let mut body = b"echo:".to_vec();
         body.extend_from_slice(m.content());
@@ -77,11 +76,11 @@ fn rust_server(v: PyVersion, max_connections: Option<usize>) -> RustServer {
 }
 
 fn rust_client(v: PyVersion, port: u16) -> Client {
-    Client::new(ClientConfig {
-        generation: generation(v),
-        max_message_size: 64 * 1024 * 1024,
-        ..ClientConfig::new("127.0.0.1", port)
-    })
+    Client::new(
+        ClientConfig::new("127.0.0.1", port)
+            .generation(generation(v))
+            .max_message_size(64 * 1024 * 1024),
+    )
 }
 
 /// Python client `send_and_wait`s `spec` to the Rust server and checks the echo.
@@ -391,11 +390,11 @@ fn server_full_gen1_behaves_as_python_1_6_9_expects() {
 #[test]
 fn wrong_generation_against_python_fails_clearly() {
     let py3 = PyPeer::server(PyVersion::V3_3_0, &[]);
-    let c = Client::new(ClientConfig {
-        generation: Generation::Gen1,
-        handshake_timeout: Duration::from_secs(3),
-        ..ClientConfig::new("127.0.0.1", py3.port())
-    });
+    let c = Client::new(
+        ClientConfig::new("127.0.0.1", py3.port())
+            .generation(Generation::Gen1)
+            .handshake_timeout(Duration::from_secs(3)),
+    );
     let e = c.connect().unwrap_err();
     assert!(
         matches!(
@@ -405,11 +404,11 @@ fn wrong_generation_against_python_fails_clearly() {
         "{e}"
     );
     let py1 = PyPeer::server(PyVersion::V1_6_9, &[]);
-    let c = Client::new(ClientConfig {
-        generation: Generation::Gen3,
-        handshake_timeout: Duration::from_secs(3),
-        ..ClientConfig::new("127.0.0.1", py1.port())
-    });
+    let c = Client::new(
+        ClientConfig::new("127.0.0.1", py1.port())
+            .generation(Generation::Gen3)
+            .handshake_timeout(Duration::from_secs(3)),
+    );
     let e = c.connect().unwrap_err();
     assert!(
         matches!(

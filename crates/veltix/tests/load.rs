@@ -314,10 +314,7 @@ fn lib_conn(
     connect_slots: Arc<tokio::sync::Semaphore>,
     phases: Arc<Phases>,
 ) -> Result<u64, String> {
-    let client = Client::new(ClientConfig {
-        max_workers: 1,
-        ..ClientConfig::new("127.0.0.1", addr.port())
-    });
+    let client = Client::new(ClientConfig::new("127.0.0.1", addr.port()).max_workers(1));
     let state = Arc::new((Mutex::new((0u64, Vec::<String>::new())), Condvar::new()));
     let st = state.clone();
     client.route(&SEQ, move |r: Response| {
@@ -374,11 +371,7 @@ struct LocalServer {
 }
 
 fn start_local(connections: usize) -> LocalServer {
-    let server = Server::new(ServerConfig {
-        // A connect storm of thousands: handshakes may queue behind each other.
-        handshake_timeout: Duration::from_secs(60),
-        ..ServerConfig::local()
-    });
+    let server = Server::new(ServerConfig::local().handshake_timeout(Duration::from_secs(60)));
     let check = Arc::new(ServerCheck::new(connections));
     let c2 = check.clone();
     server.route(&SEQ, move |c: &ClientInfo, msg: Response| {

@@ -153,10 +153,7 @@ fn handshakes_pings_and_pongs_are_observed_on_both_sides() {
 
 #[test]
 fn server_full_is_observed_by_the_server_and_as_a_failed_handshake_by_the_client() {
-    let (server, port) = echo_server(ServerConfig {
-        max_connections: Some(1),
-        ..ServerConfig::local()
-    });
+    let (server, port) = echo_server(ServerConfig::local().max_connections(1));
     let srv = watch_server(&server);
     let first = Client::new(ClientConfig::new("127.0.0.1", port));
     first.connect().expect("first");

@@ -61,14 +61,9 @@ fn until_reconnected(rx: &Receiver<Ev>) {
 fn rust_client_reconnects_to_a_restarted_python_server() {
     let py = PyPeer::server(PyVersion::V3_3_0, &["--echo"]);
     let port = py.port();
-    let (c, rx) = observed_client(ClientConfig {
-        reconnect: ReconnectPolicy::exponential(
-            40,
-            Duration::from_millis(50),
-            Duration::from_millis(500),
-        ),
-        ..ClientConfig::new("127.0.0.1", port)
-    });
+    let (c, rx) = observed_client(ClientConfig::new("127.0.0.1", port).reconnect(
+        ReconnectPolicy::exponential(40, Duration::from_millis(50), Duration::from_millis(500)),
+    ));
     c.connect().unwrap();
     assert_eq!(recv(&rx), Ev::Connect);
     assert_eq!(
@@ -154,18 +149,12 @@ impl Drop for Cont {
     }
 }
 
-const KA: KeepAlive = KeepAlive {
-    interval: Duration::from_millis(200),
-    timeout: Duration::from_millis(800),
-};
+const KA: KeepAlive = KeepAlive::new(Duration::from_millis(200), Duration::from_millis(800));
 
 #[test]
 fn keepalive_detects_a_stopped_python_server() {
     let py = PyPeer::server(PyVersion::V3_3_0, &["--echo"]);
-    let (c, rx) = observed_client(ClientConfig {
-        keepalive: Some(KA),
-        ..ClientConfig::new("127.0.0.1", py.port())
-    });
+    let (c, rx) = observed_client(ClientConfig::new("127.0.0.1", py.port()).keepalive(KA));
     c.connect().unwrap();
     assert_eq!(recv(&rx), Ev::Connect);
     // Python answers keep-alive PINGs: the link stays up across several intervals.
@@ -188,10 +177,7 @@ fn keepalive_detects_a_stopped_python_server() {
 
 #[test]
 fn keepalive_detects_a_stopped_python_client() {
-    let server = Server::new(ServerConfig {
-        keepalive: Some(KA),
-        ..ServerConfig::local()
-    });
+    let server = Server::new(ServerConfig::local().keepalive(KA));
     let (tx, rx) = channel();
     let tx = Mutex::new(tx);
     server.on_disconnect(move |c: &ClientInfo| {

@@ -86,10 +86,7 @@ fn traffic_is_counted_on_both_sides() {
 
 #[test]
 fn a_peer_that_never_reads_costs_counted_drops_and_few_log_lines() {
-    let (server, port) = echo_server(ServerConfig {
-        max_queued_bytes: 64 * 1024,
-        ..ServerConfig::local()
-    });
+    let (server, port) = echo_server(ServerConfig::local().max_queued_bytes(64 * 1024));
     let (tx, rx) = channel();
     server.on_connect(move |c| {
         let _ = tx.send(c.clone());
@@ -185,11 +182,11 @@ fn summed(peer: &str, before: &str, after: &str) -> u64 {
 
 #[test]
 fn refusals_and_handshake_failures_are_counted() {
-    let (server, port) = echo_server(ServerConfig {
-        max_connections: Some(1),
-        handshake_timeout: Duration::from_millis(300),
-        ..ServerConfig::local()
-    });
+    let (server, port) = echo_server(
+        ServerConfig::local()
+            .max_connections(1)
+            .handshake_timeout(Duration::from_millis(300)),
+    );
     let addr = ([127, 0, 0, 1], port).into();
     // A hello that is not JSON: malformed.
     let mut s = std::net::TcpStream::connect(addr).expect("connect");

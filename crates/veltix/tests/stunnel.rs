@@ -135,12 +135,10 @@ fn rust_tls_server(
     auth: bool,
 ) -> (Server, SocketAddr, Receiver<ClientInfo>) {
     let cert = p.ca.server();
-    let server = Server::new(ServerConfig {
-        tls: Some(
+    let server =
+        Server::new(ServerConfig::local().tls(
             ServerTls::from_pem(cert.cert, cert.key).client_ca_pem(client_ca.pem.cert.clone()),
-        ),
-        ..ServerConfig::local()
-    });
+        ));
     server.route(&ECHO, |c: &ClientInfo, m: veltix::Response| {
         let mut body = b"echo:".to_vec();
         body.extend_from_slice(m.content());
@@ -288,10 +286,10 @@ fn our_tls_client_talks_to_a_python_server_behind_stunnel() {
         ),
     );
     for version in [TlsVersion::Tls13, TlsVersion::Tls12] {
-        let client = Client::new(ClientConfig {
-            tls: Some(ClientTls::ca_file(&p.ca_path).versions(&[version])),
-            ..ClientConfig::new("127.0.0.1", tunnel.port)
-        });
+        let client = Client::new(
+            ClientConfig::new("127.0.0.1", tunnel.port)
+                .tls(ClientTls::ca_file(&p.ca_path).versions(&[version])),
+        );
         client
             .connect()
             .unwrap_or_else(|e| panic!("{version:?} through stunnel: {e}"));
@@ -323,9 +321,8 @@ fn our_tls_client_talks_to_a_python_server_behind_stunnel() {
     }
     // A client that does not trust the tunnel's CA is refused by our certificate check.
     let other = Ca::new("unrelated");
-    let client = Client::new(ClientConfig {
-        tls: Some(ClientTls::ca_pem(other.pem.cert.clone())),
-        ..ClientConfig::new("127.0.0.1", tunnel.port)
-    });
+    let client = Client::new(
+        ClientConfig::new("127.0.0.1", tunnel.port).tls(ClientTls::ca_pem(other.pem.cert.clone())),
+    );
     assert!(matches!(client.connect(), Err(veltix::Error::Tls(r)) if r.contains("UnknownIssuer")));
 }

@@ -75,22 +75,19 @@ impl Pki {
 }
 
 fn tls_server_config(p: &Pki, generation: Generation) -> ServerConfig {
-    ServerConfig {
-        generation,
-        handshake_timeout: HS,
-        tls: Some(p.server_tls()),
-        ..ServerConfig::local()
-    }
+    ServerConfig::local()
+        .generation(generation)
+        .handshake_timeout(HS)
+        .tls(p.server_tls())
 }
 
 fn client_config(addr: SocketAddr, generation: Generation, tls: Option<ClientTls>) -> ClientConfig {
-    ClientConfig {
-        generation,
-        tls,
-        handshake_timeout: T,
-        connect_timeout: T,
-        ..ClientConfig::new("127.0.0.1", addr.port())
-    }
+    let mut config = ClientConfig::new("127.0.0.1", addr.port())
+        .generation(generation)
+        .handshake_timeout(T)
+        .connect_timeout(T);
+    config.tls = tls;
+    config
 }
 
 /// An echo server (replies with the same content and id) that reports connected clients.
@@ -262,10 +259,8 @@ fn tls12_and_tls13_are_both_spoken() {
         (TlsVersion::Tls12, "TLSv1.2"),
         (TlsVersion::Tls13, "TLSv1.3"),
     ] {
-        let (server, addr, connected) = echo_server(ServerConfig {
-            tls: Some(p.server_tls().versions(&[version])),
-            ..ServerConfig::local()
-        });
+        let (server, addr, connected) =
+            echo_server(ServerConfig::local().tls(p.server_tls().versions(&[version])));
         let client = Client::new(client_config(addr, Generation::Gen3, Some(p.client_tls())));
         client.connect().expect("connect");
         assert_echo(&client);
@@ -282,10 +277,8 @@ fn pem_files_work_like_pem_in_memory_and_hostname_is_checked() {
     let cert = p.dir.write("server.pem", &p.server.cert);
     let key = p.dir.write("server.key", &p.server.key);
     let ca = p.dir.write("ca.pem", &p.ca.pem.cert);
-    let (server, addr, _c) = echo_server(ServerConfig {
-        tls: Some(ServerTls::from_pem_files(&cert, &key)),
-        ..ServerConfig::local()
-    });
+    let (server, addr, _c) =
+        echo_server(ServerConfig::local().tls(ServerTls::from_pem_files(&cert, &key)));
     // By name (`localhost` is in the certificate) and by IP (the default server name).
     for (host, name) in [
         ("127.0.0.1", None),
@@ -296,10 +289,7 @@ fn pem_files_work_like_pem_in_memory_and_hostname_is_checked() {
         if let Some(n) = name {
             tls = tls.server_name(n);
         }
-        let client = Client::new(ClientConfig {
-            host: host.into(),
-            ..client_config(addr, Generation::Gen3, Some(tls))
-        });
+        let client = Client::new(client_config(addr, Generation::Gen3, Some(tls)).host(host));
         client
             .connect()
             .unwrap_or_else(|e| panic!("{host} / {name:?}: {e}"));
@@ -317,10 +307,9 @@ fn mutual_tls_accepts_a_certificate_of_the_client_ca_and_shows_its_subject() {
     let p = pki();
     let client_ca = Ca::new("veltix client CA");
     let me = client_ca.client("sensor-17");
-    let (server, addr, connected) = echo_server(ServerConfig {
-        tls: Some(p.server_tls().client_ca_pem(client_ca.pem.cert.clone())),
-        ..ServerConfig::local()
-    });
+    let (server, addr, connected) = echo_server(
+        ServerConfig::local().tls(p.server_tls().client_ca_pem(client_ca.pem.cert.clone())),
+    );
     let client = Client::new(client_config(
         addr,
         Generation::Gen3,
@@ -348,11 +337,11 @@ fn mutual_tls_refuses_clients_without_a_valid_certificate() {
     let p = pki();
     let client_ca = Ca::new("veltix client CA");
     let stranger = Ca::new("someone else").client("intruder");
-    let (server, addr, connected) = echo_server(ServerConfig {
-        handshake_timeout: HS,
-        tls: Some(p.server_tls().client_ca_pem(client_ca.pem.cert.clone())),
-        ..ServerConfig::local()
-    });
+    let (server, addr, connected) = echo_server(
+        ServerConfig::local()
+            .handshake_timeout(HS)
+            .tls(p.server_tls().client_ca_pem(client_ca.pem.cert.clone())),
+    );
     let cases = [
         ("no certificate", p.client_tls()),
         (
@@ -396,11 +385,8 @@ fn mutual_tls_refuses_clients_without_a_valid_certificate() {
 /// keeps working.
 fn refused(server_tls: ServerTls, tls: ClientTls, needle: &str) {
     let p = pki();
-    let (server, addr, _c) = echo_server(ServerConfig {
-        handshake_timeout: HS,
-        tls: Some(server_tls),
-        ..ServerConfig::local()
-    });
+    let (server, addr, _c) =
+        echo_server(ServerConfig::local().handshake_timeout(HS).tls(server_tls));
     let witness = Client::new(client_config(addr, Generation::Gen3, Some(p.client_tls())));
     let witness_ok = witness.connect().is_ok();
     let client = Client::new(client_config(addr, Generation::Gen3, Some(tls)));
@@ -480,10 +466,7 @@ fn a_plaintext_client_to_a_tls_server_is_cut_at_the_handshake_timeout() {
 #[test]
 fn a_tls_client_to_a_plaintext_server_fails_clearly_on_both_ends() {
     let p = pki();
-    let (server, addr, _c) = echo_server(ServerConfig {
-        handshake_timeout: HS,
-        ..ServerConfig::local()
-    });
+    let (server, addr, _c) = echo_server(ServerConfig::local().handshake_timeout(HS));
     let client = Client::new(client_config(addr, Generation::Gen3, Some(p.client_tls())));
     let r = client.connect();
     match r {
@@ -553,13 +536,7 @@ fn missing_unreadable_or_mismatched_files_are_typed_errors_at_start_and_connect(
     let other_key = p.dir.write("other.key", p.ca.client("x").key);
     let junk = p.dir.write("junk.pem", "this is not PEM\n");
     let missing = p.dir.0.join("missing.pem");
-    let start = |tls: ServerTls| {
-        Server::new(ServerConfig {
-            tls: Some(tls),
-            ..ServerConfig::local()
-        })
-        .start()
-    };
+    let start = |tls: ServerTls| Server::new(ServerConfig::local().tls(tls)).start();
     let cases: Vec<(&str, ServerTls, &str)> = vec![
         (
             "missing cert",
@@ -604,13 +581,8 @@ fn missing_unreadable_or_mismatched_files_are_typed_errors_at_start_and_connect(
         }
     }
     // Client side: nothing is even dialled (port 9 is never contacted).
-    let connect = |tls: ClientTls| {
-        Client::new(ClientConfig {
-            tls: Some(tls),
-            ..ClientConfig::new("127.0.0.1", 9)
-        })
-        .connect()
-    };
+    let connect =
+        |tls: ClientTls| Client::new(ClientConfig::new("127.0.0.1", 9).tls(tls)).connect();
     let cases: Vec<(&str, ClientTls, &str)> = vec![
         ("missing CA", ClientTls::ca_file(&missing), "missing.pem"),
         ("junk CA", ClientTls::ca_file(&junk), "no certificate"),
@@ -671,10 +643,9 @@ fn auth_accepts_with_tags_and_rejects_with_a_typed_error_on_both_faces() {
     let p = pki();
     // Blocking face, plaintext and TLS.
     for tls in [false, true] {
-        let server = Server::new(ServerConfig {
-            tls: tls.then(|| p.server_tls()),
-            ..ServerConfig::local()
-        });
+        let mut config = ServerConfig::local();
+        config.tls = tls.then(|| p.server_tls());
+        let server = Server::new(config);
         server.authenticate(token_hook);
         let (tx, connected) = channel();
         let tx = Mutex::new(tx);
@@ -759,10 +730,9 @@ fn the_hook_sees_the_tls_identity_and_meta() {
     let p = pki();
     let client_ca = Ca::new("veltix client CA");
     let me = client_ca.client("device-42");
-    let server = Server::new(ServerConfig {
-        tls: Some(p.server_tls().client_ca_pem(client_ca.pem.cert.clone())),
-        ..ServerConfig::local()
-    });
+    let server = Server::new(
+        ServerConfig::local().tls(p.server_tls().client_ca_pem(client_ca.pem.cert.clone())),
+    );
     let (tx, seen) = channel();
     let tx = Mutex::new(tx);
     server.authenticate(move |req| {
@@ -804,10 +774,7 @@ fn a_slow_hook_is_cut_at_the_handshake_timeout_and_holds_only_its_slot() {
     // Sync hook: blocks for token "slow" until released.
     let (release_tx, release_rx) = channel::<()>();
     let release_rx = Arc::new(Mutex::new(release_rx));
-    let server = Server::new(ServerConfig {
-        handshake_timeout: HS,
-        ..ServerConfig::local()
-    });
+    let server = Server::new(ServerConfig::local().handshake_timeout(HS));
     let gate = release_rx.clone();
     server.authenticate(move |req| {
         if req.token() == Some("slow") {
@@ -841,10 +808,7 @@ fn a_slow_hook_is_cut_at_the_handshake_timeout_and_holds_only_its_slot() {
 
     // Async hook that never answers: cancelled at the deadline.
     rt().block_on(async {
-        let server = AsyncServer::new(ServerConfig {
-            handshake_timeout: HS,
-            ..ServerConfig::local()
-        });
+        let server = AsyncServer::new(ServerConfig::local().handshake_timeout(HS));
         server.authenticate_async(|req| async move {
             if req.token() == Some("slow") {
                 std::future::pending::<()>().await;
@@ -893,11 +857,11 @@ fn gen1_has_no_refusal_message_so_a_refused_client_is_disconnected() {
     let client_ca = Ca::new("gen1 client CA");
     let allowed = client_ca.client("allowed");
     let other = client_ca.client("other");
-    let server = Server::new(ServerConfig {
-        generation: Generation::Gen1,
-        tls: Some(p.server_tls().client_ca_pem(client_ca.pem.cert.clone())),
-        ..ServerConfig::local()
-    });
+    let server = Server::new(
+        ServerConfig::local()
+            .generation(Generation::Gen1)
+            .tls(p.server_tls().client_ca_pem(client_ca.pem.cert.clone())),
+    );
     server.authenticate(|req| {
         assert!(req.meta.is_empty());
         match req.certificate_cn() {
@@ -961,10 +925,11 @@ fn gen1_has_no_refusal_message_so_a_refused_client_is_disconnected() {
 fn a_tls_client_reconnects_to_a_restarted_tls_server() {
     let p = pki();
     let (server, addr, connected) = echo_server(tls_server_config(&p, Generation::Gen3));
-    let client = Client::new(ClientConfig {
-        reconnect: veltix::ReconnectPolicy::constant(50, Duration::from_millis(50)),
-        ..client_config(addr, Generation::Gen3, Some(p.client_tls()))
-    });
+    let client = Client::new(
+        client_config(addr, Generation::Gen3, Some(p.client_tls())).reconnect(
+            veltix::ReconnectPolicy::constant(50, Duration::from_millis(50)),
+        ),
+    );
     let (tx, reconnected) = channel();
     let tx = Mutex::new(tx);
     client.on_connect(move || {

@@ -13,12 +13,11 @@ use super::{progress, Metrics, Outcome, Params, ReqrepApi};
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 pub fn client_config(p: &Params, port: u16) -> ClientConfig {
-    ClientConfig {
-        performance_mode: p.mode,
-        max_workers: p.client_workers,
-        tls: p.tls.clone(),
-        ..ClientConfig::new("127.0.0.1", port)
-    }
+    let mut config = ClientConfig::new("127.0.0.1", port)
+        .performance_mode(p.mode)
+        .max_workers(p.client_workers);
+    config.tls = p.tls.clone();
+    config
 }
 
 /// One client connects (TCP, TLS when configured, Veltix handshake) and disconnects `count`

@@ -148,15 +148,14 @@ pub struct BenchServer {
 impl BenchServer {
     pub fn start(opts: &ServerOpts) -> Result<BenchServer, Box<dyn std::error::Error>> {
         let rss_before_start_kb = vm_rss_kb(std::process::id()).unwrap_or(0);
-        let server = Server::new(ServerConfig {
-            max_workers: opts.workers,
-            performance_mode: opts.mode,
-            tls: opts
-                .tls
-                .as_ref()
-                .map(|(c, k)| veltix::tls::ServerTls::from_pem_files(c, k)),
-            ..ServerConfig::local()
-        });
+        let mut config = ServerConfig::local()
+            .max_workers(opts.workers)
+            .performance_mode(opts.mode);
+        config.tls = opts
+            .tls
+            .as_ref()
+            .map(|(c, k)| veltix::tls::ServerTls::from_pem_files(c, k));
+        let server = Server::new(config);
         let counter = Arc::new(Counter::default());
         for t in [MOVE, SHOOT] {
             let c = counter.clone();

@@ -59,10 +59,7 @@ impl Server {
     /// ```no_run
     /// use veltix::{ClientInfo, Request, Response, Server, ServerConfig};
     /// use veltix::cluster::ClusterConfig;
-    /// let server = Server::new(ServerConfig {
-    ///     cluster: Some(ClusterConfig::redis("redis://127.0.0.1:6379")),
-    ///     ..ServerConfig::local()
-    /// });
+    /// let server = Server::new(ServerConfig::local().cluster(ClusterConfig::redis("redis://127.0.0.1:6379")));
     /// let tx = server.sender();
     /// server.on_recv(move |client: &ClientInfo, msg: Response| {
     ///     let out = Request::new(msg.message_type(), msg.content().clone());

@@ -109,18 +109,14 @@ pub trait Broker: Send + Sync + 'static {
 /// use std::time::Duration;
 /// use veltix::cluster::ClusterConfig;
 /// use veltix::ServerConfig;
-/// let config = ServerConfig {
-///     cluster: Some(ClusterConfig {
-///         node_id: Some("eu-1".into()),
-///         ..ClusterConfig::redis("redis://127.0.0.1:6379")
-///     }),
-///     ..ServerConfig::local()
-/// };
+/// let config = ServerConfig::local()
+///     .cluster(ClusterConfig::redis("redis://127.0.0.1:6379").node_id("eu-1"));
 /// let cluster = config.cluster.as_ref().unwrap();
 /// assert_eq!(cluster.presence_ttl, Duration::from_secs(3));
 /// assert_eq!(cluster.heartbeat_interval, Duration::from_secs(1));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClusterConfig {
     /// Broker URL: `redis://HOST:PORT[/DB]`.
     pub url: String,
@@ -162,6 +158,18 @@ impl ClusterConfig {
         }
     }
 
+    /// Sets [`ClusterConfig::node_id`].
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = Some(id.into());
+        self
+    }
+
+    /// Sets [`ClusterConfig::prefix`].
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.presence_ttl {
@@ -184,6 +192,17 @@ impl ClusterConfig {
         Ok(())
     }
 }
+
+crate::config::setters!(ClusterConfig {
+    /// Sets [`ClusterConfig::presence_ttl`].
+    presence_ttl: Duration => std::convert::identity;
+    /// Sets [`ClusterConfig::heartbeat_interval`].
+    heartbeat_interval: Duration => std::convert::identity;
+    /// Sets [`ClusterConfig::op_timeout`].
+    op_timeout: Duration => std::convert::identity;
+    /// Sets [`ClusterConfig::max_pending`].
+    max_pending: usize => std::convert::identity;
+});
 
 fn validate_node_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 100 || id.contains(char::is_whitespace) {
@@ -305,10 +324,7 @@ struct Counters {
 /// ```no_run
 /// use veltix::{Request, Server, ServerConfig};
 /// use veltix::cluster::ClusterConfig;
-/// let server = Server::new(ServerConfig {
-///     cluster: Some(ClusterConfig::redis("redis://127.0.0.1:6379")),
-///     ..ServerConfig::local()
-/// });
+/// let server = Server::new(ServerConfig::local().cluster(ClusterConfig::redis("redis://127.0.0.1:6379")));
 /// server.start()?;
 /// for client in server.cluster_clients_by_tag("room", Some(&"lobby".into()))? {
 ///     client.send(Request::text(200u16, "hello from any node"))?;

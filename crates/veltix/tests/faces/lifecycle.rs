@@ -36,19 +36,16 @@ pub fn scenario_connect_errors_are_typed<F: Face>() {
     assert!(!c.is_connected());
     // A listener that never speaks: handshake timeout.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = F::client(ClientConfig {
-        handshake_timeout: Duration::from_millis(300),
-        ..ClientConfig::new("127.0.0.1", silent.local_addr().unwrap().port())
-    });
+    let c = F::client(
+        ClientConfig::new("127.0.0.1", silent.local_addr().unwrap().port())
+            .handshake_timeout(Duration::from_millis(300)),
+    );
     assert!(matches!(c.connect(), Err(Error::HandshakeTimeout(_))));
 }
 
 /// A full server turns clients away with a typed error, and takes them once a slot is free.
 pub fn scenario_server_full_is_a_typed_error_and_frees_up<F: Face>() {
-    let (s, addr, connects) = setup::<F>(ServerConfig {
-        max_connections: Some(1),
-        ..ServerConfig::local()
-    });
+    let (s, addr, connects) = setup::<F>(ServerConfig::local().max_connections(1));
     let gone = disconnects(&s);
     assert!(!s.is_full());
     let a = connected::<F>(addr);
@@ -73,30 +70,25 @@ pub fn scenario_server_full_is_a_typed_error_and_frees_up<F: Face>() {
 
 /// A client of the other generation fails with `WrongGeneration`, well within the timeouts.
 pub fn scenario_wrong_generation_fails_clearly_within_the_handshake_timeout<F: Face>() {
-    let (_g3, addr3, _c3) = setup::<F>(ServerConfig {
-        handshake_timeout: Duration::from_millis(500),
-        ..ServerConfig::local()
-    });
-    let (_g1, addr1, _c1) = setup::<F>(ServerConfig {
-        generation: Generation::Gen1,
-        ..ServerConfig::local()
-    });
+    let (_g3, addr3, _c3) =
+        setup::<F>(ServerConfig::local().handshake_timeout(Duration::from_millis(500)));
+    let (_g1, addr1, _c1) = setup::<F>(ServerConfig::local().generation(Generation::Gen1));
     let t0 = Instant::now();
-    let c = F::client(ClientConfig {
-        generation: Generation::Gen1,
-        handshake_timeout: Duration::from_secs(2),
-        ..ClientConfig::new("127.0.0.1", addr3.port())
-    });
+    let c = F::client(
+        ClientConfig::new("127.0.0.1", addr3.port())
+            .generation(Generation::Gen1)
+            .handshake_timeout(Duration::from_secs(2)),
+    );
     let e = c.connect().unwrap_err();
     assert!(
         matches!(e, Error::Handshake(HandshakeError::WrongGeneration(_))),
         "{e}"
     );
-    let c = F::client(ClientConfig {
-        generation: Generation::Gen3,
-        handshake_timeout: Duration::from_secs(2),
-        ..ClientConfig::new("127.0.0.1", addr1.port())
-    });
+    let c = F::client(
+        ClientConfig::new("127.0.0.1", addr1.port())
+            .generation(Generation::Gen3)
+            .handshake_timeout(Duration::from_secs(2)),
+    );
     let e = c.connect().unwrap_err();
     assert!(
         matches!(e, Error::Handshake(HandshakeError::WrongGeneration(_))),
@@ -108,14 +100,8 @@ pub fn scenario_wrong_generation_fails_clearly_within_the_handshake_timeout<F: F
 /// Gen 1 (Python 1.6.x's protocol) between a Rust server and client: requests, 32-bit ids,
 /// pings both ways.
 pub fn scenario_gen1_rust_to_rust<F: Face>() {
-    let (s, addr, _connects) = setup::<F>(ServerConfig {
-        generation: Generation::Gen1,
-        ..ServerConfig::local()
-    });
-    let c = F::client(ClientConfig {
-        generation: Generation::Gen1,
-        ..ClientConfig::new("127.0.0.1", addr.port())
-    });
+    let (s, addr, _connects) = setup::<F>(ServerConfig::local().generation(Generation::Gen1));
+    let c = F::client(ClientConfig::new("127.0.0.1", addr.port()).generation(Generation::Gen1));
     c.connect().unwrap();
     assert_eq!(
         echoed(c.send_and_wait(Request::text(&ECHO, "gen1"), T)),
@@ -286,14 +272,9 @@ pub fn scenario_client_reconnects_after_a_server_restart_and_keeps_every_handler
     s.on_connect(|c: &ClientInfo| {
         let _ = c.send(Request::text(&NOTE, "welcome"));
     });
-    let c = F::client(ClientConfig {
-        reconnect: ReconnectPolicy::exponential(
-            50,
-            Duration::from_millis(20),
-            Duration::from_millis(200),
-        ),
-        ..ClientConfig::new("127.0.0.1", addr.port())
-    });
+    let c = F::client(ClientConfig::new("127.0.0.1", addr.port()).reconnect(
+        ReconnectPolicy::exponential(50, Duration::from_millis(20), Duration::from_millis(200)),
+    ));
     // One channel for the callbacks and the messages: their order is checked too.
     let (etx, erx) = channel();
     events_to(&c, etx.clone());
@@ -345,10 +326,10 @@ pub fn scenario_client_reconnects_after_a_server_restart_and_keeps_every_handler
 
 /// A connect whose every retry fails reports Python's sequence of states.
 pub fn scenario_retries_exhausted_give_the_python_sequence<F: Face>() {
-    let c = F::client(ClientConfig {
-        reconnect: ReconnectPolicy::constant(3, Duration::from_millis(10)),
-        ..ClientConfig::new("127.0.0.1", free_port())
-    });
+    let c = F::client(
+        ClientConfig::new("127.0.0.1", free_port())
+            .reconnect(ReconnectPolicy::constant(3, Duration::from_millis(10))),
+    );
     let seq = Arc::new(Mutex::new(Vec::new()));
     let s2 = seq.clone();
     c.on_disconnect(move |s| {
@@ -372,10 +353,10 @@ pub fn scenario_retries_exhausted_give_the_python_sequence<F: Face>() {
 
 /// `stop_retry` ends a background `retry` loop long before its attempts run out.
 pub fn scenario_stop_retry_ends_a_background_retry_loop<F: Face>() {
-    let c = F::client(ClientConfig {
-        reconnect: ReconnectPolicy::constant(1000, Duration::from_millis(20)),
-        ..ClientConfig::new("127.0.0.1", free_port())
-    });
+    let c = F::client(
+        ClientConfig::new("127.0.0.1", free_port())
+            .reconnect(ReconnectPolicy::constant(1000, Duration::from_millis(20))),
+    );
     let (tx, rx) = channel();
     let f = forward(tx);
     c.on_disconnect(move |s| f(*s));

@@ -11,14 +11,9 @@ use crate::face::*;
 
 /// Echoes of every payload kind both ways, request ids kept, replies from the server's client.
 pub fn scenario_request_reply<F: Face>() {
-    let (s, addr, connects) = setup::<F>(ServerConfig {
-        max_message_size: 32 * 1024 * 1024,
-        ..ServerConfig::local()
-    });
-    let c = F::client(ClientConfig {
-        max_message_size: 32 * 1024 * 1024,
-        ..ClientConfig::new("127.0.0.1", addr.port())
-    });
+    let (s, addr, connects) = setup::<F>(ServerConfig::local().max_message_size(32 * 1024 * 1024));
+    let c =
+        F::client(ClientConfig::new("127.0.0.1", addr.port()).max_message_size(32 * 1024 * 1024));
     answer_echo(&c);
     let events = events(&c);
     c.connect().unwrap();
@@ -74,10 +69,7 @@ pub fn scenario_ping_both_ways<F: Face>() {
 /// Messages of one connection are handled in arrival order: 5,000 client -> server with four
 /// workers, and 500 server -> client.
 pub fn scenario_messages_of_one_connection_are_handled_in_order<F: Face>() {
-    let s = F::server(ServerConfig {
-        max_workers: 4,
-        ..ServerConfig::local()
-    });
+    let s = F::server(ServerConfig::local().max_workers(4));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = channel();
     let done = forward(tx);
@@ -144,10 +136,7 @@ pub fn scenario_messages_arriving_during_a_wait_keep_their_order<F: Face>() {
 
 /// Different connections are handled in parallel, and a slow handler does not hold up pings.
 pub fn scenario_connections_are_handled_in_parallel_and_pings_inline<F: Face>() {
-    let s = F::server(ServerConfig {
-        max_workers: 2,
-        ..ServerConfig::local()
-    });
+    let s = F::server(ServerConfig::local().max_workers(2));
     // Both handlers must be inside the barrier at once: only possible if they run in parallel.
     let barrier = Arc::new(Barrier::new(2));
     let (tx, rx) = channel();
@@ -346,10 +335,7 @@ pub fn scenario_reserved_type_codes_are_refused_before_sending<F: Face>() {
 /// A message over the client's own `max_message_size` is refused before sending.
 pub fn scenario_oversize_sends_are_refused_locally<F: Face>() {
     let (_s, addr, _connects) = setup::<F>(ServerConfig::local());
-    let c = F::client(ClientConfig {
-        max_message_size: 100,
-        ..ClientConfig::new("127.0.0.1", addr.port())
-    });
+    let c = F::client(ClientConfig::new("127.0.0.1", addr.port()).max_message_size(100));
     c.connect().unwrap();
     assert!(matches!(
         c.send(Request::new(&ECHO, vec![0u8; 100])),

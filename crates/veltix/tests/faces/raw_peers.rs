@@ -14,10 +14,7 @@ use crate::support::raw::{closed_by_server, gen3_peer};
 /// Garbage, an oversize header, a CRC mismatch and garbage before the handshake: each abusive
 /// peer is disconnected, and a good client of the same server never notices.
 pub fn scenario_abusive_peers_are_disconnected_and_others_keep_working<F: Face>() {
-    let (s, addr, connects) = setup::<F>(ServerConfig {
-        max_message_size: 1024,
-        ..ServerConfig::local()
-    });
+    let (s, addr, connects) = setup::<F>(ServerConfig::local().max_message_size(1024));
     let gone = disconnects(&s);
     let good = connected::<F>(addr);
     let good_info = recv(&connects);
@@ -66,10 +63,8 @@ pub fn scenario_abusive_peers_are_disconnected_and_others_keep_working<F: Face>(
 
 /// A connection that never starts the handshake is cut at the handshake timeout.
 pub fn scenario_silent_connections_are_cut_at_the_handshake_timeout<F: Face>() {
-    let (_s, addr, _connects) = setup::<F>(ServerConfig {
-        handshake_timeout: Duration::from_millis(300),
-        ..ServerConfig::local()
-    });
+    let (_s, addr, _connects) =
+        setup::<F>(ServerConfig::local().handshake_timeout(Duration::from_millis(300)));
     let mut p = TcpStream::connect(addr).unwrap();
     p.set_read_timeout(Some(T)).unwrap();
     let t0 = Instant::now();
@@ -80,10 +75,7 @@ pub fn scenario_silent_connections_are_cut_at_the_handshake_timeout<F: Face>() {
 /// Sends to a peer that never reads fail with `QueueFull` once its bounded queue is full;
 /// other clients are unaffected.
 pub fn scenario_a_peer_that_never_reads_fills_its_bounded_queue<F: Face>() {
-    let (s, addr, connects) = setup::<F>(ServerConfig {
-        max_queued_bytes: 256 * 1024,
-        ..ServerConfig::local()
-    });
+    let (s, addr, connects) = setup::<F>(ServerConfig::local().max_queued_bytes(256 * 1024));
     let _stuck = gen3_peer(addr, T); // never reads
     let info = recv(&connects);
     let chunk = vec![7u8; 64 * 1024];
@@ -106,21 +98,19 @@ pub fn scenario_a_peer_that_never_reads_fills_its_bounded_queue<F: Face>() {
 /// Keep-alive cuts a peer that completed the handshake and then never answers PINGs, within a
 /// few timeouts; a client that answers them stays connected through it.
 pub fn scenario_keepalive_detects_a_silent_peer<F: Face>() {
-    let ka = Some(KeepAlive {
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(400),
-    });
-    let (s, addr, connects) = setup::<F>(ServerConfig {
-        keepalive: ka,
-        ..ServerConfig::local()
-    });
+    let ka = Some(KeepAlive::new(
+        Duration::from_millis(100),
+        Duration::from_millis(400),
+    ));
+    let mut config = ServerConfig::local();
+    config.settings.keepalive = ka;
+    let (s, addr, connects) = setup::<F>(config);
     let gone = disconnects(&s);
     // The live client with keep-alive enabled connects first, so it stays idle (but for
     // keep-alive) at least as long as the silent peer takes to be cut.
-    let c = F::client(ClientConfig {
-        keepalive: ka,
-        ..ClientConfig::new("127.0.0.1", addr.port())
-    });
+    let mut config = ClientConfig::new("127.0.0.1", addr.port());
+    config.settings.keepalive = ka;
+    let c = F::client(config);
     let c_events = events(&c);
     c.connect().unwrap();
     assert_eq!(recv(&c_events), "connect");
