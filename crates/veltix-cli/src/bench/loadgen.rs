@@ -308,6 +308,18 @@ fn per_conn(p: &Params) -> u64 {
     (p.count / p.connections.max(1)).max(1) as u64
 }
 
+/// The scenario's load (connections, in flight, count, size, timeout from `p`) against `target`.
+fn drive_scale(p: &Params, target: Target) -> Res<LoadResult> {
+    drive(
+        target,
+        p.connections.max(1),
+        p.in_flight,
+        per_conn(p),
+        p.size,
+        p.timeout,
+    )
+}
+
 /// One run against `veltix serve --mode echo` (a fresh process per run).
 pub fn run_veltix(
     p: &Params,
@@ -316,14 +328,7 @@ pub fn run_veltix(
     io_threads: Option<usize>,
 ) -> Res<Outcome> {
     let serve = ServeProc::spawn(workers, mode, io_threads)?;
-    let r = drive(
-        Target::Veltix(serve.port),
-        p.connections.max(1),
-        p.in_flight,
-        per_conn(p),
-        p.size,
-        p.timeout,
-    )?;
+    let r = drive_scale(p, Target::Veltix(serve.port))?;
     drop(serve);
     let m = metrics(p, &r);
     let mut o = Outcome::new(m);
@@ -333,14 +338,7 @@ pub fn run_veltix(
 
 /// The same generator against the bench server process's raw echo listener.
 pub fn run_raw(p: &Params, srv: &ServerProc) -> Res<(Metrics, Vec<f64>)> {
-    let r = drive(
-        Target::RawEcho(srv.raw_port),
-        p.connections.max(1),
-        p.in_flight,
-        per_conn(p),
-        p.size,
-        p.timeout,
-    )?;
+    let r = drive_scale(p, Target::RawEcho(srv.raw_port))?;
     Ok((metrics(p, &r), r.samples_ms))
 }
 
