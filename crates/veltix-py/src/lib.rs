@@ -102,6 +102,7 @@ fn with_python(f: impl for<'py> FnOnce(Python<'py>)) {
     if SHUTDOWN.load(Ordering::Acquire) {
         return;
     }
+    tstate::keep();
     let _ = Python::try_attach(f);
 }
 
@@ -800,6 +801,7 @@ const EV_HANDSHAKE: u32 = 4;
 const EV_FULL: u32 = 8;
 const EV_ACCEPT: u32 = 16;
 const EV_HANDLER: u32 = 32;
+const EV_RECONNECT: u32 = 64;
 
 /// A core event copied out of the I/O thread, for the package's `on_event(kind, *args)`.
 enum Owned {
@@ -811,6 +813,7 @@ enum Owned {
     Full((String, u16), usize, usize),
     Accept(String),
     Violation((String, u16), String),
+    Cancelled(u32),
 }
 
 struct Queued {
@@ -894,6 +897,7 @@ fn deliver(py: Python<'_>, q: Queued) {
         Owned::Full(addr, current, max) => f.call1(("server_full", addr, current, max)),
         Owned::Accept(e) => f.call1(("accept", e)),
         Owned::Violation(addr, reason) => f.call1(("protocol", addr, reason)),
+        Owned::Cancelled(attempt) => f.call1(("reconnect_cancelled", attempt)),
     };
     if let Err(e) = r {
         e.write_unraisable(py, Some(f));
@@ -927,6 +931,9 @@ fn observer(
             E::AcceptFailed { error } if m & EV_ACCEPT != 0 => Owned::Accept(error.to_string()),
             E::ProtocolViolation { peer, reason } if m & EV_HANDLER != 0 => {
                 Owned::Violation(addr_of(*peer), reason.to_string())
+            }
+            E::ReconnectCancelled { attempt, .. } if m & EV_RECONNECT != 0 => {
+                Owned::Cancelled(*attempt)
             }
             _ => return,
         };
@@ -1601,7 +1608,7 @@ impl NativeClient {
     }
 
     /// Which connection events go to `on_event` (bits: 1 PING, 2 PONG, 4 handshakes, 32
-    /// protocol violations).
+    /// protocol violations, 64 a reconnect attempt cancelled after it connected).
     fn set_events(&self, mask: u32) {
         self.events.store(mask, Ordering::Release);
     }

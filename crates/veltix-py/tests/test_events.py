@@ -1,14 +1,15 @@
 """Bus events fed by the core's connection observer (FEATURES.md §10): ProtocolEvent.PING /
 PONG / HANDSHAKE_START / HANDSHAKE_DONE / HANDSHAKE_FAIL, ServerEvent.CLIENT_REJECTED,
-ErrorEvent.CONNECTION_REFUSED and ErrorEvent.HANDLER, with 3.3.0's payloads. (ErrorEvent.ACCEPT
-needs a failing accept(), e.g. EMFILE, which a test cannot cause without starving the whole
-process of descriptors; the mapping is the same path as the others.)"""
+ErrorEvent.CONNECTION_REFUSED, ErrorEvent.HANDLER and ErrorEvent.ACCEPT, with 3.3.0's payloads.
+(ErrorEvent.ACCEPT needs a failing accept(): the test starves a child process of descriptors.)"""
 
 from __future__ import annotations
 
 import json
 import socket
 import struct
+import subprocess
+import sys
 import zlib
 
 import pytest
@@ -122,3 +123,55 @@ def test_a_corrupt_frame_is_an_error_handler_event(echo_server):
     assert set(payload) == {"error", "source"}
     assert "crc" in payload["error"].lower()
     assert payload["source"] == str((me[0], me[1]))
+
+
+# Runs in a child process: a server whose descriptor limit leaves room for two connections, so
+# the third accept() fails with EMFILE. Prints the port, then each ACCEPT payload.
+_STARVED_SERVER = r"""
+import json, os, resource, sys, threading
+import veltix_rs as vx
+from veltix_rs.events import ErrorEvent
+s = vx.Server(vx.ServerConfig(host="127.0.0.1", port=0))
+seen = threading.Event()
+def on_accept(event, payload):
+    print("ACCEPT " + json.dumps(payload), flush=True)
+    seen.set()
+s.bus.subscribe(ErrorEvent.ACCEPT, on_accept)
+s.start()
+used = len(os.listdir("/proc/self/fd"))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (used + 2, hard))
+print("PORT %d" % s.port, flush=True)
+seen.wait(60)
+sys.stdin.readline()
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+s.close_all()
+"""
+
+
+def test_a_failing_accept_is_an_accept_error_event():
+    child = subprocess.Popen([sys.executable, "-c", _STARVED_SERVER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    socks = []
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        line = child.stdout.readline()
+        assert line.startswith("PORT "), line
+        port = int(line.split()[1])
+        # Connections complete in the kernel's backlog; the server's accept() of the third (or
+        # so) fails with EMFILE, which the core retries with a back-off and reports.
+        for _ in range(8):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=T))
+        line = child.stdout.readline()
+        assert line.startswith("ACCEPT "), line
+        payload = json.loads(line[len("ACCEPT "):])
+        assert set(payload) == {"error"} and "Too many open files" in payload["error"]
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(T) == 0
+    finally:
+        for sock in socks:
+            sock.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait(T)

@@ -442,22 +442,49 @@ def test_stop_retry_cancels_the_reconnect_loop():
     c = vx.Client(vx.ClientConfig(port=free_port(), retry=10_000, retry_delay=0.05, handshake_timeout=2.0))
     states = Inbox()
     c.on_disconnect(states.put)
-    cancelled = Inbox()
-    c.bus.subscribe(ReconnectEvent.CANCELLED, lambda e, p: cancelled.put(p))
+    cancelled = []
+    c.bus.subscribe(ReconnectEvent.CANCELLED, lambda e, p: cancelled.append(p))
     result = []
     t = threading.Thread(target=lambda: result.append(c.connect()))
     t.start()
     first = states.get()
     assert (first.permanent, first.attempt) == (False, 0)
     c.stop_retry()
-    payload = cancelled.get()
-    assert set(payload) == {"attempt"} and isinstance(payload["attempt"], int)
     t.join(T)
     assert result == [False]
     last = first
     while not last.permanent:
         last = states.get()
     assert last.attempt < 10_000 and not c.running
+    # 3.3.0: CANCELLED only when a cancelled attempt connected; these attempts never did.
+    assert cancelled == []
+
+
+def test_stop_retry_during_an_attempt_that_connects_emits_cancelled(make_server):
+    s = make_server()
+    calls, entered, release = [], threading.Event(), threading.Event()
+
+    @s.authenticate
+    def hold_the_second(request):
+        calls.append(request.port)
+        if len(calls) >= 2:  # the reconnect attempt: held until the test has called stop_retry
+            entered.set()
+            release.wait(T)
+        return True
+
+    s.start()
+    c = vx.Client(vx.ClientConfig(port=s.port, retry=5, retry_delay=0.01, handshake_timeout=T))
+    cancelled, connects = Inbox(), Inbox()
+    c.bus.subscribe(ReconnectEvent.CANCELLED, lambda e, p: cancelled.put(p))
+    assert c.connect()
+    wait_until(lambda: len(s.clients) == 1)
+    assert s.close_client(s.clients[0]) is True
+    assert entered.wait(T)
+    c.stop_retry()
+    release.set()
+    assert cancelled.get() == {"attempt": 1}
+    wait_until(lambda: not c.is_connected)
+    c.disconnect()
 
 
 def test_retry_reconnects_in_the_background(make_server):

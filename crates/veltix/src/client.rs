@@ -315,13 +315,17 @@ async fn run_link(
     )
     .await;
     conn.fail_pending();
-    {
+    let current = {
         let mut link = lock(&shared.link);
-        if link.as_ref().is_some_and(|l| Arc::ptr_eq(&l.conn, &conn)) {
+        let ours = link.as_ref().is_some_and(|l| Arc::ptr_eq(&l.conn, &conn));
+        if ours {
             *link = None;
         }
-    }
-    if lock(&shared.state).manual {
+        ours
+    };
+    // A link that was taken out (a reconnect attempt cancelled after it connected) or replaced
+    // ends without reconnecting.
+    if !current || lock(&shared.state).manual {
         return;
     }
     let why = match &reason {
@@ -363,9 +367,17 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
         match connect_once(shared.clone()).await {
             Ok(()) => {
                 if shared.cancel.load(Ordering::SeqCst) || lock(&shared.state).manual {
-                    // Cancelled while connecting: close again.
-                    if let Some(l) = lock(&shared.link).as_ref() {
+                    // Cancelled while connecting: close again. The link is taken out first,
+                    // so that its end does not start another reconnect loop (run_link only
+                    // reconnects a link that is still the current one).
+                    let cancelled = lock(&shared.link).take();
+                    if let Some(l) = cancelled {
                         l.conn.close(false);
+                        let peer = l.conn.peer;
+                        shared
+                            .counters
+                            .observer
+                            .emit(|| Event::ReconnectCancelled { peer, attempt: k });
                     }
                     break;
                 }

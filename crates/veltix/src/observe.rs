@@ -37,7 +37,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::{Client, Error, Server};
+use crate::{AsyncClient, AsyncServer, Client, Error, Server};
 
 /// Something that happened on a connection (or on a server's listener). Borrowed: copy out what
 /// you keep. More variants may be added.
@@ -102,6 +102,16 @@ pub enum Event<'a> {
         peer: SocketAddr,
         /// What was wrong with the frame.
         reason: &'a crate::proto::Rejection,
+    },
+    /// Client: a reconnect attempt succeeded after [`Client::stop_retry`] (or `disconnect()`)
+    /// was called during it, so the new connection was closed again at once (Python Veltix
+    /// 3.3.0's `ReconnectEvent.CANCELLED`). A `stop_retry()` between attempts ends the loop
+    /// without this event.
+    ReconnectCancelled {
+        /// The server.
+        peer: SocketAddr,
+        /// The attempt (1-based) that was cancelled.
+        attempt: u32,
     },
 }
 
@@ -184,6 +194,38 @@ impl Client {
     /// ```
     pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
         self.shared.counters.observer.replace(Arc::new(f));
+        self
+    }
+}
+
+impl AsyncServer {
+    /// Sets the observer of this server's connection events; the same as
+    /// [`Server::on_event`] (the observer runs inline on I/O threads).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")] async fn main() {
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// server.on_event(|e| eprintln!("{e:?}"));
+    /// # }
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.as_blocking().on_event(f);
+        self
+    }
+}
+
+impl AsyncClient {
+    /// Sets the observer of this client's connection events; the same as
+    /// [`Client::on_event`] (the observer runs inline on I/O threads).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")] async fn main() {
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 1));
+    /// client.on_event(|e| eprintln!("{e:?}"));
+    /// # }
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.as_blocking().on_event(f);
         self
     }
 }

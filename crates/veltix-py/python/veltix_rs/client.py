@@ -266,9 +266,10 @@ class Client:
         return True
 
     def stop_retry(self) -> None:
-        """Cancel a running reconnect loop (its current wait is interrupted)."""
+        """Cancel a running reconnect loop (its current wait is interrupted). As in 3.3.0,
+        ``ReconnectEvent.CANCELLED`` is emitted only when an attempt that was under way
+        connects after this call (that connection is closed again at once)."""
         self._native.stop_retry()
-        self._bus.emit(ReconnectEvent.CANCELLED, {"attempt": self._attempt})
 
     def retry(self, max_: int | None = None) -> None:
         """Start a reconnect loop in the background with ``max_`` attempts (default

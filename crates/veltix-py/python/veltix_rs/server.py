@@ -17,7 +17,7 @@ from ._sig import check_signature
 from ._types import MessageType
 from .bus import VeltixBus
 from .config import ServerConfig
-from .events import ClientEvent, ErrorEvent, MessageEvent, ProtocolEvent, ServerEvent
+from .events import ClientEvent, ErrorEvent, MessageEvent, ProtocolEvent, ReconnectEvent, ServerEvent
 from .request import Request, Response
 
 __all__ = ["Server", "ClientInfo"]
@@ -649,6 +649,7 @@ _EVENT_BITS: tuple[tuple[int, tuple[Any, ...]], ...] = (
     (8, (ServerEvent.CLIENT_REJECTED, ErrorEvent.CONNECTION_REFUSED)),
     (16, (ErrorEvent.ACCEPT,)),
     (32, (ErrorEvent.HANDLER,)),
+    (64, (ReconnectEvent.CANCELLED,)),
 )
 
 
@@ -693,6 +694,8 @@ def _event_forwarder(bus: VeltixBus, role: str) -> Callable[..., None]:
             addr, reason = args
             source = str(addr) if role == "server" else "server"
             emit(ErrorEvent.HANDLER, {"error": reason, "source": source})
+        elif kind == "reconnect_cancelled":
+            emit(ReconnectEvent.CANCELLED, {"attempt": args[0]})
 
     return on_event
 
