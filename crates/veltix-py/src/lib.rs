@@ -22,7 +22,9 @@
 //! Everything Python-facing here is thin: validation, enums, the event bus, tags and the 1.6
 //! facade live in the Python package (`python/veltix_rs`).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+mod tstate;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
