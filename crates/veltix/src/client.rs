@@ -19,8 +19,8 @@ use crate::observe::Event;
 use crate::pool::{guarded, Pool, Runner, SerialQueue};
 use crate::stats::{add, Counters, Stats};
 use crate::{
-    ClientConfig, DisconnectReason, DisconnectState, Error, HandlerResult, Request, Response,
-    Result, TypeCode,
+    ClientConfig, DisconnectCause, DisconnectReason, DisconnectState, Error, HandlerResult,
+    Request, Response, Result, TypeCode,
 };
 
 type ClientRoute = Arc<dyn Fn(Response) + Send + Sync>;
@@ -47,6 +47,10 @@ struct State {
     retrying: bool,
     /// Failed attempts of the current (or last) loop.
     fails: u32,
+    /// What sends fail with while there is no link: `NotConnected` (never connected,
+    /// reconnecting, gave up), `ClosedLocally` after `disconnect()`, or the cause that ended the
+    /// last link when no reconnect follows.
+    ended: DisconnectCause,
 }
 
 pub(crate) struct Shared {
@@ -137,6 +141,7 @@ impl Shared {
             let mut st = lock(&self.state);
             st.manual = false;
             st.fails = 0;
+            st.ended = DisconnectCause::NotConnected;
         }
         self.set_closed(false);
         let n = self.config.reconnect.retries;
@@ -170,13 +175,14 @@ impl Shared {
                 return;
             }
             st.manual = true;
+            st.ended = DisconnectCause::ClosedLocally;
             st.fails
         };
         self.cancel.store(true, Ordering::SeqCst);
         self.cancel_notify.notify_waiters();
         let link = lock(&self.link).take();
         if let Some(l) = link {
-            l.conn.close(false);
+            l.conn.close_locally();
             let grace = self.config.settings.close_timeout + Duration::from_secs(1);
             let _ = tokio::time::timeout(grace, l.task).await;
         }
@@ -204,11 +210,14 @@ impl Shared {
         }
     }
 
+    /// The live link, or why there is none ([`Error::Disconnected`]).
     pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
         match &*lock(&self.link) {
-            Some(l) if l.conn.is_open() => Ok(l.conn.clone()),
-            _ => Err(Error::NotConnected),
+            Some(l) if l.conn.is_open() => return Ok(l.conn.clone()),
+            Some(l) => return Err(l.conn.disconnected()),
+            None => {}
         }
+        Err(Error::Disconnected(lock(&self.state).ended))
     }
 }
 
@@ -315,6 +324,18 @@ async fn run_link(
     )
     .await;
     conn.fail_pending();
+    let n = shared.config.reconnect.retries;
+    {
+        let mut st = lock(&shared.state);
+        if !st.manual {
+            // Sends while reconnecting fail with `NotConnected`, else with what ended the link.
+            st.ended = if n == 0 {
+                conn.cause()
+            } else {
+                DisconnectCause::NotConnected
+            };
+        }
+    }
     {
         let mut link = lock(&shared.link);
         if link.as_ref().is_some_and(|l| Arc::ptr_eq(&l.conn, &conn)) {
@@ -329,7 +350,6 @@ async fn run_link(
         _ => DisconnectReason::ServerClosed,
     };
     warn!("connection lost: {reason}");
-    let n = shared.config.reconnect.retries;
     if n == 0 {
         shared.emit(true, 0, 0, why);
     } else {
@@ -345,14 +365,15 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
         let mut st = lock(&shared.state);
         if st.retrying {
             warn!("a reconnect loop is already running");
-            return Err(Error::NotConnected);
+            return Err(Error::Disconnected(DisconnectCause::NotConnected));
         }
         st.retrying = true;
         st.fails = 0;
+        st.ended = DisconnectCause::NotConnected;
     }
     shared.cancel.store(false, Ordering::SeqCst);
     shared.emit(false, 0, n, reason);
-    let mut last = Error::NotConnected;
+    let mut last = Error::Disconnected(DisconnectCause::NotConnected);
     let mut last_reason = reason;
     let mut fails = 0;
     for k in 1..=n {
@@ -365,7 +386,7 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
                 if shared.cancel.load(Ordering::SeqCst) || lock(&shared.state).manual {
                     // Cancelled while connecting: close again.
                     if let Some(l) = lock(&shared.link).as_ref() {
-                        l.conn.close(false);
+                        l.conn.close_locally();
                     }
                     break;
                 }
@@ -462,6 +483,7 @@ impl Client {
                     manual: false,
                     retrying: false,
                     fails: 0,
+                    ended: DisconnectCause::NotConnected,
                 }),
                 cancel: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
@@ -585,7 +607,8 @@ impl Client {
     }
 
     /// Sends a message (a client-range id is assigned if it has none). Fails fast with
-    /// [`Error::NotConnected`] while disconnected or reconnecting.
+    /// [`Error::Disconnected`] while there is no link: [`DisconnectCause::NotConnected`] before
+    /// `connect()` and while reconnecting, else the cause that ended the link.
     pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
         self.shared.conn()?.send(request.borrow()).map(|_| ())
     }
@@ -659,7 +682,7 @@ impl Drop for Client {
         self.shared.cancel.store(true, Ordering::SeqCst);
         self.shared.cancel_notify.notify_waiters();
         if let Some(l) = lock(&self.shared.link).take() {
-            l.conn.close(false);
+            l.conn.close_locally();
         }
     }
 }
@@ -680,7 +703,10 @@ pub struct ClientSender {
 
 impl ClientSender {
     fn conn(&self) -> Result<Arc<Conn>> {
-        self.shared.upgrade().ok_or(Error::NotConnected)?.conn()
+        self.shared
+            .upgrade()
+            .ok_or(Error::Disconnected(DisconnectCause::ClosedLocally))?
+            .conn()
     }
     /// Sends a message.
     pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
