@@ -678,7 +678,11 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        lock(&self.shared.state).manual = true;
+        {
+            let mut st = lock(&self.shared.state);
+            st.manual = true;
+            st.ended = DisconnectCause::ClosedLocally;
+        }
         self.shared.cancel.store(true, Ordering::SeqCst);
         self.shared.cancel_notify.notify_waiters();
         if let Some(l) = lock(&self.shared.link).take() {
