@@ -25,7 +25,9 @@ pub use veltix_proto::HandshakeError;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system I/O error.
+    /// An operating-system I/O error outside a running link: resolving the address, connecting,
+    /// during the handshake. (A running link that fails is
+    /// [`Error::Disconnected`]`(`[`DisconnectCause::Io`]`)`.)
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// Binding the listening socket failed.
@@ -97,13 +99,15 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
-    /// The content is not what was asked for (not UTF-8 for `text()`, not JSON for `json()`).
+    /// Data is not in the form asked for: a message's content for `text()` (not UTF-8) or
+    /// `json()` (not that JSON), a string parsed as a [`ClusterId`](crate::cluster::ClusterId).
     #[error("invalid content: {0}")]
     InvalidContent(String),
     /// JSON serialization failed.
     #[error("JSON error: {0}")]
     Json(#[from] serde_json::Error),
-    /// A protocol-level error (bad request id, reserved type code, ids exhausted...).
+    /// A message the protocol cannot carry, refused before sending: reserved type code, request
+    /// id out of range or already awaited, ids exhausted...
     #[error(transparent)]
     Protocol(veltix_proto::Error),
     /// A configuration value is out of range.
