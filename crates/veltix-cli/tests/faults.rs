@@ -24,8 +24,8 @@ mod support;
 use support::{env_addr, env_u64, lock, raw_handshake, Lines, T};
 use veltix::proto::{Frame, Generation};
 use veltix::{
-    Client, ClientConfig, DisconnectReason, DisconnectState, Error, ReconnectPolicy, Request,
-    Response,
+    Client, ClientConfig, DisconnectCause, DisconnectReason, DisconnectState, Error,
+    ReconnectPolicy, Request, Response,
 };
 
 /// Routed echoes (the client has a route for this type).
@@ -293,8 +293,8 @@ impl Flow {
         assert!(f(&g), "flow {}: {what} not within {T:?}", self.idx);
     }
 
-    /// Sends until `stop`, at most `window` unanswered messages at a time. On NotConnected /
-    /// Closed: waits for the next on_connect (if `reconnects`) and sends the same seq again
+    /// Sends until `stop`, at most `window` unanswered messages at a time. On `Disconnected`
+    /// (no link, or it is closing): waits for the next on_connect (if `reconnects`) and sends the same seq again
     /// (nothing was queued), else returns.
     fn pump(&self, stop: &AtomicBool, window: usize, reconnects: bool) {
         let mut seq = 0u64;
@@ -318,7 +318,7 @@ impl Flow {
                     lock(&self.st.0).sent_ok += 1;
                     seq += 1;
                 }
-                Err(Error::NotConnected | Error::Closed) => {
+                Err(Error::Disconnected(_)) => {
                     let mut g = lock(&self.st.0);
                     g.in_flight.remove(&seq);
                     if !reconnects {
@@ -642,9 +642,12 @@ fn sigterm_scenario() -> Sigterm {
         echoed += s.echoed.len();
         drop(s);
         assert!(!f.client.is_connected());
+        // No reconnect: sends report what ended the link (EOF, or the reset of bug 2).
         assert!(matches!(
             f.client.send(Request::text(ROUTED, "late")),
-            Err(Error::NotConnected)
+            Err(Error::Disconnected(
+                DisconnectCause::PeerClosed | DisconnectCause::Io(_)
+            ))
         ));
     }
     // This server's clients only (other tests of this binary log here too).

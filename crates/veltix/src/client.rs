@@ -19,8 +19,8 @@ use crate::observe::Event;
 use crate::pool::{guarded, Pool, Runner, SerialQueue};
 use crate::stats::{add, Counters, Stats};
 use crate::{
-    ClientConfig, DisconnectReason, DisconnectState, Error, HandlerResult, Request, Response,
-    Result, TypeCode,
+    ClientConfig, DisconnectCause, DisconnectReason, DisconnectState, Error, HandlerResult,
+    Request, Response, Result, TypeCode,
 };
 
 type ClientRoute = Arc<dyn Fn(Response) + Send + Sync>;
@@ -47,6 +47,10 @@ struct State {
     retrying: bool,
     /// Failed attempts of the current (or last) loop.
     fails: u32,
+    /// What sends fail with while there is no link: `NotConnected` (never connected,
+    /// reconnecting, gave up), `ClosedLocally` after `disconnect()`, or the cause that ended the
+    /// last link when no reconnect follows.
+    ended: DisconnectCause,
 }
 
 pub(crate) struct Shared {
@@ -137,6 +141,7 @@ impl Shared {
             let mut st = lock(&self.state);
             st.manual = false;
             st.fails = 0;
+            st.ended = DisconnectCause::NotConnected;
         }
         self.set_closed(false);
         let n = self.config.reconnect.retries;
@@ -170,13 +175,14 @@ impl Shared {
                 return;
             }
             st.manual = true;
+            st.ended = DisconnectCause::ClosedLocally;
             st.fails
         };
         self.cancel.store(true, Ordering::SeqCst);
         self.cancel_notify.notify_waiters();
         let link = lock(&self.link).take();
         if let Some(l) = link {
-            l.conn.close(false);
+            l.conn.close_locally();
             let grace = self.config.settings.close_timeout + Duration::from_secs(1);
             let _ = tokio::time::timeout(grace, l.task).await;
         }
@@ -204,11 +210,14 @@ impl Shared {
         }
     }
 
+    /// The live link, or why there is none ([`Error::Disconnected`]).
     pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
         match &*lock(&self.link) {
-            Some(l) if l.conn.is_open() => Ok(l.conn.clone()),
-            _ => Err(Error::NotConnected),
+            Some(l) if l.conn.is_open() => return Ok(l.conn.clone()),
+            Some(l) => return Err(l.conn.disconnected()),
+            None => {}
         }
+        Err(Error::Disconnected(lock(&self.state).ended))
     }
 }
 
@@ -315,6 +324,7 @@ async fn run_link(
     )
     .await;
     conn.fail_pending();
+    let n = shared.config.reconnect.retries;
     let current = {
         let mut link = lock(&shared.link);
         let ours = link.as_ref().is_some_and(|l| Arc::ptr_eq(&l.conn, &conn));
@@ -325,15 +335,26 @@ async fn run_link(
     };
     // A link that was taken out (a reconnect attempt cancelled after it connected) or replaced
     // ends without reconnecting.
-    if !current || lock(&shared.state).manual {
+    if !current {
         return;
+    }
+    {
+        let mut st = lock(&shared.state);
+        if st.manual {
+            return;
+        }
+        // Sends while reconnecting fail with `NotConnected`, else with what ended the link.
+        st.ended = if n == 0 {
+            conn.cause()
+        } else {
+            DisconnectCause::NotConnected
+        };
     }
     let why = match &reason {
         CloseReason::KeepAliveTimeout(_) => DisconnectReason::KeepAliveTimeout,
         _ => DisconnectReason::ServerClosed,
     };
     warn!("connection lost: {reason}");
-    let n = shared.config.reconnect.retries;
     if n == 0 {
         shared.emit(true, 0, 0, why);
     } else {
@@ -349,14 +370,15 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
         let mut st = lock(&shared.state);
         if st.retrying {
             warn!("a reconnect loop is already running");
-            return Err(Error::NotConnected);
+            return Err(Error::Disconnected(DisconnectCause::NotConnected));
         }
         st.retrying = true;
         st.fails = 0;
+        st.ended = DisconnectCause::NotConnected;
     }
     shared.cancel.store(false, Ordering::SeqCst);
     shared.emit(false, 0, n, reason);
-    let mut last = Error::NotConnected;
+    let mut last = Error::Disconnected(DisconnectCause::NotConnected);
     let mut last_reason = reason;
     let mut fails = 0;
     for k in 1..=n {
@@ -372,7 +394,7 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
                     // reconnects a link that is still the current one).
                     let cancelled = lock(&shared.link).take();
                     if let Some(l) = cancelled {
-                        l.conn.close(false);
+                        l.conn.close_locally();
                         let peer = l.conn.peer;
                         shared
                             .counters
@@ -474,6 +496,7 @@ impl Client {
                     manual: false,
                     retrying: false,
                     fails: 0,
+                    ended: DisconnectCause::NotConnected,
                 }),
                 cancel: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
@@ -597,7 +620,8 @@ impl Client {
     }
 
     /// Sends a message (a client-range id is assigned if it has none). Fails fast with
-    /// [`Error::NotConnected`] while disconnected or reconnecting.
+    /// [`Error::Disconnected`] while there is no link: [`DisconnectCause::NotConnected`] before
+    /// `connect()` and while reconnecting, else the cause that ended the link.
     pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
         self.shared.conn()?.send(request.borrow()).map(|_| ())
     }
@@ -667,11 +691,15 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        lock(&self.shared.state).manual = true;
+        {
+            let mut st = lock(&self.shared.state);
+            st.manual = true;
+            st.ended = DisconnectCause::ClosedLocally;
+        }
         self.shared.cancel.store(true, Ordering::SeqCst);
         self.shared.cancel_notify.notify_waiters();
         if let Some(l) = lock(&self.shared.link).take() {
-            l.conn.close(false);
+            l.conn.close_locally();
         }
     }
 }
@@ -692,7 +720,10 @@ pub struct ClientSender {
 
 impl ClientSender {
     fn conn(&self) -> Result<Arc<Conn>> {
-        self.shared.upgrade().ok_or(Error::NotConnected)?.conn()
+        self.shared
+            .upgrade()
+            .ok_or(Error::Disconnected(DisconnectCause::ClosedLocally))?
+            .conn()
     }
     /// Sends a message.
     pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Buf;
@@ -23,7 +23,7 @@ use crate::config::{KeepAlive, PerformanceMode, Settings};
 use crate::observe::Event;
 use crate::pool::SerialQueue;
 use crate::stats::{add, finish_throttled, throttled, Counters, Throttle};
-use crate::{Error, Request, Response, Result};
+use crate::{DisconnectCause, Error, Request, Response, Result};
 
 mod tls;
 pub(crate) use tls::{drive_transport, Transport};
@@ -171,6 +171,19 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+impl CloseReason {
+    /// The public cause this ending records (see [`Conn::cause`]).
+    pub(crate) fn cause(&self) -> DisconnectCause {
+        match self {
+            CloseReason::PeerClosed => DisconnectCause::PeerClosed,
+            CloseReason::Local => DisconnectCause::ClosedLocally,
+            CloseReason::Io(e) => DisconnectCause::Io(e.kind()),
+            CloseReason::Protocol(_) => DisconnectCause::ProtocolViolation,
+            CloseReason::KeepAliveTimeout(_) => DisconnectCause::KeepAliveTimeout,
+        }
+    }
+}
+
 /// Shared state of one connection. Cheap to share (`Arc`); all methods are thread-safe and
 /// none blocks on the network.
 pub(crate) struct Conn {
@@ -187,6 +200,9 @@ pub(crate) struct Conn {
     waiting: AtomicUsize,
     /// `out.closing`, readable without the lock (every client send checks it).
     closing: AtomicBool,
+    /// The first cause of the connection's end (first writer wins), set before `closing` and
+    /// before the waiters are failed: what every later send or wait reports.
+    cause: OnceLock<DisconnectCause>,
     stop: watch::Sender<Stop>,
     started: Instant,
     last_rx_ms: AtomicU64,
@@ -247,6 +263,7 @@ impl Conn {
             }),
             waiting: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            cause: OnceLock::new(),
             stop: watch::channel(Stop::Run).0,
             started: Instant::now(),
             last_rx_ms: AtomicU64::new(0),
@@ -314,6 +331,25 @@ impl Conn {
         !self.closing.load(Ordering::Acquire)
     }
 
+    /// Records why the connection ends, unless a cause was recorded already (the first wins).
+    fn record(&self, cause: DisconnectCause) {
+        let _ = self.cause.set(cause);
+    }
+
+    /// Why the connection ended (or is ending): the first recorded cause. Only meaningful once it
+    /// is closing; `ClosedLocally` if nothing was recorded (not reached: every close records).
+    pub(crate) fn cause(&self) -> DisconnectCause {
+        self.cause
+            .get()
+            .copied()
+            .unwrap_or(DisconnectCause::ClosedLocally)
+    }
+
+    /// The error of a send or wait on this connection once it is closing.
+    pub(crate) fn disconnected(&self) -> Error {
+        Error::Disconnected(self.cause())
+    }
+
     fn extra(&self) -> u64 {
         match self.settings.generation {
             Generation::Gen3 => 0,
@@ -348,7 +384,7 @@ impl Conn {
     ) -> Result<()> {
         let mut ob = lock(&self.out);
         if ob.closing {
-            return Err(Error::Closed);
+            return Err(self.disconnected());
         }
         let queued = ob.buf.len();
         if queued > 0 && queued + len > self.settings.max_queued_bytes {
@@ -519,7 +555,7 @@ impl Conn {
     fn register(&self, explicit: Option<u32>, waiter: Waiter) -> Result<u32> {
         let mut p = lock(&self.pending);
         if p.closed {
-            return Err(Error::Disconnected);
+            return Err(self.disconnected());
         }
         let id = match explicit {
             Some(id) => {
@@ -571,7 +607,7 @@ impl Conn {
                 self.unregister(id);
                 Err(Error::Timeout(timeout))
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Disconnected),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(self.disconnected()),
         }
     }
 
@@ -639,7 +675,7 @@ impl Conn {
                 guard.2 = true;
                 Ok(resp)
             }
-            Ok(Err(_)) => Err(Error::Disconnected),
+            Ok(Err(_)) => Err(self.disconnected()),
             Err(_) => Err(Error::Timeout(timeout)),
         }
     }
@@ -748,6 +784,7 @@ impl Conn {
                     self.counters
                         .observer
                         .emit(|| Event::ProtocolViolation { peer, reason: &r });
+                    self.record(DisconnectCause::ProtocolViolation);
                     end = Some(CloseReason::Protocol(r));
                     break;
                 }
@@ -785,7 +822,9 @@ impl Conn {
             Ok((n, _)) => n,
             Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => return,
             Err(e) => {
-                rx.end = Some(CloseReason::Io(e.into()));
+                let e = std::io::Error::from(e);
+                self.record(DisconnectCause::Io(e.kind()));
+                rx.end = Some(CloseReason::Io(e));
                 self.rx_notify.notify_one();
                 return;
             }
@@ -802,7 +841,7 @@ impl Conn {
         }
     }
 
-    /// Fails every waiter with `Disconnected` and refuses new ones.
+    /// Fails every waiter with `Disconnected` (with the recorded cause) and refuses new ones.
     pub(crate) fn fail_pending(&self) {
         let mut p = lock(&self.pending);
         p.closed = true;
@@ -810,9 +849,17 @@ impl Conn {
         self.mirror_waiting(&p);
     }
 
-    /// Starts closing: no more sends; the writer flushes what is queued (bounded by
-    /// `close_timeout`) unless `abort`.
-    pub(crate) fn close(&self, abort: bool) {
+    /// Closes the connection from this side (`close_client`, `disconnect`...): records
+    /// `ClosedLocally` (unless it already ended) and flushes what is queued (see
+    /// [`Conn::close_with`]).
+    pub(crate) fn close_locally(&self) {
+        self.close_with(DisconnectCause::ClosedLocally, false);
+    }
+
+    /// Starts closing: records `cause` unless an earlier one was (first writer wins), then no
+    /// more sends; the writer flushes what is queued (bounded by `close_timeout`) unless `abort`.
+    pub(crate) fn close_with(&self, cause: DisconnectCause, abort: bool) {
+        self.record(cause);
         lock(&self.out).closing = true;
         self.closing.store(true, Ordering::Release);
         self.out_notify.notify_one();
@@ -962,7 +1009,7 @@ pub(crate) async fn drive<J: Send + 'static>(
         tokio::pin!(reader, writer, keepalive);
         tokio::select! {
             r = &mut reader => {
-                conn.close(matches!(r, CloseReason::Io(_)));
+                conn.close_with(r.cause(), matches!(r, CloseReason::Io(_)));
                 let deadline = Instant::now() + conn.settings.close_timeout;
                 match tokio::time::timeout_at(deadline, &mut writer).await {
                     Err(_) => tracing::warn!(peer = %conn.peer, "could not flush queued data within {:?}; dropped", conn.settings.close_timeout),
@@ -973,7 +1020,7 @@ pub(crate) async fn drive<J: Send + 'static>(
             }
             r = &mut keepalive => {
                 add(&conn.counters.keepalive_timeouts, 1);
-                conn.close(false);
+                conn.close_with(r.cause(), false);
                 let _ = tokio::time::timeout(conn.settings.close_timeout, &mut writer).await;
                 r
             }
@@ -990,12 +1037,12 @@ pub(crate) async fn drive<J: Send + 'static>(
                         r
                     }
                     WriteEnd::Aborted => {
-                        conn.close(true);
+                        conn.close_with(DisconnectCause::ClosedLocally, true);
                         let _ = (&mut reader).await;
                         CloseReason::Local
                     }
                     WriteEnd::Failed(e) => {
-                        conn.close(true);
+                        conn.close_with(DisconnectCause::Io(e.kind()), true);
                         let _ = (&mut reader).await;
                         CloseReason::Io(e)
                     }

@@ -46,12 +46,15 @@
 //!   authenticate hook of the handshake. `secure` (private) runs TLS, handshake and hook.
 //! - [`stats`]: [`Stats`] (counters of traffic, drops and refusals) and the log throttle.
 //! - [`proto`]: the sans-I/O protocol crate (`veltix-proto`), re-exported.
+//! - `error` (private, re-exported): [`Error`](enum@Error), and [`DisconnectCause`], the one
+//!   reason a link is gone ([`Error::Disconnected`]), recorded by `conn` when a connection ends.
 //!
 //! ## Guarantees (and where we differ from Python Veltix)
 //! - Messages of one connection are handled in arrival order; different connections in
 //!   parallel. PINGs are answered inline; replies to `send_and_wait` are matched per connection.
 //! - Every send returns a `Result`; a wait fails with [`Error::Disconnected`] as soon as its
-//!   connection drops.
+//!   connection drops. A link that is gone is always [`Error::Disconnected`], carrying the first
+//!   [`DisconnectCause`] that ended it (peer closed, closed locally, keep-alive...).
 //! - A peer that fails the handshake, sends a corrupt frame, or exceeds `max_message_size` is
 //!   logged with its address and the reason, and disconnected; other connections are unaffected.
 //! - Outbound queues are bounded (`max_queued_bytes`): a peer that stops reading makes sends to it
@@ -94,7 +97,7 @@ pub mod tls;
 pub use asynch::{AsyncClient, AsyncServer, Incoming};
 pub use client::{Client, ClientSender};
 pub use config::{ClientConfig, Generation, KeepAlive, PerformanceMode, ServerConfig, Settings};
-pub use error::{Error, HandshakeError, Result};
+pub use error::{DisconnectCause, Error, HandshakeError, Result};
 pub use message::{Request, Response, TypeCode};
 pub use reconnect::{Backoff, DisconnectReason, DisconnectState, ReconnectPolicy};
 pub use server::{ClientInfo, Server, ServerSender};
@@ -147,8 +150,10 @@ pub struct HandlerError {
 }
 
 impl HandlerError {
-    /// True for a send the runtime refused ([`Error::QueueFull`], [`Error::Closed`]): it was
-    /// counted in [`Stats::dropped`] and logged (throttled) where it happened.
+    /// True for a send the runtime refused: the peer's queue was full ([`Error::QueueFull`]) or
+    /// the link is gone ([`Error::Disconnected`]). A refusal by a connection was counted in
+    /// [`Stats::dropped`] and logged (throttled) where it happened, a lost link is logged once
+    /// when it ends: handler errors like these are not logged again.
     pub fn is_refused_send(&self) -> bool {
         self.refused_send
     }
@@ -181,7 +186,7 @@ impl<E: std::fmt::Display + 'static> HandlerResult for std::result::Result<(), E
         self.map_err(|e| {
             let refused_send = matches!(
                 (&e as &dyn std::any::Any).downcast_ref::<Error>(),
-                Some(Error::QueueFull { .. } | Error::Closed)
+                Some(Error::QueueFull { .. } | Error::Disconnected(_))
             );
             HandlerError {
                 message: Box::new(e),

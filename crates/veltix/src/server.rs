@@ -22,7 +22,9 @@ use crate::handlers::{HandlerSet, Registry};
 use crate::observe::Event;
 use crate::pool::{guarded, Pool, Runner, SerialQueue};
 use crate::stats::{add, finish_throttled, throttled, Counters, Stats, Throttle};
-use crate::{Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode};
+use crate::{
+    DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode,
+};
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -127,7 +129,7 @@ impl ClientInfo {
     }
 
     /// Sends a message to this client (an id from the server range is assigned if the request
-    /// has none). Fails with [`Error::Closed`] if the connection is closed.
+    /// has none). Fails with [`Error::Disconnected`] if the connection is closed (or closing).
     pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
         self.inner.conn.send(request.borrow()).map(|_| ())
     }
@@ -369,7 +371,7 @@ impl Shared {
         let grace = self.config.settings.close_timeout + Duration::from_secs(1);
         let all: Vec<ClientInfo> = lock(&self.clients).values().cloned().collect();
         for c in &all {
-            c.conn().close(false);
+            c.conn().close_with(DisconnectCause::ServerStopped, false);
         }
         let deadline = tokio::time::Instant::now() + grace;
         loop {
@@ -779,7 +781,7 @@ impl Server {
     pub fn close_client(&self, client: &ClientInfo) -> bool {
         let known = lock(&self.shared.clients).contains_key(&client.id());
         if known && client.is_connected() {
-            client.conn().close(false);
+            client.conn().close_locally();
             true
         } else {
             false
@@ -815,14 +817,14 @@ impl Drop for Server {
             r.accept.abort();
         }
         for c in lock(&self.shared.clients).values() {
-            c.conn().close(false);
+            c.conn().close_with(DisconnectCause::ServerStopped, false);
         }
     }
 }
 
 /// A cloneable handle to a server for sending from any thread (the seed's `get_sender()`).
 /// It does not keep the server alive: once the server is dropped, sends fail with
-/// [`Error::NotRunning`].
+/// [`Error::Disconnected`]`(`[`DisconnectCause::ServerStopped`]`)`.
 ///
 /// ```no_run
 /// # use veltix::{Request, Server, ServerConfig};
@@ -839,7 +841,9 @@ pub struct ServerSender {
 
 impl ServerSender {
     fn shared(&self) -> Result<Arc<Shared>> {
-        self.shared.upgrade().ok_or(Error::NotRunning)
+        self.shared
+            .upgrade()
+            .ok_or(Error::Disconnected(DisconnectCause::ServerStopped))
     }
     /// Sends to one client.
     pub fn send(&self, request: impl Borrow<Request>, client: &ClientInfo) -> Result<()> {
@@ -1113,7 +1117,9 @@ async fn serve(
 }
 
 fn finish(shared: &Shared, client: &ClientInfo) {
-    client.conn().close(true);
+    client
+        .conn()
+        .close_with(DisconnectCause::ClosedLocally, true);
     client.conn().fail_pending();
     if lock(&shared.clients).remove(&client.id()).is_some() && client.handshake_done() {
         shared.clients_changed();

@@ -61,7 +61,8 @@ pub struct Dropped {
     /// Sends refused because the peer's outbound queue was full ([`Error::QueueFull`]):
     /// replies, broadcasts and other sends to a peer that does not read.
     pub queue_full: u64,
-    /// Sends refused because their connection was closing ([`Error::Closed`]).
+    /// Sends refused because their connection was closed or closing
+    /// ([`Error::Disconnected`], whatever its cause).
     pub closed: u64,
     /// PONGs not sent because the outbound queue of a peer flooding PINGs was full.
     pub pongs: u64,
@@ -207,7 +208,7 @@ impl Counters {
     pub(crate) fn send_refused(&self, e: &Error) {
         match e {
             Error::QueueFull { .. } => add(&self.dropped_queue_full, 1),
-            Error::Closed => add(&self.dropped_closed, 1),
+            Error::Disconnected(_) => add(&self.dropped_closed, 1),
             _ => {}
         }
     }
@@ -492,8 +493,8 @@ mod tests {
             queued: 1,
             limit: 1,
         });
-        c.send_refused(&Error::Closed);
-        c.send_refused(&Error::NotConnected);
+        c.send_refused(&Error::Disconnected(crate::DisconnectCause::PeerClosed));
+        c.send_refused(&Error::Timeout(Duration::from_secs(1)));
         c.rejection(&Rejection::CrcMismatch {
             message_type: 200,
             request_id: 1,

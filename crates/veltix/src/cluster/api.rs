@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{ClusterClient, ClusterId, ClusterStats, Node};
 use crate::server::Shared;
-use crate::{AsyncServer, Error, Request, Result, Server, ServerSender};
+use crate::{AsyncServer, DisconnectCause, Error, Request, Result, Server, ServerSender};
 
 fn node_of(shared: &Shared) -> Result<Arc<Node>> {
     if shared.config_ref().cluster.is_none() {
@@ -204,7 +204,10 @@ impl Server {
 
 impl ServerSender {
     fn node(&self) -> Result<Arc<Node>> {
-        let shared = self.shared.upgrade().ok_or(Error::NotRunning)?;
+        let shared = self
+            .shared
+            .upgrade()
+            .ok_or(Error::Disconnected(DisconnectCause::ServerStopped))?;
         node_of(&shared)
     }
 

@@ -50,7 +50,7 @@ pub use self::redis::RedisBroker;
 use crate::conn::lock;
 use crate::server::{self, ClientInfo, Shared};
 use crate::stats::{add, throttled, Throttle};
-use crate::{Error, Request, Result};
+use crate::{DisconnectCause, Error, Request, Result};
 
 /// A boxed, sendable future (what [`Broker`] methods return, so the trait is object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -367,7 +367,9 @@ impl ClusterClient {
         self.tags.get(name)
     }
     fn node(&self) -> Result<Arc<Node>> {
-        self.node.upgrade().ok_or(Error::NotRunning)
+        self.node
+            .upgrade()
+            .ok_or(Error::Disconnected(DisconnectCause::ServerStopped))
     }
     /// Sends to it wherever it is connected (blocks until the broker took it, at most
     /// `op_timeout`). See [`Server::cluster_send`](crate::Server::cluster_send).
@@ -714,7 +716,10 @@ impl Node {
     }
 
     fn check_request(&self, req: &Request) -> Result<Arc<Shared>> {
-        let shared = self.server.upgrade().ok_or(Error::NotRunning)?;
+        let shared = self
+            .server
+            .upgrade()
+            .ok_or(Error::Disconnected(DisconnectCause::ServerStopped))?;
         shared.check_outgoing(req)?;
         Ok(shared)
     }
@@ -797,7 +802,7 @@ impl Node {
             let c = self
                 .local_client(target.local)
                 .ok_or_else(|| Error::ClusterClientGone(target.to_string()))?;
-            c.conn().close(false);
+            c.conn().close_locally();
             return Ok(());
         }
         self.targeted(KIND_CLOSE, &target, None).await
@@ -1062,10 +1067,10 @@ impl Node {
             }
             KIND_SEND | KIND_CLOSE => match server::client_by_id(&shared, env.target) {
                 Some(c) if env.kind == KIND_SEND => match c.send(req) {
-                    Ok(()) | Err(Error::QueueFull { .. } | Error::Closed) => {}
+                    Ok(()) | Err(Error::QueueFull { .. } | Error::Disconnected(_)) => {}
                     Err(e) => self.undeliverable(&env.origin, &e),
                 },
-                Some(c) => c.conn().close(false),
+                Some(c) => c.conn().close_locally(),
                 None => {
                     add(&self.counters.unknown_target, 1);
                     throttled!(

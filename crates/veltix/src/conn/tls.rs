@@ -21,7 +21,7 @@ use veltix_proto::{Decoder, DecoderConfig, Frame};
 use super::{keepalive_loop, lock, CloseReason, Conn, Stop, WriteEnd, MAX_READ};
 use crate::pool::SerialQueue;
 use crate::stats::add;
-use crate::Response;
+use crate::{DisconnectCause, Response};
 
 /// A connection's byte stream once the handshakes are done.
 pub(crate) enum Transport {
@@ -70,7 +70,7 @@ async fn drive_tls<J: Send + 'static>(
         tokio::pin!(reader, writer, keepalive);
         tokio::select! {
             r = &mut reader => {
-                conn.close(matches!(r, CloseReason::Io(_)));
+                conn.close_with(r.cause(), matches!(r, CloseReason::Io(_)));
                 let deadline = Instant::now() + conn.settings.close_timeout;
                 let mut linger = None;
                 match tokio::time::timeout_at(deadline, &mut writer).await {
@@ -82,7 +82,7 @@ async fn drive_tls<J: Send + 'static>(
             }
             r = &mut keepalive => {
                 add(&conn.counters.keepalive_timeouts, 1);
-                conn.close(false);
+                conn.close_with(r.cause(), false);
                 let _ = tokio::time::timeout(conn.settings.close_timeout, &mut writer).await;
                 (r, None)
             }
@@ -95,12 +95,12 @@ async fn drive_tls<J: Send + 'static>(
                         (r, linger)
                     }
                     WriteEnd::Aborted => {
-                        conn.close(true);
+                        conn.close_with(DisconnectCause::ClosedLocally, true);
                         let _ = (&mut reader).await;
                         (CloseReason::Local, None)
                     }
                     WriteEnd::Failed(e) => {
-                        conn.close(true);
+                        conn.close_with(DisconnectCause::Io(e.kind()), true);
                         let _ = (&mut reader).await;
                         (CloseReason::Io(e), None)
                     }

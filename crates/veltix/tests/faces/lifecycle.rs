@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use veltix::proto::Generation;
 use veltix::{
-    ClientConfig, ClientInfo, DisconnectReason, Error, HandshakeError, ReconnectPolicy, Request,
-    Response, ServerConfig,
+    ClientConfig, ClientInfo, DisconnectCause, DisconnectReason, Error, HandshakeError,
+    ReconnectPolicy, Request, Response, ServerConfig,
 };
 
 use crate::face::*;
@@ -26,13 +26,16 @@ pub fn scenario_connect_errors_are_typed<F: Face>() {
     assert!(matches!(c.connect(), Err(Error::ConnectionRefused { .. })));
     assert!(matches!(
         c.send(Request::text(&ECHO, "x")),
-        Err(Error::NotConnected)
+        Err(Error::Disconnected(DisconnectCause::NotConnected))
     ));
     assert!(matches!(
         c.send_and_wait(Request::text(&ECHO, "x"), T),
-        Err(Error::NotConnected)
+        Err(Error::Disconnected(DisconnectCause::NotConnected))
     ));
-    assert!(matches!(c.ping(), Err(Error::NotConnected)));
+    assert!(matches!(
+        c.ping(),
+        Err(Error::Disconnected(DisconnectCause::NotConnected))
+    ));
     assert!(!c.is_connected());
     // A listener that never speaks: handshake timeout.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -160,12 +163,19 @@ pub fn scenario_pending_waits_fail_fast_when_the_connection_drops<F: Face>() {
     assert!(s.close_client(&info));
     let client_result = client_wait.join().unwrap();
     let server_result = server_wait.join().unwrap();
+    // The server closed it: the client's wait sees the peer's close, the server's its own.
     assert!(
-        matches!(client_result, Err(Error::Disconnected)),
+        matches!(
+            client_result,
+            Err(Error::Disconnected(DisconnectCause::PeerClosed))
+        ),
         "{client_result:?}"
     );
     assert!(
-        matches!(server_result, Err(Error::Disconnected)),
+        matches!(
+            server_result,
+            Err(Error::Disconnected(DisconnectCause::ClosedLocally))
+        ),
         "{server_result:?}"
     );
     assert!(
@@ -173,9 +183,10 @@ pub fn scenario_pending_waits_fail_fast_when_the_connection_drops<F: Face>() {
         "waits must not sleep out their timeout"
     );
     assert!(!s.close_client(&info), "already closed");
+    // No reconnect configured: later sends report what ended the link.
     assert!(matches!(
         c.send(Request::text(&NOTE, "x")),
-        Err(Error::NotConnected)
+        Err(Error::Disconnected(DisconnectCause::PeerClosed))
     ));
 }
 
