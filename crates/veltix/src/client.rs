@@ -16,7 +16,7 @@ use veltix_proto::{Generation, IdAllocator};
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
 use crate::observe::Event;
-use crate::pool::{guarded, Pool, Runner, SerialQueue};
+use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, Counters, Stats};
 use crate::{
     ClientConfig, DisconnectReason, DisconnectState, Error, HandlerResult, Request, Response,
@@ -60,12 +60,13 @@ pub(crate) struct Shared {
     closed: watch::Sender<bool>,
     queue: Arc<SerialQueue<Job>>,
     rt: Handle,
-    _pool: Pool,
+    /// This client's claim on the process-wide handler pool's size.
+    _claim: Claim,
     pub(crate) counters: Arc<Counters>,
 }
 
 impl Shared {
-    fn run_jobs(&self, jobs: Vec<Job>) {
+    fn run_jobs(&self, jobs: &mut std::collections::VecDeque<Job>) {
         let h = self.handlers.get();
         let mut jobs = Some(jobs);
         h.run_batch(&mut || {
@@ -78,15 +79,19 @@ impl Shared {
     fn run_batch(
         &self,
         h: &HandlerSet<ClientRoute, ConnectCallback, DisconnectCallback>,
-        jobs: Vec<Job>,
+        jobs: &mut std::collections::VecDeque<Job>,
     ) {
         // Replies to pipelined messages go out in one write (see `conn::Batch`).
         let conn = self.conn().ok();
         let batch = conn.as_deref().map(Conn::batch);
-        let n = jobs.len();
-        for (i, job) in jobs.into_iter().enumerate() {
+        while let Some(job) = jobs.pop_front() {
+            if crate::pool::deferred() {
+                // The previous job was an async handler: the rest waits for its future.
+                jobs.push_front(job);
+                break;
+            }
             if let Some(b) = &batch {
-                b.next(i + 1 < n);
+                b.next(!jobs.is_empty());
             }
             match job {
                 Job::Message(msg) => match h.handler_for(msg.message_type()) {
@@ -194,7 +199,7 @@ impl Shared {
     }
 
     /// Logs an error a handler returned, throttled per connection (see [`Conn::handler_failed`]).
-    fn handler_failed(&self, which: &dyn std::fmt::Display, e: &crate::HandlerError) {
+    pub(crate) fn handler_failed(&self, which: &dyn std::fmt::Display, e: &crate::HandlerError) {
         let conn = lock(&self.link).as_ref().map(|l| l.conn.clone());
         match conn {
             Some(c) => c.handler_failed(which, e),
@@ -446,14 +451,13 @@ impl Client {
 
     /// A client whose I/O runs on the given tokio runtime.
     pub fn with_handle(config: ClientConfig, rt: Handle) -> Client {
-        let pool = Pool::new(config.settings.max_workers, "veltix-client-worker");
+        let claim = Claim::new(config.settings.max_workers);
         let limit = config.settings.max_inbound_queue;
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
-            let runner: Runner<Job> = Arc::new(move |jobs| {
-                if let Some(s) = weak.upgrade() {
-                    s.run_jobs(jobs);
-                }
+            let runner: Runner<Job> = Arc::new(move |jobs| match weak.upgrade() {
+                Some(s) => s.run_jobs(jobs),
+                None => jobs.clear(),
             });
             Shared {
                 handlers: Registry::new(),
@@ -466,9 +470,9 @@ impl Client {
                 cancel: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
                 closed: watch::channel(true).0,
-                queue: SerialQueue::new(&pool, runner, limit),
+                queue: SerialQueue::new(runner, limit),
                 rt,
-                _pool: pool,
+                _claim: claim,
                 counters: Arc::default(),
                 config,
             }
