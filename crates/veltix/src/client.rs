@@ -60,8 +60,6 @@ pub(crate) struct Shared {
     closed: watch::Sender<bool>,
     queue: Arc<SerialQueue<Job>>,
     rt: Handle,
-    /// This client's claim on the process-wide handler pool's size.
-    _claim: Claim,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -342,6 +340,15 @@ async fn run_link(
     }
 }
 
+/// A running reconnect loop (`State::retrying`), ended on drop.
+struct Retrying<'a>(&'a Shared);
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).retrying = false;
+    }
+}
+
 /// Python's reconnect sequence: `(false, 0)`, then per failed attempt `(false, k)`, and
 /// `(true, fails)` when giving up. The first attempt is immediate, later ones follow the policy's
 /// delay. Returns the last error if every attempt failed.
@@ -355,6 +362,9 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
         st.retrying = true;
         st.fails = 0;
     }
+    // Clears `retrying` however the loop ends (returned, or its future dropped: a cancelled
+    // `AsyncClient::connect`, a runtime shutdown), so a later loop is not refused.
+    let retrying = Retrying(&shared);
     shared.cancel.store(false, Ordering::SeqCst);
     shared.emit(false, 0, n, reason);
     let mut last = Error::NotConnected;
@@ -374,9 +384,8 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
                     }
                     break;
                 }
-                let mut st = lock(&shared.state);
-                st.retrying = false;
-                st.fails = 0;
+                lock(&shared.state).fails = 0;
+                drop(retrying);
                 info!(attempt = k, "reconnected");
                 return Ok(());
             }
@@ -399,11 +408,8 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
             }
         }
     }
-    let manual = {
-        let mut st = lock(&shared.state);
-        st.retrying = false;
-        st.manual
-    };
+    drop(retrying);
+    let manual = lock(&shared.state).manual;
     if !manual {
         shared.emit(true, fails, n, last_reason);
     }
@@ -429,6 +435,9 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
 /// ```
 pub struct Client {
     pub(crate) shared: Arc<Shared>,
+    /// This client's claim on the process-wide handler pool's size, released when the client
+    /// is dropped (its connections may still be finishing).
+    _claim: Claim,
 }
 
 impl std::fmt::Debug for Client {
@@ -472,12 +481,14 @@ impl Client {
                 closed: watch::channel(true).0,
                 queue: SerialQueue::new(runner, limit),
                 rt,
-                _claim: claim,
                 counters: Arc::default(),
                 config,
             }
         });
-        Client { shared }
+        Client {
+            shared,
+            _claim: claim,
+        }
     }
 
     /// The configuration.

@@ -45,6 +45,8 @@ const IDLE_EXIT: Duration = Duration::from_secs(10);
 
 thread_local! {
     static IN_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This worker is inside [`blocking`] (not counted as running).
+    static BLOCKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Futures deferred by the handler running on this thread (see [`defer`]); `None` when no
     /// queue is running here (a deferred future is then spawned detached).
     static DEFERRED: std::cell::RefCell<Option<Vec<Deferred>>> = const { std::cell::RefCell::new(None) };
@@ -229,15 +231,17 @@ fn others_waiting() -> bool {
 /// a handler thread, the thread stops counting towards the pool's size while `f` runs, so a
 /// stand-in worker may run other handlers meanwhile. Elsewhere it just runs `f`.
 pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    if !in_worker() {
+    if !in_worker() || BLOCKED.with(|b| b.get()) {
         return f();
     }
     struct Resume;
     impl Drop for Resume {
         fn drop(&mut self) {
+            BLOCKED.with(|b| b.set(false));
             lock(&global().state).running += 1;
         }
     }
+    BLOCKED.with(|b| b.set(true));
     {
         let g = global();
         let mut st = lock(&g.state);

@@ -256,8 +256,6 @@ pub(crate) struct Shared {
     handlers: Handlers,
     clients: Mutex<HashMap<u64, ClientInfo>>,
     count: AtomicUsize,
-    /// This server's claim on the process-wide handler pool's size.
-    _claim: Claim,
     rt: Handle,
     running: Mutex<Option<Running>>,
     /// Last bound address, reused by `restart()` so clients find the server again.
@@ -452,6 +450,9 @@ impl Shared {
 /// ```
 pub struct Server {
     pub(crate) shared: Arc<Shared>,
+    /// This server's claim on the process-wide handler pool's size, released when the server
+    /// is dropped (its connections may still be finishing).
+    _claim: Claim,
 }
 
 impl std::fmt::Debug for Server {
@@ -481,7 +482,6 @@ impl Server {
                 handlers: Registry::new(),
                 clients: Mutex::new(HashMap::new()),
                 count: AtomicUsize::new(0),
-                _claim: claim,
                 rt,
                 running: Mutex::new(None),
                 last_addr: Mutex::new(None),
@@ -496,6 +496,7 @@ impl Server {
                 cluster: OnceLock::new(),
                 config,
             }),
+            _claim: claim,
         }
     }
 
