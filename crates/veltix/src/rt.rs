@@ -26,7 +26,7 @@ pub(crate) fn handle() -> Handle {
 }
 
 /// I/O threads of the shared runtime: `VELTIX_IO_THREADS` if set to a positive number, else
-/// half the CPUs (at least one); the other half is left to the handler pools.
+/// half the CPUs (at least one); the other half is left to the handler pool.
 ///
 /// Measured with `veltix bench` on 2 vCPUs: with 2 I/O workers, tokio wakes the idle worker
 /// for work the busy one already has, and a loopback ping round trip took 2x as long (p50

@@ -171,3 +171,57 @@ fn a_panicking_handler_does_not_kill_the_pool() {
     }
     server.close_all();
 }
+
+/// Handler threads of this process (the pool names them `veltix-worker-N`).
+fn worker_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("veltix-worker"))
+        .count()
+}
+
+/// The pool grows to its size when handlers wait together (a barrier of 5 that only opens with 5
+/// handlers running at once), and once the size is lowered, the threads above it exit after
+/// about 10 s idle (waited for with a generous deadline, not timed).
+#[test]
+fn threads_above_the_size_exit_when_idle() {
+    let _turn = Turn::take();
+    veltix::set_handler_threads(Some(5));
+    let server = Server::new(ServerConfig::local().max_workers(1));
+    let barrier = Arc::new(Barrier::new(5));
+    let b = barrier.clone();
+    server.on_recv(move |c, msg: Response| {
+        if msg.text().ok() == Some("together") {
+            b.wait();
+        }
+        c.send(Request::new(201u16, msg.content().clone()).respond(&msg))
+    });
+    let port = server.start().expect("start").port();
+    let clients: Vec<Client> = (0..5).map(|_| client(port)).collect();
+    std::thread::scope(|s| {
+        for c in &clients {
+            s.spawn(|| {
+                c.send_and_wait(Request::text(200u16, "together"), WAIT)
+                    .expect("all five ran at once");
+            });
+        }
+    });
+    assert!(worker_threads() >= 5);
+    veltix::set_handler_threads(Some(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while worker_threads() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} handler threads still alive 60 s after the size went down to 1",
+            worker_threads()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The one left still serves.
+    let r = clients[0]
+        .send_and_wait(Request::text(200u16, "x"), WAIT)
+        .expect("the pool still works");
+    assert_eq!(r.text().expect("utf-8"), "x");
+    server.close_all();
+}
