@@ -20,7 +20,7 @@ from conftest import ECHO, NOTE, T, Inbox, wait_until
 def test_callbacks_run_on_the_handler_pool_in_arrival_order(make_server, make_client):
     s = make_server(max_workers=3)
     seen: dict[int, list[int]] = {}
-    threads: set[int] = set()
+    threads: dict[int, str] = {}
     lock = threading.Lock()
     done = threading.Event()
     n_clients, n = 4, 1500
@@ -28,7 +28,11 @@ def test_callbacks_run_on_the_handler_pool_in_arrival_order(make_server, make_cl
     @s.route(NOTE)
     def note(client, msg):
         with lock:
-            threads.add(threading.get_ident())
+            tid = threading.get_native_id()
+            if tid not in threads:
+                # The process-wide pool shared by every server and client names its threads.
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    threads[tid] = f.read().strip()
             seen.setdefault(client.thread_id, []).append(int(msg.text))
             if sum(len(v) for v in seen.values()) == n_clients * n:
                 done.set()
@@ -48,8 +52,8 @@ def test_callbacks_run_on_the_handler_pool_in_arrival_order(make_server, make_cl
     for t in senders:
         t.join()
     assert done.wait(T)
-    assert threading.get_ident() not in threads
-    assert 1 <= len(threads) <= 3
+    assert threading.get_native_id() not in threads
+    assert threads and all(name.startswith("veltix-worker") for name in threads.values()), threads
     assert len(seen) == n_clients
     for per_client in seen.values():
         assert per_client == list(range(n))

@@ -54,6 +54,46 @@ fn current_or_shared() -> Handle {
     Handle::try_current().unwrap_or_else(|_| crate::rt::handle())
 }
 
+/// Queues `item` for an [`Incoming`] stream; when it is full, the connection's chain awaits the
+/// send (its next messages wait: backpressure), on the runtime, holding no handler thread.
+fn forward<T: Send + 'static>(rt: &Handle, tx: &mpsc::Sender<T>, item: T) {
+    match tx.try_send(item) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(item)) => {
+            let tx = tx.clone();
+            crate::pool::defer(rt.clone(), async move {
+                let _ = tx.send(item).await;
+            });
+        }
+    }
+}
+
+/// A synchronous server route that defers `handler`'s future to the connection's chain (see
+/// [`AsyncServer::route_async`]); `which` names it in the log when it returns an error.
+fn server_async<F, Fut, R>(
+    rt: Handle,
+    handler: F,
+    which: impl Fn(&mut dyn FnMut(&dyn std::fmt::Display)) + Send + Sync + Copy + 'static,
+) -> impl Fn(&ClientInfo, Response) + Send + Sync + 'static
+where
+    F: Fn(ClientInfo, Response) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: HandlerResult + Send + 'static,
+{
+    move |c: &ClientInfo, m: Response| {
+        let fut = {
+            let _enter = rt.enter();
+            handler(c.clone(), m)
+        };
+        let c = c.clone();
+        crate::pool::defer(rt.clone(), async move {
+            if let Err(e) = fut.await.into_handler_result() {
+                which(&mut |w| c.conn().handler_failed(w, &e));
+            }
+        });
+    }
+}
+
 /// A stream of incoming messages (implements [`futures_core::Stream`]; or call
 /// [`Incoming::next`]). Bounded: when the consumer falls behind, the connections stop being read
 /// (backpressure), nothing is dropped.
@@ -168,19 +208,61 @@ impl AsyncServer {
         self
     }
 
-    /// An async handler. Messages of one connection are still handled in arrival order (the
-    /// next one waits for this future); up to `max_workers` connections at once.
+    /// An async handler. Its future runs as a task on the server's runtime (it holds no handler
+    /// thread while it awaits, and any number of connections' futures are in flight at once);
+    /// messages of one connection are still handled in arrival order: the next one (sync or
+    /// async handler) starts when this future ended. A panic in it is logged and contained.
+    ///
+    /// ```
+    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, Request, ServerConfig};
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local());
+    /// server.route_async(200u16, |client, msg| async move {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(10)).await; // e.g. a database call
+    ///     client.send(Request::text(200u16, "done").respond(&msg))
+    /// });
+    /// let addr = server.start()?;
+    /// let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// client.connect().await?;
+    /// let reply = client
+    ///     .send_and_wait(Request::text(200u16, "go"), std::time::Duration::from_secs(5))
+    ///     .await?;
+    /// assert_eq!(reply.text()?, "done");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn route_async<F, Fut, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
     where
         F: Fn(ClientInfo, Response) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
         R: HandlerResult + Send + 'static,
     {
-        let rt = self.inner.shared.rt_handle();
-        self.inner
-            .route(message_type, move |c: &ClientInfo, m: Response| {
-                crate::rt::block_on(&rt, handler(c.clone(), m))
-            });
+        let code = message_type.type_code();
+        let route = server_async(self.inner.shared.rt_handle(), handler, move |f| {
+            f(&format_args!("async handler for type {code}"))
+        });
+        self.inner.route(code, route);
+        self
+    }
+
+    /// An async fallback handler for messages without a route (see
+    /// [`route_async`](Self::route_async)).
+    ///
+    /// ```
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// server.on_recv_async(|client, msg| async move { client.send(veltix::Request::new(201u16, msg.content().clone())) });
+    /// ```
+    pub fn on_recv_async<F, Fut, R>(&self, handler: F) -> &Self
+    where
+        F: Fn(ClientInfo, Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: HandlerResult + Send + 'static,
+    {
+        let route = server_async(self.inner.shared.rt_handle(), handler, |f| {
+            f(&"async on_recv handler")
+        });
+        self.inner.on_recv(route);
         self
     }
 
@@ -251,9 +333,9 @@ impl AsyncServer {
     /// `capacity` bounds how many wait for the consumer.
     pub fn incoming(&self, capacity: usize) -> Incoming<(ClientInfo, Response)> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let rt = self.inner.shared.rt_handle();
         self.inner.on_recv(move |c: &ClientInfo, m: Response| {
-            // Runs on a pool thread (never on the runtime): blocking here is the backpressure.
-            let _ = tx.blocking_send((c.clone(), m));
+            forward(&rt, &tx, (c.clone(), m));
         });
         Incoming { rx }
     }
@@ -380,18 +462,72 @@ impl AsyncClient {
         self
     }
 
-    /// An async handler (messages are handled in arrival order).
+    /// An async handler: its future runs as a task on the client's runtime; messages are still
+    /// handled in arrival order (the next one starts when this future ended). See
+    /// [`AsyncServer::route_async`].
+    ///
+    /// ```
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// client.route_async(200u16, |msg| async move { println!("{:?}", msg.text()) });
+    /// ```
     pub fn route_async<F, Fut, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
     where
         F: Fn(Response) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
         R: HandlerResult + Send + 'static,
     {
-        let rt = self.inner.shared.rt_handle();
-        self.inner.route(message_type, move |m: Response| {
-            crate::rt::block_on(&rt, handler(m))
+        let code = message_type.type_code();
+        let route = self.client_async(handler, move |f| {
+            f(&format_args!("async handler for type {code}"))
         });
+        self.inner.route(code, route);
         self
+    }
+
+    /// An async fallback handler (see [`route_async`](Self::route_async)).
+    ///
+    /// ```
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// client.on_recv_async(|msg| async move { println!("{:?}", msg.text()) });
+    /// ```
+    pub fn on_recv_async<F, Fut, R>(&self, handler: F) -> &Self
+    where
+        F: Fn(Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: HandlerResult + Send + 'static,
+    {
+        let route = self.client_async(handler, |f| f(&"async on_recv handler"));
+        self.inner.on_recv(route);
+        self
+    }
+
+    /// A synchronous route that defers `handler`'s future to the connection's chain.
+    fn client_async<F, Fut, R>(
+        &self,
+        handler: F,
+        which: impl Fn(&mut dyn FnMut(&dyn std::fmt::Display)) + Send + Sync + Copy + 'static,
+    ) -> impl Fn(Response) + Send + Sync + 'static
+    where
+        F: Fn(Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: HandlerResult + Send + 'static,
+    {
+        let rt = self.inner.shared.rt_handle();
+        let weak = std::sync::Arc::downgrade(&self.inner.shared);
+        move |m: Response| {
+            let fut = {
+                let _enter = rt.enter();
+                handler(m)
+            };
+            let weak = weak.clone();
+            crate::pool::defer(rt.clone(), async move {
+                if let Err(e) = fut.await.into_handler_result() {
+                    if let Some(s) = weak.upgrade() {
+                        which(&mut |w| s.handler_failed(w, &e));
+                    }
+                }
+            });
+        }
     }
 
     /// Fallback handler.
@@ -407,9 +543,8 @@ impl AsyncClient {
     /// Messages without a route as a stream (replaces `on_recv`).
     pub fn incoming(&self, capacity: usize) -> Incoming<Response> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.inner.on_recv(move |m: Response| {
-            let _ = tx.blocking_send(m);
-        });
+        let rt = self.inner.shared.rt_handle();
+        self.inner.on_recv(move |m: Response| forward(&rt, &tx, m));
         Incoming { rx }
     }
 

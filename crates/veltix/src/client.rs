@@ -16,7 +16,7 @@ use veltix_proto::{Generation, IdAllocator};
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
 use crate::observe::Event;
-use crate::pool::{guarded, Pool, Runner, SerialQueue};
+use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, Counters, Stats};
 use crate::{
     ClientConfig, DisconnectCause, DisconnectReason, DisconnectState, Error, HandlerResult,
@@ -64,12 +64,11 @@ pub(crate) struct Shared {
     closed: watch::Sender<bool>,
     queue: Arc<SerialQueue<Job>>,
     rt: Handle,
-    _pool: Pool,
     pub(crate) counters: Arc<Counters>,
 }
 
 impl Shared {
-    fn run_jobs(&self, jobs: Vec<Job>) {
+    fn run_jobs(&self, jobs: &mut std::collections::VecDeque<Job>) {
         let h = self.handlers.get();
         let mut jobs = Some(jobs);
         h.run_batch(&mut || {
@@ -82,15 +81,19 @@ impl Shared {
     fn run_batch(
         &self,
         h: &HandlerSet<ClientRoute, ConnectCallback, DisconnectCallback>,
-        jobs: Vec<Job>,
+        jobs: &mut std::collections::VecDeque<Job>,
     ) {
         // Replies to pipelined messages go out in one write (see `conn::Batch`).
         let conn = self.conn().ok();
         let batch = conn.as_deref().map(Conn::batch);
-        let n = jobs.len();
-        for (i, job) in jobs.into_iter().enumerate() {
+        while let Some(job) = jobs.pop_front() {
+            if crate::pool::deferred() {
+                // The previous job was an async handler: the rest waits for its future.
+                jobs.push_front(job);
+                break;
+            }
             if let Some(b) = &batch {
-                b.next(i + 1 < n);
+                b.next(!jobs.is_empty());
             }
             match job {
                 Job::Message(msg) => match h.handler_for(msg.message_type()) {
@@ -200,7 +203,7 @@ impl Shared {
     }
 
     /// Logs an error a handler returned, throttled per connection (see [`Conn::handler_failed`]).
-    fn handler_failed(&self, which: &dyn std::fmt::Display, e: &crate::HandlerError) {
+    pub(crate) fn handler_failed(&self, which: &dyn std::fmt::Display, e: &crate::HandlerError) {
         let conn = lock(&self.link).as_ref().map(|l| l.conn.clone());
         match conn {
             Some(c) => c.handler_failed(which, e),
@@ -362,6 +365,15 @@ async fn run_link(
     }
 }
 
+/// A running reconnect loop (`State::retrying`), ended on drop.
+struct Retrying<'a>(&'a Shared);
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).retrying = false;
+    }
+}
+
 /// Python's reconnect sequence: `(false, 0)`, then per failed attempt `(false, k)`, and
 /// `(true, fails)` when giving up. The first attempt is immediate, later ones follow the policy's
 /// delay. Returns the last error if every attempt failed.
@@ -376,6 +388,9 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
         st.fails = 0;
         st.ended = DisconnectCause::NotConnected;
     }
+    // Clears `retrying` however the loop ends (returned, or its future dropped: a cancelled
+    // `AsyncClient::connect`, a runtime shutdown), so a later loop is not refused.
+    let retrying = Retrying(&shared);
     shared.cancel.store(false, Ordering::SeqCst);
     shared.emit(false, 0, n, reason);
     let mut last = Error::Disconnected(DisconnectCause::NotConnected);
@@ -403,9 +418,8 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
                     }
                     break;
                 }
-                let mut st = lock(&shared.state);
-                st.retrying = false;
-                st.fails = 0;
+                lock(&shared.state).fails = 0;
+                drop(retrying);
                 info!(attempt = k, "reconnected");
                 return Ok(());
             }
@@ -428,11 +442,8 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
             }
         }
     }
-    let manual = {
-        let mut st = lock(&shared.state);
-        st.retrying = false;
-        st.manual
-    };
+    drop(retrying);
+    let manual = lock(&shared.state).manual;
     if !manual {
         shared.emit(true, fails, n, last_reason);
     }
@@ -458,6 +469,9 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
 /// ```
 pub struct Client {
     pub(crate) shared: Arc<Shared>,
+    /// This client's claim on the process-wide handler pool's size, released when the client
+    /// is dropped (its connections may still be finishing).
+    _claim: Claim,
 }
 
 impl std::fmt::Debug for Client {
@@ -480,14 +494,13 @@ impl Client {
 
     /// A client whose I/O runs on the given tokio runtime.
     pub fn with_handle(config: ClientConfig, rt: Handle) -> Client {
-        let pool = Pool::new(config.settings.max_workers, "veltix-client-worker");
+        let claim = Claim::new(config.settings.max_workers);
         let limit = config.settings.max_inbound_queue;
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
-            let runner: Runner<Job> = Arc::new(move |jobs| {
-                if let Some(s) = weak.upgrade() {
-                    s.run_jobs(jobs);
-                }
+            let runner: Runner<Job> = Arc::new(move |jobs| match weak.upgrade() {
+                Some(s) => s.run_jobs(jobs),
+                None => jobs.clear(),
             });
             Shared {
                 handlers: Registry::new(),
@@ -501,14 +514,16 @@ impl Client {
                 cancel: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
                 closed: watch::channel(true).0,
-                queue: SerialQueue::new(&pool, runner, limit),
+                queue: SerialQueue::new(runner, limit),
                 rt,
-                _pool: pool,
                 counters: Arc::default(),
                 config,
             }
         });
-        Client { shared }
+        Client {
+            shared,
+            _claim: claim,
+        }
     }
 
     /// The configuration.

@@ -79,7 +79,19 @@ pub struct Settings {
     pub max_message_size: usize,
     /// Total deadline for a connection's handshake (default 5 s).
     pub handshake_timeout: Duration,
-    /// Handler pool size (default 4).
+    /// A claim on the size of the process-wide handler pool (default 4). Every server and
+    /// client of the process shares ONE pool of handler threads, sized to the largest
+    /// `max_workers` of the live servers and clients, unless [`crate::set_handler_threads`] or
+    /// the `VELTIX_HANDLER_THREADS` environment variable fixes the size
+    /// ([`crate::handler_threads`] tells the current one). Async handlers
+    /// ([`AsyncServer::route_async`](crate::AsyncServer::route_async)) hold no thread while they
+    /// wait and are not limited by it.
+    ///
+    /// ```
+    /// let server = veltix::Server::new(veltix::ServerConfig::local().max_workers(16));
+    /// assert!(veltix::handler_threads() >= 1); // 16 unless fixed otherwise
+    /// # drop(server);
+    /// ```
     pub max_workers: usize,
     /// Wire generation (default [`Generation::Gen3`]).
     pub generation: Generation,

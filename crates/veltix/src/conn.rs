@@ -601,7 +601,8 @@ impl Conn {
         if let Some(r) = self.spin_for_reply(&rx) {
             return Ok(r);
         }
-        match rx.recv_timeout(timeout) {
+        // On a handler thread, a stand-in worker may run other handlers meanwhile.
+        match crate::pool::blocking(|| rx.recv_timeout(timeout)) {
             Ok(r) => Ok(r),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 self.unregister(id);

@@ -8,7 +8,9 @@
 //! The API is synchronous and thread-friendly (no async required): I/O runs on a shared tokio
 //! runtime in the background (half the CPUs as threads; the `VELTIX_IO_THREADS` environment
 //! variable overrides, [`Server::with_handle`]/[`Client::with_handle`] use your runtime),
-//! handlers on a pool of worker threads.
+//! handlers on ONE process-wide pool of worker threads shared by every server and client (sized
+//! to the largest `max_workers`, see [`set_handler_threads`]); async handlers
+//! ([`AsyncServer::route_async`]) run as tasks on the runtime and hold no thread while they wait.
 //!
 //! ```
 //! use std::time::Duration;
@@ -34,7 +36,9 @@
 //! - [`client`]: [`Client`], [`ClientSender`], the reconnect loop.
 //! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters,
 //!   keep-alive. Shared by both sides.
-//! - `pool` (private): the handler pool with one ordered queue per connection.
+//! - `pool` (private): the process-wide handler pool ([`set_handler_threads`],
+//!   [`handler_threads`]) with one ordered queue per connection; async handlers' futures are
+//!   chained per connection on the runtime. `rt` (private): the shared I/O runtime, `block_on`.
 //! - [`config`]: [`ServerConfig`], [`ClientConfig`] (built with setters, `#[non_exhaustive]`),
 //!   the [`Settings`] both embed (one definition, one validation), [`PerformanceMode`],
 //!   [`KeepAlive`].
@@ -99,6 +103,7 @@ pub use client::{Client, ClientSender};
 pub use config::{ClientConfig, Generation, KeepAlive, PerformanceMode, ServerConfig, Settings};
 pub use error::{DisconnectCause, Error, HandshakeError, Result};
 pub use message::{Request, Response, TypeCode};
+pub use pool::{handler_threads, set_handler_threads, DEFAULT_HANDLER_THREADS};
 pub use reconnect::{Backoff, DisconnectReason, DisconnectState, ReconnectPolicy};
 pub use server::{ClientInfo, Server, ServerSender};
 pub use stats::Stats;

@@ -1,22 +1,55 @@
-//! The handler pool: `max_workers` OS threads running user callbacks, with one ordered queue per
-//! connection so that messages of one connection are handled in arrival order while different
-//! connections are handled in parallel.
+//! The handler pool: ONE process-wide set of OS threads running user callbacks for every
+//! `Server` and `Client` of the process, with one ordered queue per connection so that messages
+//! of one connection are handled in arrival order while different connections are handled in
+//! parallel.
+//!
+//! Sizing: every server and client *claims* its `max_workers` ([`Claim`]); the pool runs
+//! handlers on as many threads as the largest claim (default [`DEFAULT_HANDLER_THREADS`]),
+//! unless [`set_handler_threads`] or `VELTIX_HANDLER_THREADS` fixes the size. Threads are
+//! started on demand; threads above the size exit after [`IDLE_EXIT`] idle.
+//!
+//! A handler that blocks inside the runtime (a `send_and_wait` or ping from a handler, a blocking
+//! `close_all`...) goes through [`blocking`]: while it waits, a stand-in thread may run other
+//! connections' handlers, so N handlers waiting on replies handled by the same pool of N threads
+//! do not deadlock.
+//!
+//! Async handlers do not hold a thread while they wait: the handler defers its future with
+//! [`defer`], the connection's queue stops there, the future runs as a task on the runtime, and
+//! the queue resumes (on the pool) when it ended.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use crate::conn::lock;
-use std::thread::JoinHandle;
 
-use crossbeam_channel::Sender;
+use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 /// How many jobs a worker runs from one connection before letting others have a turn.
 const BATCH: usize = 64;
 
+/// The handler pool's size when nothing claimed another one and nothing overrides it.
+///
+/// ```
+/// assert_eq!(veltix::DEFAULT_HANDLER_THREADS, 4);
+/// ```
+pub const DEFAULT_HANDLER_THREADS: usize = 4;
+
+/// How long a thread above the pool's size stays idle before it exits.
+const IDLE_EXIT: Duration = Duration::from_secs(10);
+
 thread_local! {
     static IN_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This worker is inside [`blocking`] (not counted as running).
+    static BLOCKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Futures deferred by the handler running on this thread (see [`defer`]); `None` when no
+    /// queue is running here (a deferred future is then spawned detached).
+    static DEFERRED: std::cell::RefCell<Option<Vec<Deferred>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// True on a handler-pool thread (i.e. inside a user handler).
@@ -29,48 +62,275 @@ pub(crate) trait Task: Send + Sync {
     fn run(self: Arc<Self>);
 }
 
-/// A fixed pool of worker threads fed by an MPMC channel.
-pub(crate) struct Pool {
-    tx: Sender<Arc<dyn Task>>,
-    threads: Vec<JoinHandle<()>>,
+struct PoolState {
+    tasks: VecDeque<Arc<dyn Task>>,
+    /// Live worker threads.
+    threads: usize,
+    /// Threads waiting for a task.
+    idle: usize,
+    /// Threads running a task and not inside [`blocking`].
+    running: usize,
+    /// Claims (size -> how many servers/clients claim it).
+    claims: BTreeMap<usize, usize>,
+    /// `set_handler_threads` / `VELTIX_HANDLER_THREADS`.
+    fixed: Option<usize>,
+    next_name: usize,
 }
 
-impl Pool {
-    pub(crate) fn new(workers: usize, name: &str) -> Pool {
-        let (tx, rx) = crossbeam_channel::unbounded::<Arc<dyn Task>>();
-        let threads = (0..workers.max(1))
-            .map(|i| {
-                let rx = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("{name}-{i}"))
-                    .spawn(move || {
-                        IN_WORKER.with(|w| w.set(true));
-                        while let Ok(task) = rx.recv() {
-                            task.run();
-                        }
-                    })
-                    .unwrap_or_else(|e| panic!("cannot spawn a veltix worker thread: {e}"))
-            })
-            .collect();
-        Pool { tx, threads }
-    }
-
-    pub(crate) fn sender(&self) -> Sender<Arc<dyn Task>> {
-        self.tx.clone()
+impl PoolState {
+    fn size(&self) -> usize {
+        self.fixed
+            .or_else(|| self.claims.keys().next_back().copied())
+            .unwrap_or(DEFAULT_HANDLER_THREADS)
+            .max(1)
     }
 }
 
-impl Drop for Pool {
+struct Global {
+    state: Mutex<PoolState>,
+    work: Condvar,
+}
+
+fn global() -> &'static Global {
+    static POOL: OnceLock<Global> = OnceLock::new();
+    POOL.get_or_init(|| Global {
+        state: Mutex::new(PoolState {
+            tasks: VecDeque::new(),
+            threads: 0,
+            idle: 0,
+            running: 0,
+            claims: BTreeMap::new(),
+            fixed: env_threads(),
+            next_name: 0,
+        }),
+        work: Condvar::new(),
+    })
+}
+
+fn env_threads() -> Option<usize> {
+    std::env::var("VELTIX_HANDLER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+}
+
+/// Fixes the size of the process-wide handler pool (`Some(n)`, at least 1) or lets it follow
+/// the servers' and clients' claims again (`None`: the largest `max_workers` of the live
+/// servers and clients, [`DEFAULT_HANDLER_THREADS`] when there are none). The environment
+/// variable `VELTIX_HANDLER_THREADS` sets the initial value. Threads above a smaller size exit
+/// once idle for about 10 seconds.
+///
+/// ```
+/// veltix::set_handler_threads(Some(8));
+/// assert_eq!(veltix::handler_threads(), 8);
+/// veltix::set_handler_threads(None); // back to automatic
+/// ```
+pub fn set_handler_threads(threads: Option<usize>) {
+    let g = global();
+    let mut st = lock(&g.state);
+    st.fixed = threads.map(|n| n.max(1));
+    wake(g, &mut st);
+}
+
+/// How many threads the process-wide handler pool runs handlers on now (stand-ins for handlers
+/// blocked in a request or ping not counted); see [`set_handler_threads`].
+///
+/// ```
+/// let _server = veltix::Server::new(veltix::ServerConfig::local().max_workers(6));
+/// assert!(veltix::handler_threads() >= 1);
+/// ```
+pub fn handler_threads() -> usize {
+    lock(&global().state).size()
+}
+
+/// Starts or wakes workers for the queued tasks, within the pool's size.
+fn wake(g: &'static Global, st: &mut PoolState) {
+    let size = st.size();
+    let mut waiting = st.tasks.len();
+    // Idle threads take tasks first.
+    let woken = waiting.min(st.idle);
+    for _ in 0..woken {
+        g.work.notify_one();
+    }
+    waiting -= woken;
+    while waiting > 0 && st.running + st.idle < size {
+        if !spawn_worker(g, st) {
+            break;
+        }
+        waiting -= 1;
+    }
+}
+
+fn spawn_worker(g: &'static Global, st: &mut PoolState) -> bool {
+    let name = format!("veltix-worker-{}", st.next_name);
+    st.next_name += 1;
+    // Counted as running until it looks for a task (so `wake` does not over-spawn).
+    st.threads += 1;
+    st.running += 1;
+    match std::thread::Builder::new()
+        .name(name)
+        .spawn(move || worker(g))
+    {
+        Ok(_) => true,
+        Err(e) => {
+            st.threads -= 1;
+            st.running -= 1;
+            tracing::error!("cannot start a veltix handler thread: {e}");
+            false
+        }
+    }
+}
+
+fn worker(g: &'static Global) {
+    IN_WORKER.with(|w| w.set(true));
+    let mut st = lock(&g.state);
+    loop {
+        // This thread is "running" here (it just started or finished a task).
+        if st.running <= st.size() {
+            if let Some(task) = st.tasks.pop_front() {
+                drop(st);
+                if catch_unwind(AssertUnwindSafe(|| task.run())).is_err() {
+                    tracing::error!("a veltix handler task panicked; the pool goes on");
+                }
+                st = lock(&g.state);
+                continue;
+            }
+        }
+        st.running -= 1;
+        st.idle += 1;
+        let (next, timeout) = g
+            .work
+            .wait_timeout(st, IDLE_EXIT)
+            .unwrap_or_else(|p| p.into_inner());
+        st = next;
+        st.idle -= 1;
+        // Idle for long and above the pool's size (not counting threads blocked in a handler):
+        // this thread is not needed.
+        if timeout.timed_out() && st.tasks.is_empty() && st.running + st.idle + 1 > st.size() {
+            st.threads -= 1;
+            return;
+        }
+        st.running += 1;
+    }
+}
+
+/// Queues a task for the pool.
+fn submit(task: Arc<dyn Task>) {
+    let g = global();
+    let mut st = lock(&g.state);
+    st.tasks.push_back(task);
+    wake(g, &mut st);
+}
+
+/// True when tasks wait for a worker.
+fn others_waiting() -> bool {
+    !lock(&global().state).tasks.is_empty()
+}
+
+/// Runs `f`, which blocks (waits for a reply, a runtime task...), without starving the pool: on
+/// a handler thread, the thread stops counting towards the pool's size while `f` runs, so a
+/// stand-in worker may run other handlers meanwhile. Elsewhere it just runs `f`.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    if !in_worker() || BLOCKED.with(|b| b.get()) {
+        return f();
+    }
+    struct Resume;
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            BLOCKED.with(|b| b.set(false));
+            lock(&global().state).running += 1;
+        }
+    }
+    BLOCKED.with(|b| b.set(true));
+    {
+        let g = global();
+        let mut st = lock(&g.state);
+        st.running -= 1;
+        wake(g, &mut st);
+    }
+    let _resume = Resume;
+    f()
+}
+
+/// A server's or client's claim on the pool's size (its `max_workers`), released on drop.
+pub(crate) struct Claim(usize);
+
+impl Claim {
+    pub(crate) fn new(workers: usize) -> Claim {
+        let workers = workers.max(1);
+        let g = global();
+        let mut st = lock(&g.state);
+        *st.claims.entry(workers).or_insert(0) += 1;
+        wake(g, &mut st);
+        Claim(workers)
+    }
+}
+
+impl Drop for Claim {
     fn drop(&mut self) {
-        // Workers end once every queue holding a sender is gone and the channel is empty;
-        // they are detached so that dropping a Server from inside a handler cannot deadlock.
-        self.threads.clear();
+        let mut st = lock(&global().state);
+        if let Some(n) = st.claims.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                st.claims.remove(&self.0);
+            }
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+struct Deferred {
+    rt: Handle,
+    fut: BoxFuture,
+}
+
+/// Hands the future of an async handler to the connection's queue: the rest of the queue waits
+/// until it ended (per-connection order), and it runs as a task on `rt`, not on a pool thread.
+/// Outside a queue's run it is simply spawned.
+pub(crate) fn defer(rt: Handle, fut: impl Future<Output = ()> + Send + 'static) {
+    let fut: BoxFuture = Box::pin(CatchUnwind(Box::pin(fut)));
+    let fut = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push(Deferred { rt, fut });
+            None
+        }
+        None => Some((rt, fut)),
+    });
+    if let Some((rt, fut)) = fut {
+        rt.spawn(fut);
+    }
+}
+
+/// True when the handler that just ran on this thread deferred a future: the runner must stop
+/// its batch there (the remaining jobs wait for the future).
+pub(crate) fn deferred() -> bool {
+    DEFERRED.with(|d| d.borrow().as_ref().is_some_and(|l| !l.is_empty()))
+}
+
+/// Polls a future, containing (and logging) a panic like [`guarded`] does.
+struct CatchUnwind(BoxFuture);
+
+impl Future for CatchUnwind {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::error!(
+                    "a veltix async handler panicked; the connection and the pool go on"
+                );
+                Poll::Ready(())
+            }
+        }
     }
 }
 
 /// Runs a batch of jobs of one connection, in order (so per-batch work, such as taking the
-/// handler snapshot, is done once). Each user callback should run inside [`guarded`].
-pub(crate) type Runner<J> = Arc<dyn Fn(Vec<J>) + Send + Sync>;
+/// handler snapshot, is done once), taking them from the front of the deque. It stops early
+/// (leaving the rest in the deque) when a handler deferred a future ([`deferred`]). Each user
+/// callback should run inside [`guarded`].
+pub(crate) type Runner<J> = Arc<dyn Fn(&mut VecDeque<J>) + Send + Sync>;
 
 /// Runs a user callback; a panic is logged and contained (the connection and the pool go on).
 pub(crate) fn guarded(f: impl FnOnce()) {
@@ -89,14 +349,13 @@ struct QueueState<J> {
 pub(crate) struct SerialQueue<J: Send + 'static> {
     state: Mutex<QueueState<J>>,
     runner: Runner<J>,
-    pool: Sender<Arc<dyn Task>>,
     /// Signalled when the queue drains below half its byte limit (reader backpressure).
     pub(crate) space: Notify,
     limit: usize,
 }
 
 impl<J: Send + 'static> SerialQueue<J> {
-    pub(crate) fn new(pool: &Pool, runner: Runner<J>, limit: usize) -> Arc<Self> {
+    pub(crate) fn new(runner: Runner<J>, limit: usize) -> Arc<Self> {
         Arc::new(SerialQueue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
@@ -104,7 +363,6 @@ impl<J: Send + 'static> SerialQueue<J> {
                 bytes: 0,
             }),
             runner,
-            pool: pool.sender(),
             space: Notify::new(),
             limit,
         })
@@ -126,7 +384,7 @@ impl<J: Send + 'static> SerialQueue<J> {
             }
         };
         if schedule {
-            let _ = self.pool.send(self.clone() as Arc<dyn Task>);
+            submit(self.clone() as Arc<dyn Task>);
         }
     }
 
@@ -140,38 +398,105 @@ impl<J: Send + 'static> SerialQueue<J> {
     }
 }
 
+/// Puts a queue back on the pool when dropped: after its deferred futures ended, or if the
+/// runtime dropped them (shutdown), so a queue is never left scheduled with nobody running it.
+struct Resume<J: Send + 'static>(Arc<SerialQueue<J>>);
+
+impl<J: Send + 'static> Drop for Resume<J> {
+    fn drop(&mut self) {
+        submit(self.0.clone() as Arc<dyn Task>);
+    }
+}
+
+/// Clears this thread's deferral slot when a run ends, even by a panic.
+struct DeferScope;
+
+impl DeferScope {
+    fn enter() -> DeferScope {
+        DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+        DeferScope
+    }
+    fn take(&self) -> Vec<Deferred> {
+        DEFERRED.with(|d| {
+            d.borrow_mut()
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+        })
+    }
+}
+
+impl Drop for DeferScope {
+    fn drop(&mut self) {
+        DEFERRED.with(|d| *d.borrow_mut() = None);
+    }
+}
+
 impl<J: Send + 'static> Task for SerialQueue<J> {
     fn run(self: Arc<Self>) {
-        let mut batch = Vec::with_capacity(BATCH);
+        let scope = DeferScope::enter();
+        let mut jobs = VecDeque::with_capacity(BATCH);
+        let mut weights = VecDeque::with_capacity(BATCH);
         loop {
             {
                 let mut st = lock(&self.state);
-                while batch.len() < BATCH {
+                while jobs.len() < BATCH {
                     match st.jobs.pop_front() {
-                        Some(j) => batch.push(j),
+                        Some((j, w)) => {
+                            jobs.push_back(j);
+                            weights.push_back(w);
+                        }
                         None => break,
                     }
                 }
             }
-            let done: usize = batch.iter().map(|(_, w)| w).sum();
-            let jobs: Vec<J> = batch.drain(..).map(|(j, _)| j).collect();
-            guarded(|| (self.runner)(jobs));
-            {
+            if jobs.is_empty() {
+                // Resumed after deferred futures with nothing queued since.
                 let mut st = lock(&self.state);
-                st.bytes -= done;
-                if st.bytes <= self.limit / 2 {
-                    self.space.notify_one();
-                }
                 if st.jobs.is_empty() {
                     st.scheduled = false;
                     return;
                 }
+                continue;
+            }
+            let taken = jobs.len();
+            guarded(|| (self.runner)(&mut jobs));
+            let ran = taken.saturating_sub(jobs.len());
+            let done: usize = weights.drain(..ran).sum();
+            let later = scope.take();
+            {
+                let mut st = lock(&self.state);
+                // Jobs the runner did not reach (a handler deferred a future) go back in front.
+                for (j, w) in jobs.drain(..).zip(weights.drain(..)).rev() {
+                    st.jobs.push_front((j, w));
+                }
+                st.bytes -= done;
+                if st.bytes <= self.limit / 2 {
+                    self.space.notify_one();
+                }
+                if later.is_empty() && st.jobs.is_empty() {
+                    st.scheduled = false;
+                    return;
+                }
+            }
+            if !later.is_empty() {
+                // Still `scheduled`: nothing else of this connection runs until the futures
+                // ended, then `Resume` puts the queue back on the pool.
+                let resume = Resume(self.clone());
+                let rt = later[0].rt.clone();
+                rt.spawn(async move {
+                    let _resume = resume;
+                    for d in later {
+                        d.fut.await;
+                    }
+                });
+                return;
             }
             // More jobs: keep going on this thread unless other connections wait for a worker
             // (then take a turn at the back of the line). Handing the queue to another thread
             // after every batch cost a thread switch per 64 messages in a burst.
-            if !self.pool.is_empty() {
-                let _ = self.pool.send(self.clone() as Arc<dyn Task>);
+            if others_waiting() {
+                submit(self.clone() as Arc<dyn Task>);
                 return;
             }
         }

@@ -3,13 +3,14 @@
 use std::future::Future;
 use std::sync::OnceLock;
 
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 
 /// The process-wide runtime used by the blocking API: one multi-threaded runtime for every
 /// `Server` and `Client`, so a program with many clients does not pay a runtime each.
 ///
-/// It has [`io_threads`] workers. Handlers do not run there (they run on each server's and
-/// client's handler pool), so the I/O threads only read, decode, route and write.
+/// It has [`io_threads`] workers. Synchronous handlers do not run there (they run on the
+/// process-wide handler pool, `pool`), so the I/O threads only read, decode, route, write and
+/// poll async handlers' futures.
 pub(crate) fn handle() -> Handle {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
@@ -25,7 +26,7 @@ pub(crate) fn handle() -> Handle {
 }
 
 /// I/O threads of the shared runtime: `VELTIX_IO_THREADS` if set to a positive number, else
-/// half the CPUs (at least one); the other half is left to the handler pools.
+/// half the CPUs (at least one); the other half is left to the handler pool.
 ///
 /// Measured with `veltix bench` on 2 vCPUs: with 2 I/O workers, tokio wakes the idle worker
 /// for work the busy one already has, and a loopback ping round trip took 2x as long (p50
@@ -43,21 +44,41 @@ pub(crate) fn io_threads() -> usize {
 }
 
 /// Runs `fut` on `handle` and blocks the calling thread until it finishes. Works from any thread,
-/// including one that belongs to some tokio runtime (it parks the thread instead of nesting
-/// `block_on`, which would panic).
+/// including one that belongs to a multi-threaded tokio runtime (it parks the thread instead of
+/// nesting `block_on`, which would panic), and from a handler (through [`pool::blocking`], so
+/// the handler pool is not starved meanwhile).
+///
+/// # Panics
+/// On the thread of a current-thread runtime when `handle` is a current-thread runtime too (the
+/// blocking API of a server or client created inside `#[tokio::main(flavor = "current_thread")]`
+/// or `#[tokio::test]`, called from that runtime): that thread is the only one that can drive
+/// the future, so waiting for it there would deadlock. The message says to use the async face
+/// ([`AsyncServer`](crate::AsyncServer), [`AsyncClient`](crate::AsyncClient)) or a
+/// multi-threaded runtime.
+///
+/// [`pool::blocking`]: crate::pool::blocking
 pub(crate) fn block_on<F>(handle: &Handle, fut: F) -> F::Output
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    if Handle::try_current().is_err() {
-        return handle.block_on(fut);
+    let Ok(current) = Handle::try_current() else {
+        return crate::pool::blocking(|| handle.block_on(fut));
+    };
+    if current.runtime_flavor() == RuntimeFlavor::CurrentThread
+        && handle.runtime_flavor() == RuntimeFlavor::CurrentThread
+    {
+        panic!(
+            "a blocking veltix call (connect, disconnect, close_all, wait_until_closed...) was made \
+             on the thread of the current-thread tokio runtime that runs its I/O: it would deadlock. \
+             Use AsyncServer/AsyncClient and .await, or a multi-threaded runtime"
+        );
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     handle.spawn(async move {
         let _ = tx.send(fut.await);
     });
-    rx.recv()
+    crate::pool::blocking(|| rx.recv())
         .unwrap_or_else(|_| panic!("veltix runtime task was cancelled"))
 }
 

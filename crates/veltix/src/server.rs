@@ -20,7 +20,7 @@ use veltix_proto::{encode_parts, Generation, IdAllocator};
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
 use crate::observe::Event;
-use crate::pool::{guarded, Pool, Runner, SerialQueue};
+use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, finish_throttled, throttled, Counters, Stats, Throttle};
 use crate::{
     DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode,
@@ -245,7 +245,7 @@ impl ClientInfo {
 enum Job {
     Message(Response),
     Connect,
-    Disconnect,
+    Disconnect(Lifecycle),
 }
 
 struct Running {
@@ -258,7 +258,6 @@ pub(crate) struct Shared {
     handlers: Handlers,
     clients: Mutex<HashMap<u64, ClientInfo>>,
     count: AtomicUsize,
-    pool: Pool,
     rt: Handle,
     running: Mutex<Option<Running>>,
     /// Last bound address, reused by `restart()` so clients find the server again.
@@ -422,17 +421,17 @@ impl Shared {
                 None => client.conn().unrouted(&msg),
             },
             Job::Connect => h.on_connect.iter().for_each(|f| guarded(|| f(client))),
-            Job::Disconnect => {
+            Job::Disconnect(done) => {
                 h.on_disconnect.iter().for_each(|f| guarded(|| f(client)));
-                self.lifecycles.fetch_sub(1, Ordering::AcqRel);
-                self.handlers_done.notify_waiters();
+                drop(done);
             }
         }
     }
 }
 
-/// A Veltix server. Handlers run on a pool of `max_workers` threads; messages of one connection
-/// are handled in arrival order, different connections in parallel.
+/// A Veltix server. Handlers run on the process-wide handler pool (this server claims
+/// `max_workers` threads of it, see [`set_handler_threads`](crate::set_handler_threads));
+/// messages of one connection are handled in arrival order, different connections in parallel.
 ///
 /// ```
 /// use std::time::Duration;
@@ -453,6 +452,9 @@ impl Shared {
 /// ```
 pub struct Server {
     pub(crate) shared: Arc<Shared>,
+    /// This server's claim on the process-wide handler pool's size, released when the server
+    /// is dropped (its connections may still be finishing).
+    _claim: Claim,
 }
 
 impl std::fmt::Debug for Server {
@@ -472,7 +474,7 @@ impl Server {
 
     /// A server whose I/O runs on the given tokio runtime.
     pub fn with_handle(config: ServerConfig, rt: Handle) -> Server {
-        let pool = Pool::new(config.settings.max_workers, "veltix-server-worker");
+        let claim = Claim::new(config.settings.max_workers);
         let broadcast_ids = Mutex::new(match config.settings.generation {
             Generation::Gen1 => IdAllocator::random(),
             Generation::Gen3 => IdAllocator::server(config.id_window),
@@ -482,7 +484,6 @@ impl Server {
                 handlers: Registry::new(),
                 clients: Mutex::new(HashMap::new()),
                 count: AtomicUsize::new(0),
-                pool,
                 rt,
                 running: Mutex::new(None),
                 last_addr: Mutex::new(None),
@@ -497,6 +498,7 @@ impl Server {
                 cluster: OnceLock::new(),
                 config,
             }),
+            _claim: claim,
         }
     }
 
@@ -999,7 +1001,7 @@ async fn accept_loop(
             tokio::spawn(reject_full(stream));
             continue;
         }
-        shared.count.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot::take(&shared);
         let ids = match shared.config.settings.generation {
             Generation::Gen1 => IdAllocator::random(),
             Generation::Gen3 => IdAllocator::server(shared.config.id_window),
@@ -1021,7 +1023,7 @@ async fn accept_loop(
         };
         lock(&shared.clients).insert(client.id(), client.clone());
         let span = tracing::info_span!("veltix_conn", peer = %addr, id = client.id());
-        tokio::spawn(serve(shared, stream, client, acceptor.clone()).instrument(span));
+        tokio::spawn(serve(shared, stream, client, slot, acceptor.clone()).instrument(span));
     }
 }
 
@@ -1039,8 +1041,14 @@ async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
     client: ClientInfo,
+    slot: Slot,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    // Ends the connection however this task ends (returned, or dropped by a runtime shutdown).
+    let slot = Finish {
+        client: client.clone(),
+        slot,
+    };
     let cfg = &shared.config;
     let side = crate::secure::ServerSide {
         cfg,
@@ -1052,11 +1060,11 @@ async fn serve(
     };
     let accepted = match crate::secure::server_handshake(side, stream).await {
         Ok(a) => a,
-        Err(crate::secure::Refused::Closed) => return finish(&shared, &client),
+        Err(crate::secure::Refused::Closed) => return,
         Err(crate::secure::Refused::HookRunning(done)) => {
             // The socket is closed; the slot is held until the hook returns.
             let _ = done.await;
-            return finish(&shared, &client);
+            return;
         }
     };
     if let Some(tls) = accepted.tls {
@@ -1083,16 +1091,21 @@ async fn serve(
                 let Some(jobs) = jobs.take() else { return };
                 // Replies to pipelined messages go out in one write (see `conn::Batch`).
                 let batch = me.conn().batch();
-                let n = jobs.len();
-                for (i, job) in jobs.into_iter().enumerate() {
-                    batch.next(i + 1 < n);
+                while let Some(job) = jobs.pop_front() {
+                    batch.next(!jobs.is_empty());
                     s.run_job(&h, &me, job);
+                    if crate::pool::deferred() {
+                        // An async handler: the rest waits for its future.
+                        break;
+                    }
                 }
             });
+        } else {
+            jobs.clear();
         }
     });
-    let queue = SerialQueue::new(&shared.pool, runner, cfg.settings.max_inbound_queue);
-    shared.lifecycles.fetch_add(1, Ordering::AcqRel);
+    let queue = SerialQueue::new(runner, cfg.settings.max_inbound_queue);
+    let lifecycle = Lifecycle::start(&shared);
     queue.push(Job::Connect, 0);
     let reason = conn::drive_transport(
         client.conn().clone(),
@@ -1112,18 +1125,65 @@ async fn serve(
         ),
     }
     // Gone from clients() before on_disconnect runs.
-    finish(&shared, &client);
-    queue.push(Job::Disconnect, 0);
+    drop(slot);
+    queue.push(Job::Disconnect(lifecycle), 0);
 }
 
-fn finish(shared: &Shared, client: &ClientInfo) {
-    client
-        .conn()
-        .close_with(DisconnectCause::ClosedLocally, true);
-    client.conn().fail_pending();
-    if lock(&shared.clients).remove(&client.id()).is_some() && client.handshake_done() {
-        shared.clients_changed();
+/// One connection counted in `Shared::count` (and so in `max_connections`): released, and
+/// `conn_ended` signalled, when dropped.
+struct Slot(Arc<Shared>);
+
+impl Slot {
+    fn take(shared: &Arc<Shared>) -> Slot {
+        shared.count.fetch_add(1, Ordering::AcqRel);
+        Slot(shared.clone())
     }
-    shared.count.fetch_sub(1, Ordering::AcqRel);
-    shared.conn_ended.notify_waiters();
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.conn_ended.notify_waiters();
+    }
+}
+
+/// The end of a connection, on drop: closed, its waiters failed, gone from `clients()`, then
+/// its slot released.
+struct Finish {
+    client: ClientInfo,
+    slot: Slot,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let (shared, client) = (&self.slot.0, &self.client);
+        client
+            .conn()
+            .close_with(DisconnectCause::ClosedLocally, true);
+        client.conn().fail_pending();
+        if lock(&shared.clients).remove(&client.id()).is_some() && client.handshake_done() {
+            shared.clients_changed();
+        }
+    }
+}
+
+/// A connection that completed the handshake and whose `on_disconnect` has not run yet
+/// (`Shared::lifecycles`, awaited by `close_all`); travels in its `Job::Disconnect` and ends
+/// when that job ran or was dropped.
+struct Lifecycle(Weak<Shared>);
+
+impl Lifecycle {
+    fn start(shared: &Arc<Shared>) -> Lifecycle {
+        shared.lifecycles.fetch_add(1, Ordering::AcqRel);
+        Lifecycle(Arc::downgrade(shared))
+    }
+}
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.upgrade() {
+            s.lifecycles.fetch_sub(1, Ordering::AcqRel);
+            s.handlers_done.notify_waiters();
+        }
+    }
 }

@@ -6,8 +6,9 @@ correlation, ping, reconnects and the worker pool are Rust (``SocketCore.RUST``,
 ``THREADING``/``ASYNC`` are accepted and served by the same core). The 1.6.9 API, on the
 1.6 wire, is ``veltix_rs.v1``.
 
-Python callbacks run on ``max_workers`` handler threads per server/client, one connection's
-messages in arrival order; every call that can block releases the GIL.
+Python callbacks run on one process-wide pool of handler threads shared by every server and
+client (sized to the largest ``max_workers``; ``VELTIX_HANDLER_THREADS`` fixes it), one
+connection's messages in arrival order; every call that can block releases the GIL.
 
 veltix_rs extras: TLS (``ServerConfig(tls_cert=..., tls_key=..., tls_client_ca=...)``,
 ``ClientConfig(tls=True | tls_ca=..., tls_server_name=..., tls_cert=..., tls_key=...)``) and
