@@ -57,7 +57,10 @@ pub mod json;
 pub mod types;
 
 pub use decoder::{Decoded, Decoder, DecoderConfig, DecoderStats, Rejection};
-pub use error::{Error, HandshakeError};
+pub use error::{
+    Error, FrameError, HandshakeError, JsonError, JsonSyntax, ParseGenerationError, TextEncoding,
+    VersionPayloadError,
+};
 pub use frame::{
     encode_parts, has_magic, parse_one, Frame, Generation, Header, ParseOne,
     DEFAULT_MAX_MESSAGE_SIZE, GEN1_HEADER_LEN, GEN3_HEADER_LEN, MAGIC,
