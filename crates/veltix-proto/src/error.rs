@@ -65,6 +65,17 @@ pub enum Error {
         /// The offending id.
         id: u32,
     },
+    /// A frame (header included) larger than the connection's `max_message_size`.
+    #[error("a frame of {len} bytes exceeds max_message_size ({limit} bytes)")]
+    FrameTooLarge {
+        /// Header + content length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A [`Connection`](crate::Connection) was used after it closed.
+    #[error("the connection is closed ({0})")]
+    ConnectionClosed(crate::CloseReason),
     /// A single frame could not be parsed (see [`parse_one`](crate::parse_one)).
     #[error("malformed frame: {0}")]
     Frame(#[from] FrameError),

@@ -1,7 +1,9 @@
 //! Request ids: the Gen 3 counters, the Gen 1 random ids, and a pending-request table whose
 //! deadlines are driven by a clock the caller passes in.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::time::Instant;
 
 use crate::{Error, Generation};
@@ -118,9 +120,11 @@ impl IdAllocator {
     }
 }
 
-/// Requests waiting for a reply, keyed by request id, each with a deadline.
+/// Requests waiting for a reply, keyed by request id, each with an optional deadline.
 ///
 /// No clock is read inside: the caller passes `now`, so expiry is testable without sleeping.
+/// The value type is the caller's (a channel, an enum of waiter kinds...); the hasher is a type
+/// parameter so a hot path can use a cheap one for its small integer keys.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -128,13 +132,16 @@ impl IdAllocator {
 /// let t0 = Instant::now();
 /// let mut pending = PendingTable::new();
 /// pending.insert(7, t0 + Duration::from_secs(5), "waiter").unwrap();
+/// pending.insert_untimed(8, "patient").unwrap(); // never expires; removed by hand
+/// assert!(pending.insert_untimed(8, "again").is_err());
 /// assert!(pending.expire(t0 + Duration::from_secs(4)).is_empty());
 /// assert_eq!(pending.expire(t0 + Duration::from_secs(5)), vec![(7, "waiter")]);
+/// assert_eq!(pending.remove(8), Some("patient"));
 /// assert!(pending.is_empty());
 /// ```
 #[derive(Debug)]
-pub struct PendingTable<T> {
-    entries: HashMap<u32, (Instant, T)>,
+pub struct PendingTable<T, S = RandomState> {
+    entries: HashMap<u32, (Option<Instant>, T), S>,
     deadlines: BTreeSet<(Instant, u32)>,
 }
 
@@ -147,19 +154,48 @@ impl<T> Default for PendingTable<T> {
 impl<T> PendingTable<T> {
     /// An empty table.
     pub fn new() -> Self {
+        Self::with_hasher(RandomState::new())
+    }
+}
+
+impl<T, S: BuildHasher> PendingTable<T, S> {
+    /// An empty table whose id map uses `hasher`.
+    ///
+    /// ```
+    /// use std::hash::BuildHasherDefault;
+    /// use std::collections::hash_map::DefaultHasher;
+    /// use veltix_proto::PendingTable;
+    /// let mut t: PendingTable<(), BuildHasherDefault<DefaultHasher>> =
+    ///     PendingTable::with_hasher(Default::default());
+    /// t.insert_untimed(1, ()).unwrap();
+    /// assert!(t.contains(1));
+    /// ```
+    pub fn with_hasher(hasher: S) -> Self {
         PendingTable {
-            entries: HashMap::new(),
+            entries: HashMap::with_hasher(hasher),
             deadlines: BTreeSet::new(),
         }
     }
 
-    /// Registers a waiter; an id that is already pending is an error.
+    /// Registers a waiter that expires at `deadline`; an id that is already pending is an error.
     pub fn insert(&mut self, id: u32, deadline: Instant, value: T) -> Result<(), Error> {
+        self.insert_entry(id, Some(deadline), value)
+    }
+
+    /// Registers a waiter without a deadline (its owner enforces its own timeout, or none):
+    /// [`expire`](PendingTable::expire) never returns it.
+    pub fn insert_untimed(&mut self, id: u32, value: T) -> Result<(), Error> {
+        self.insert_entry(id, None, value)
+    }
+
+    fn insert_entry(&mut self, id: u32, deadline: Option<Instant>, value: T) -> Result<(), Error> {
         if self.entries.contains_key(&id) {
             return Err(Error::DuplicatePending { id });
         }
         self.entries.insert(id, (deadline, value));
-        self.deadlines.insert((deadline, id));
+        if let Some(d) = deadline {
+            self.deadlines.insert((d, id));
+        }
         Ok(())
     }
 
@@ -168,10 +204,17 @@ impl<T> PendingTable<T> {
         self.entries.contains_key(&id)
     }
 
+    /// The waiter of an id, if pending.
+    pub fn get(&self, id: u32) -> Option<&T> {
+        self.entries.get(&id).map(|(_, v)| v)
+    }
+
     /// Removes a waiter (reply arrived, or the waiter gave up).
     pub fn remove(&mut self, id: u32) -> Option<T> {
         let (deadline, value) = self.entries.remove(&id)?;
-        self.deadlines.remove(&(deadline, id));
+        if let Some(d) = deadline {
+            self.deadlines.remove(&(d, id));
+        }
         Some(value)
     }
 
