@@ -80,12 +80,36 @@ impl IdAllocator {
         }
     }
 
-    /// The allocator a role uses by default in a generation.
+    /// The allocator a role uses by default in a generation (a server with Python's default
+    /// `id_window`; see [`IdAllocator::for_server`] for another window).
+    ///
+    /// ```
+    /// use veltix_proto::{Generation, IdAllocator};
+    /// assert_eq!(IdAllocator::for_role(Generation::Gen3, false).next(|_| false).unwrap(), 0);
+    /// assert_eq!(IdAllocator::for_role(Generation::Gen3, true).next(|_| false).unwrap(), 32_768);
+    /// ```
     pub fn for_role(generation: Generation, server: bool) -> Self {
-        match (generation, server) {
-            (Generation::Gen1, _) => Self::random(),
-            (Generation::Gen3, true) => Self::server(DEFAULT_SERVER_ID_WINDOW),
-            (Generation::Gen3, false) => Self::client(),
+        match server {
+            true => Self::for_server(generation, DEFAULT_SERVER_ID_WINDOW),
+            false => match generation {
+                Generation::Gen1 => Self::random(),
+                Generation::Gen3 => Self::client(),
+            },
+        }
+    }
+
+    /// A server's allocator: Gen 1 random ids, Gen 3 ids in `32768 .. 32768 + id_window`.
+    ///
+    /// ```
+    /// use veltix_proto::{Generation, IdAllocator};
+    /// let mut ids = IdAllocator::for_server(Generation::Gen3, 2);
+    /// let got: Vec<u32> = (0..3).map(|_| ids.next(|_| false).unwrap()).collect();
+    /// assert_eq!(got, [32_768, 32_769, 32_768]);
+    /// ```
+    pub fn for_server(generation: Generation, id_window: u32) -> Self {
+        match generation {
+            Generation::Gen1 => Self::random(),
+            Generation::Gen3 => Self::server(id_window),
         }
     }
 
@@ -236,6 +260,12 @@ impl<T, S: BuildHasher> PendingTable<T, S> {
     /// The earliest deadline, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// Removes every waiter, dropping them.
+    pub fn clear(&mut self) {
+        self.deadlines.clear();
+        self.entries.clear();
     }
 
     /// Removes every waiter (the connection dropped).
