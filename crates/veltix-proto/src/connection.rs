@@ -233,6 +233,8 @@ pub struct Connection {
     out: BytesMut,
     events: VecDeque<Event>,
     started: Instant,
+    /// The latest `now` the caller passed in.
+    clock: Instant,
     last_rx: Instant,
     last_keepalive_ping: Option<Instant>,
     closed: Option<CloseReason>,
@@ -263,6 +265,7 @@ impl Connection {
             out: BytesMut::new(),
             events: VecDeque::new(),
             started: now,
+            clock: now,
             last_rx: now,
             last_keepalive_ping: None,
             closed: None,
@@ -334,7 +337,7 @@ impl Connection {
         let extra = match self.config.generation {
             Generation::Gen3 => 0,
             // Gen 1 carries the sender's clock in ms; ours starts at the handshake.
-            Generation::Gen1 => self.last_rx.duration_since(self.started).as_millis() as u64,
+            Generation::Gen1 => self.clock.duration_since(self.started).as_millis() as u64,
         };
         encode_parts(
             self.config.generation,
@@ -387,8 +390,8 @@ impl Connection {
     }
 
     /// Queues a request and registers its waiter: exactly one of [`Event::Reply`],
-    /// [`Event::TimedOut`] (at `now + timeout`) or [`Event::Abandoned`] will follow for the
-    /// returned id.
+    /// [`Event::TimedOut`] (at `now + timeout`; never if that overflows the clock) or
+    /// [`Event::Abandoned`] will follow for the returned id.
     pub fn request(
         &mut self,
         now: Instant,
@@ -399,7 +402,13 @@ impl Connection {
         self.check_open()?;
         let content = content.as_ref();
         self.check_outgoing(message_type, content.len())?;
-        self.register_and_queue(now + timeout, Waiter::Request, message_type, content)
+        self.tick(now);
+        self.register_and_queue(
+            now.checked_add(timeout),
+            Waiter::Request,
+            message_type,
+            content,
+        )
     }
 
     /// Sends a PING; its PONG arrives as the [`Event::Reply`] of the returned id.
@@ -407,16 +416,23 @@ impl Connection {
         self.request(now, PING.code(), [], timeout)
     }
 
+    fn tick(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+    }
+
     fn register_and_queue(
         &mut self,
-        deadline: Instant,
+        deadline: Option<Instant>,
         waiter: Waiter,
         message_type: u16,
         content: &[u8],
     ) -> Result<u32, Error> {
         let pending = &self.pending;
         let id = self.ids.next(|id| pending.contains(id))?;
-        self.pending.insert(id, deadline, waiter)?;
+        match deadline {
+            Some(d) => self.pending.insert(id, d, waiter)?,
+            None => self.pending.insert_untimed(id, waiter)?,
+        }
         if let Err(e) = self.queue(message_type, id, content) {
             self.pending.remove(id);
             return Err(e);
@@ -431,6 +447,7 @@ impl Connection {
         if self.closed.is_some() || data.is_empty() {
             return;
         }
+        self.tick(now);
         self.last_rx = self.last_rx.max(now);
         self.last_keepalive_ping = None;
         self.decoder.feed(data);
@@ -508,6 +525,7 @@ impl Connection {
         if self.closed.is_some() {
             return;
         }
+        self.tick(now);
         for (id, w) in self.pending.expire(now) {
             if w == Waiter::Request {
                 self.events.push_back(Event::TimedOut { request_id: id });
@@ -524,7 +542,7 @@ impl Connection {
                 .last_keepalive_ping
                 .is_none_or(|t| now.saturating_duration_since(t) >= ka.interval)
         {
-            let deadline = self.last_rx + ka.timeout;
+            let deadline = self.last_rx.checked_add(ka.timeout);
             if self
                 .register_and_queue(deadline, Waiter::KeepAlive, PING.code(), &[])
                 .is_ok()
@@ -540,13 +558,16 @@ impl Connection {
         if self.closed.is_some() {
             return None;
         }
-        let keepalive = self.config.keepalive.map(|ka| {
-            let close = self.last_rx + ka.timeout;
-            let ping = match self.last_keepalive_ping {
-                None => self.last_rx + ka.interval,
-                Some(t) => t + ka.interval,
-            };
-            close.min(ping)
+        let keepalive = self.config.keepalive.and_then(|ka| {
+            let close = self.last_rx.checked_add(ka.timeout);
+            let ping = self
+                .last_keepalive_ping
+                .unwrap_or(self.last_rx)
+                .checked_add(ka.interval);
+            match (close, ping) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         });
         match (self.pending.next_deadline(), keepalive) {
             (Some(a), Some(b)) => Some(a.min(b)),

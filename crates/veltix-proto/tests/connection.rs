@@ -748,6 +748,20 @@ proptest! {
 }
 
 #[test]
+fn huge_timeouts_do_not_overflow_the_clock() {
+    let t0 = Instant::now();
+    let mut cfg = ConnectionConfig::new(Role::Client, Generation::Gen3);
+    cfg.keepalive = Some(KeepAlive::new(Duration::MAX, Duration::MAX));
+    let mut c = Connection::new(cfg, t0);
+    let id = c.request(t0, 200, b"", Duration::MAX).unwrap();
+    assert_eq!(c.poll_timeout(), None);
+    c.handle_timeout(t0 + 1000 * SEC);
+    assert_eq!(c.poll_event(), None);
+    c.close();
+    assert_eq!(c.poll_event(), Some(Event::Abandoned { request_id: id }));
+}
+
+#[test]
 fn frames_survive_one_byte_chunks() {
     let t0 = Instant::now();
     let mut c = conn(Role::Client, Generation::Gen1, t0);

@@ -32,8 +32,8 @@
 //!   (when to use which: see that module).
 //! - [`server`]: [`Server`], [`ClientInfo`] (tags, per-client send), [`ServerSender`].
 //! - [`client`]: [`Client`], [`ClientSender`], the reconnect loop.
-//! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters,
-//!   keep-alive. Shared by both sides.
+//! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters
+//!   (a [`proto::PendingTable`]), keep-alive. Shared by both sides.
 //! - `pool` (private): the handler pool with one ordered queue per connection.
 //! - [`config`]: [`ServerConfig`], [`ClientConfig`] (built with setters, `#[non_exhaustive]`),
 //!   the [`Settings`] both embed (one definition, one validation), [`PerformanceMode`],
