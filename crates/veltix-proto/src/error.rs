@@ -242,7 +242,7 @@ pub struct ParseGenerationError;
 #[non_exhaustive]
 pub enum VersionPayloadError {
     /// The declared string length runs past the frame content.
-    #[error("the version string declares {declared} bytes, the frame holds {available}")]
+    #[error("the version string does not fit the frame (it declares {declared} bytes, the frame holds {available})")]
     Truncated {
         /// Declared length.
         declared: usize,
@@ -321,7 +321,7 @@ pub enum HandshakeError {
     #[error("malformed handshake version: {0}")]
     MalformedVersion(VersionPayloadError),
     /// The peer speaks the other wire generation (the one named).
-    #[error("the peer speaks the {0} Veltix wire generation; configure that generation")]
+    #[error("the peer speaks another Veltix wire generation ({0}); configure that generation")]
     WrongGeneration(Generation),
     /// The peer started a TLS handshake, and we do not speak TLS on this connection.
     #[error("the peer speaks TLS, and this end is configured for plaintext")]

@@ -673,7 +673,7 @@ fn handshake_errors_display_as_sentences() {
     let cases: Vec<(HandshakeError, &str)> = vec![
         (
             HandshakeError::WrongGeneration(Generation::Gen1),
-            "the peer speaks the gen1 Veltix wire generation; configure that generation",
+            "the peer speaks another Veltix wire generation (gen1); configure that generation",
         ),
         (
             HandshakeError::OutgoingTooLong { len: 40_000, limit: 30_720 },
