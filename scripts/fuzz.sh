@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of veltix-proto (stream decoder, handshakes) with libFuzzer, on STABLE
+# Coverage-guided fuzzing of veltix-proto (stream decoder, handshakes, sans-I/O connection) with libFuzzer, on STABLE
 # Rust. No nightly and no cargo-fuzz needed: the targets in fuzz/ are built by plain `cargo build`
 # with the same SanitizerCoverage flags cargo-fuzz passes (`cargo fuzz build -s none`); the
 # libfuzzer-sys crate compiles libFuzzer itself with the C++ compiler (g++). There is no
@@ -7,8 +7,9 @@
 # checks and debug assertions (all enabled here) are what the fuzzer catches.
 #
 # Usage:
-#   scripts/fuzz.sh --ci               build, then run every target for $FUZZ_CI_SECONDS (30) s
-#   scripts/fuzz.sh TARGET [SECONDS]   run one target (decoder | handshake), default 600 s
+#   scripts/fuzz.sh --ci               build, then share $FUZZ_CI_TOTAL_SECONDS (60) s evenly
+#                                      between the targets (or $FUZZ_CI_SECONDS s each, if set)
+#   scripts/fuzz.sh TARGET [SECONDS]   run one target (decoder | handshake | connection), default 600 s
 #   scripts/fuzz.sh --build            build only
 #   scripts/fuzz.sh --repro TARGET FILE  run one input (e.g. a crash from fuzz/artifacts/)
 # Extra libFuzzer options can be passed in FUZZ_ARGS (e.g. FUZZ_ARGS="-jobs=2 -workers=2").
@@ -17,7 +18,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FUZZ="$ROOT/fuzz"
-TARGETS=(decoder handshake)
+TARGETS=(decoder handshake connection)
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -56,7 +57,7 @@ seed() {
     local vectors="$ROOT/crates/veltix-proto/tests/data/vectors.json"
     if ! command -v python3 >/dev/null 2>&1; then
         echo "fuzz.sh: python3 not found, starting without seed corpora" >&2
-        mkdir -p "$FUZZ/corpus/decoder" "$FUZZ/corpus/handshake"
+        mkdir -p "$FUZZ/corpus/decoder" "$FUZZ/corpus/handshake" "$FUZZ/corpus/connection"
         return
     fi
     python3 - "$vectors" "$FUZZ/corpus" <<'PY'
@@ -85,6 +86,20 @@ for e in v:
                 streams[g].append(bytes.fromhex(e[k]))
     elif e["kind"] == "handshake":
         put("handshake", bytes([0, 5]) + bytes.fromhex(e["bytes_hex"]))
+def script(stream, extra=b""):
+    # connection target: feed commands of up to 32 bytes each (cmd = (n - 1) * 8).
+    out = bytearray()
+    for i in range(0, len(stream), 32):
+        piece = stream[i:i + 32]
+        out.append((len(piece) - 1) * 8)
+        out += piece
+    return bytes(out) + extra
+for g, items in streams.items():
+    cmode = 1 if g == 1 else 0
+    for i, s in enumerate(items[:40]):
+        put("connection", bytes([cmode | (2 * (i % 2)), 1 + i]) + script(s))
+    # Requests, a PING, clock advances (keep-alive on), then the captured traffic and EOF.
+    put("connection", bytes([cmode | 4, 5]) + bytes([5 + 8 * 10, 6 + 8 * 3, 4 + 8 * 20]) + script(b"".join(items)) + bytes([4 + 8 * 31, 7]))
 for g, items in streams.items():
     mode = 1 if g == 1 else 0
     for i, s in enumerate(items):
@@ -131,8 +146,10 @@ case "${1:-}" in
         build
         seed
         status=0
+        # The CI budget is a total: adding a target does not make CI longer.
+        per_target=${FUZZ_CI_SECONDS:-$(( ${FUZZ_CI_TOTAL_SECONDS:-60} / ${#TARGETS[@]} ))}
         for t in "${TARGETS[@]}"; do
-            run "$t" "${FUZZ_CI_SECONDS:-30}" || { status=$?; echo "fuzz.sh: $t FAILED (exit $status); see fuzz/artifacts/$t/" >&2; }
+            run "$t" "$per_target" || { status=$?; echo "fuzz.sh: $t FAILED (exit $status); see fuzz/artifacts/$t/" >&2; }
         done
         exit "$status"
         ;;

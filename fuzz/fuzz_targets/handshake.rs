@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     for generation in [Generation::Gen3, Generation::Gen1] {
         for role in [Role::Server, Role::Client] {
             let input = if generation == Generation::Gen3 && role == Role::Client && mode & 1 != 0 {
-                let mut v = server_hello(&HandshakeConfig::new(Generation::Gen3)).to_vec();
+                let mut v = server_hello(&HandshakeConfig::new(Generation::Gen3)).unwrap().to_vec();
                 v.extend_from_slice(peer);
                 v
             } else {
@@ -75,8 +75,8 @@ fn machine(generation: Generation, role: Role) -> Handshake {
     cfg.hello_id = Some(GEN1_HELLO_ID);
     cfg.timestamp_ms = 269_966;
     match role {
-        Role::Server => Handshake::server(cfg),
-        Role::Client => Handshake::client(cfg),
+        Role::Server => Handshake::server(cfg).unwrap(),
+        Role::Client => Handshake::client(cfg).unwrap(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::Error;
+use crate::{Error, FrameError, ParseGenerationError};
 
 /// The two-byte magic that opens every Gen 3 frame.
 pub const MAGIC: [u8; 2] = *b"VX";
@@ -58,14 +58,12 @@ impl std::fmt::Display for Generation {
 }
 
 impl std::str::FromStr for Generation {
-    type Err = String;
+    type Err = ParseGenerationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "gen1" | "1" | "1.6" => Ok(Generation::Gen1),
             "gen3" | "3" | "3.3" => Ok(Generation::Gen3),
-            other => Err(format!(
-                "unknown wire generation {other:?} (expected gen1 or gen3)"
-            )),
+            _ => Err(ParseGenerationError),
         }
     }
 }
@@ -266,25 +264,36 @@ pub enum ParseOne {
 
 /// Parses exactly one frame at the start of `bytes` without consuming anything after it.
 ///
-/// This is the "no over-read" primitive used by the Gen 1 handshake. Errors are described as
-/// text because the caller turns them into a handshake failure.
+/// This is the "no over-read" primitive used by the Gen 1 handshake.
+///
+/// ```
+/// use veltix_proto::{parse_one, Frame, FrameError, Generation, ParseOne};
+/// let mut wire = Frame::new(200, 1, &b"hi"[..]).encode(Generation::Gen3).unwrap().to_vec();
+/// assert_eq!(parse_one(Generation::Gen3, &wire[..4], 1024), Ok(ParseOne::Incomplete(15)));
+/// assert!(matches!(parse_one(Generation::Gen3, &wire, 1024), Ok(ParseOne::Frame { len: 17, .. })));
+/// wire[16] ^= 1;
+/// assert!(matches!(parse_one(Generation::Gen3, &wire, 1024), Err(FrameError::CrcMismatch { .. })));
+/// ```
 pub fn parse_one(
     generation: Generation,
     bytes: &[u8],
     max_message_size: usize,
-) -> Result<ParseOne, String> {
+) -> Result<ParseOne, FrameError> {
     let hlen = generation.header_len();
     let Some(header) = Header::parse(generation, bytes) else {
         return Ok(ParseOne::Incomplete(hlen));
     };
     if generation == Generation::Gen3 && !has_magic(bytes) {
-        return Err("bad magic".into());
+        return Err(FrameError::BadMagic {
+            found: [bytes[0], bytes[1]],
+        });
     }
     let total = header.frame_len(generation);
     if total > max_message_size as u64 {
-        return Err(format!(
-            "frame declares {total} bytes, limit {max_message_size}"
-        ));
+        return Err(FrameError::TooLong {
+            declared: total,
+            limit: max_message_size,
+        });
     }
     let total = total as usize;
     if bytes.len() < total {
@@ -293,10 +302,10 @@ pub fn parse_one(
     let content = &bytes[hlen..total];
     let crc = crc32fast::hash(content);
     if crc != header.crc {
-        return Err(format!(
-            "CRC mismatch (header {:#010x}, content {crc:#010x})",
-            header.crc
-        ));
+        return Err(FrameError::CrcMismatch {
+            expected: header.crc,
+            actual: crc,
+        });
     }
     Ok(ParseOne::Frame {
         frame: Frame {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::frame::{encode_parts, parse_one, Generation, ParseOne, GEN1_HEADER_LEN};
 use crate::types::{HELLO, HELLO_ACK};
-use crate::{json, HandshakeError};
+use crate::{json, HandshakeError, VersionPayloadError};
 
 /// Largest Gen 3 handshake message body Python accepts (30 KiB; exactly 30720 is allowed).
 pub const MAX_HANDSHAKE_LEN: usize = 30 * 1024;
@@ -73,26 +73,48 @@ impl HandshakeConfig {
 
 /// Encodes one Gen 3 handshake message: `u16` big-endian length + Python-formatted JSON.
 ///
+/// A body longer than [`MAX_HANDSHAKE_LEN`] (which no peer accepts, and which a `u16` may not
+/// even hold) is an error, never truncated.
+///
 /// ```
 /// use veltix_proto::handshake::encode_json_message;
-/// let msg = encode_json_message(&serde_json::json!({"result": "ok"}));
+/// use veltix_proto::HandshakeError;
+/// let msg = encode_json_message(&serde_json::json!({"result": "ok"}))?;
 /// assert_eq!(&msg[..], b"\x00\x10{\"result\": \"ok\"}");
+/// let huge = serde_json::json!({ "pad": "x".repeat(70_000) });
+/// assert!(matches!(encode_json_message(&huge), Err(HandshakeError::OutgoingTooLong { .. })));
+/// # Ok::<(), HandshakeError>(())
 /// ```
-pub fn encode_json_message(value: &Value) -> Bytes {
-    // Serializing a serde_json::Value cannot fail.
+pub fn encode_json_message(value: &Value) -> Result<Bytes, HandshakeError> {
+    // Serializing a serde_json::Value into a Vec cannot fail.
     let body = json::to_python_json(value, false).unwrap_or_default();
+    if body.len() > MAX_HANDSHAKE_LEN {
+        return Err(HandshakeError::OutgoingTooLong {
+            len: body.len(),
+            limit: MAX_HANDSHAKE_LEN,
+        });
+    }
     let mut out = BytesMut::with_capacity(2 + body.len());
-    out.put_u16(body.len().min(usize::from(u16::MAX)) as u16);
+    // MAX_HANDSHAKE_LEN < u16::MAX: the length fits.
+    out.put_u16(body.len() as u16);
     out.put_slice(&body);
-    out.freeze()
+    Ok(out.freeze())
 }
 
-/// The Gen 3 server hello: `{"v": <version>, "pv": "1.0", "meta": <meta>}`.
-pub fn server_hello(cfg: &HandshakeConfig) -> Bytes {
+/// The Gen 3 server hello: `{"v": <version>, "pv": "1.0", "meta": <meta>}`; an error if the
+/// configured version and meta make it longer than [`MAX_HANDSHAKE_LEN`].
+///
+/// ```
+/// use veltix_proto::handshake::server_hello;
+/// use veltix_proto::{Generation, HandshakeConfig};
+/// let hello = server_hello(&HandshakeConfig::new(Generation::Gen3)).unwrap();
+/// assert_eq!(&hello[2..], br#"{"v": "3.3.0", "pv": "1.0", "meta": {}}"#);
+/// ```
+pub fn server_hello(cfg: &HandshakeConfig) -> Result<Bytes, HandshakeError> {
     hello_message(cfg)
 }
 
-fn hello_message(cfg: &HandshakeConfig) -> Bytes {
+fn hello_message(cfg: &HandshakeConfig) -> Result<Bytes, HandshakeError> {
     let mut m = Map::new();
     m.insert("v".into(), Value::String(cfg.version.clone()));
     m.insert("pv".into(), Value::String(PROTOCOL_VERSION.into()));
@@ -100,9 +122,18 @@ fn hello_message(cfg: &HandshakeConfig) -> Bytes {
     encode_json_message(&Value::Object(m))
 }
 
+/// A constant message: short, so encoding cannot fail.
+fn constant_message(value: &Value) -> Bytes {
+    encode_json_message(value).unwrap_or_default()
+}
+
 /// The Gen 3 acknowledgement `{"result": "ok"}`.
+///
+/// ```
+/// assert_eq!(&veltix_proto::handshake::ack_message()[2..], br#"{"result": "ok"}"#);
+/// ```
 pub fn ack_message() -> Bytes {
-    encode_json_message(&serde_json::json!({"result": "ok"}))
+    constant_message(&serde_json::json!({"result": "ok"}))
 }
 
 /// The Gen 3 rejection a full server sends instead of its hello: `{"error": "server_full"}`.
@@ -112,7 +143,7 @@ pub fn ack_message() -> Bytes {
 /// assert_eq!(&msg[2..], br#"{"error": "server_full"}"#);
 /// ```
 pub fn server_full_message() -> Bytes {
-    encode_json_message(&serde_json::json!({"error": "server_full"}))
+    constant_message(&serde_json::json!({"error": "server_full"}))
 }
 
 /// Python's `int()` on a string: surrounding whitespace, an optional sign, ASCII digits with
@@ -174,24 +205,44 @@ pub fn gen1_version_compatible(s: &str) -> bool {
     matches!(parse_gen1_version(s), Some((1, 6, 2..=9)))
 }
 
-fn gen1_version_payload(version: &str) -> Vec<u8> {
+/// Largest Gen 1 version string we send (what our own receiver accepts; the field is a `u16`).
+const MAX_GEN1_VERSION_LEN: usize = MAX_HANDSHAKE_LEN;
+
+fn gen1_version_payload(version: &str) -> Result<Vec<u8>, HandshakeError> {
     let v = version.as_bytes();
-    let n = v.len().min(usize::from(u16::MAX));
-    let mut out = Vec::with_capacity(2 + n);
-    out.extend_from_slice(&(n as u16).to_be_bytes());
-    out.extend_from_slice(&v[..n]);
-    out
+    if v.len() > MAX_GEN1_VERSION_LEN {
+        return Err(HandshakeError::OutgoingTooLong {
+            len: v.len(),
+            limit: MAX_GEN1_VERSION_LEN,
+        });
+    }
+    let mut out = Vec::with_capacity(2 + v.len());
+    // MAX_GEN1_VERSION_LEN < u16::MAX: the length fits.
+    out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+    out.extend_from_slice(v);
+    Ok(out)
 }
 
 fn gen1_version_from_payload(content: &[u8]) -> Result<String, HandshakeError> {
-    let bad = || HandshakeError::MalformedFrame("version string does not fit the frame".into());
-    let len = usize::from(u16::from_be_bytes([
-        *content.first().ok_or_else(bad)?,
-        *content.get(1).ok_or_else(bad)?,
-    ]));
-    let raw = content.get(2..2 + len).ok_or_else(bad)?;
+    let (len, rest) = match content {
+        [a, b, rest @ ..] => (usize::from(u16::from_be_bytes([*a, *b])), rest),
+        _ => {
+            return Err(HandshakeError::MalformedVersion(
+                VersionPayloadError::Truncated {
+                    declared: 2,
+                    available: content.len(),
+                },
+            ))
+        }
+    };
+    let raw = rest.get(..len).ok_or(HandshakeError::MalformedVersion(
+        VersionPayloadError::Truncated {
+            declared: len,
+            available: rest.len(),
+        },
+    ))?;
     String::from_utf8(raw.to_vec())
-        .map_err(|_| HandshakeError::MalformedFrame("version string is not UTF-8".into()))
+        .map_err(|_| HandshakeError::MalformedVersion(VersionPayloadError::NotUtf8))
 }
 
 /// Reads one Gen 3 handshake message (`u16` length + JSON) without consuming a byte past it.
@@ -242,9 +293,7 @@ impl JsonMessageReader {
         let value = json::from_python_json_bytes(&self.body).map_err(|e| {
             // A Gen 1 HELLO frame starts 00 0a 00 00 00 ..: type 10, then the size.
             if self.prefix == [0, 10] && self.body.starts_with(&[0, 0]) {
-                HandshakeError::WrongGeneration(
-                    "received a Veltix 1.6 HELLO frame; use the gen1 wire generation".into(),
-                )
+                HandshakeError::WrongGeneration(Generation::Gen1)
             } else {
                 HandshakeError::InvalidJson(e)
             }
@@ -281,14 +330,15 @@ enum State {
 /// ```
 /// use veltix_proto::{Generation, Handshake, HandshakeConfig};
 /// let cfg = HandshakeConfig::new(Generation::Gen3);
-/// let mut server = Handshake::server(cfg.clone());
-/// let mut client = Handshake::client(cfg);
+/// let mut server = Handshake::server(cfg.clone())?;
+/// let mut client = Handshake::client(cfg)?;
 /// // Shuttle bytes until both are done.
 /// while !(server.is_done() && client.is_done()) {
-///     while let Some(b) = server.poll_transmit() { client.feed(&b).unwrap(); }
-///     while let Some(b) = client.poll_transmit() { server.feed(&b).unwrap(); }
+///     while let Some(b) = server.poll_transmit() { client.feed(&b)?; }
+///     while let Some(b) = client.poll_transmit() { server.feed(&b)?; }
 /// }
 /// assert_eq!(server.peer_version(), Some("3.3.0"));
+/// # Ok::<(), veltix_proto::HandshakeError>(())
 /// ```
 #[derive(Debug)]
 pub struct Handshake {
@@ -297,6 +347,9 @@ pub struct Handshake {
     /// [`Handshake::reject`].
     verdict: bool,
     cfg: HandshakeConfig,
+    /// Our own message, encoded (and length-checked) up front: the Gen 3 hello, or the Gen 1
+    /// version payload of HELLO / HELLO_ACK.
+    own: Bytes,
     state: State,
     transmit: VecDeque<Bytes>,
     peer_version: Option<String>,
@@ -304,8 +357,19 @@ pub struct Handshake {
 }
 
 impl Handshake {
+    fn own_message(cfg: &HandshakeConfig) -> Result<Bytes, HandshakeError> {
+        match cfg.generation {
+            Generation::Gen3 => hello_message(cfg),
+            Generation::Gen1 => gen1_version_payload(&cfg.version).map(Bytes::from),
+        }
+    }
+
     /// The server side: its first message (HELLO) is queued for transmission at once.
-    pub fn server(cfg: HandshakeConfig) -> Self {
+    ///
+    /// Fails with [`HandshakeError::OutgoingTooLong`] if the configured version (and Gen 3
+    /// `meta`) make our hello too long for the wire.
+    pub fn server(cfg: HandshakeConfig) -> Result<Self, HandshakeError> {
+        let own = Self::own_message(&cfg)?;
         let mut hs = Handshake {
             role: Role::Server,
             verdict: false,
@@ -313,11 +377,12 @@ impl Handshake {
             transmit: VecDeque::new(),
             peer_version: None,
             peer_hello: None,
+            own,
             cfg,
         };
         match hs.cfg.generation {
             Generation::Gen3 => {
-                hs.transmit.push_back(server_hello(&hs.cfg));
+                hs.transmit.push_back(hs.own.clone());
                 hs.state = State::G3ServerAwaitHello(JsonMessageReader::default());
             }
             Generation::Gen1 => {
@@ -329,24 +394,28 @@ impl Handshake {
                 };
             }
         }
-        hs
+        Ok(hs)
     }
 
     /// The client side: it waits for the server to speak first.
-    pub fn client(cfg: HandshakeConfig) -> Self {
+    ///
+    /// Fails with [`HandshakeError::OutgoingTooLong`] if our hello would be too long.
+    pub fn client(cfg: HandshakeConfig) -> Result<Self, HandshakeError> {
+        let own = Self::own_message(&cfg)?;
         let state = match cfg.generation {
             Generation::Gen3 => State::G3ClientAwaitHello(JsonMessageReader::default()),
             Generation::Gen1 => State::G1ClientAwaitHello { buf: Vec::new() },
         };
-        Handshake {
+        Ok(Handshake {
             role: Role::Client,
             verdict: false,
             cfg,
+            own,
             state,
             transmit: VecDeque::new(),
             peer_version: None,
             peer_hello: None,
-        }
+        })
     }
 
     /// A Gen 3 server that pauses once the client's hello arrived and is compatible, so the
@@ -356,20 +425,21 @@ impl Handshake {
     ///
     /// ```
     /// use veltix_proto::{Generation, Handshake, HandshakeConfig, HandshakeError};
-    /// let mut server = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3));
-    /// let mut client = Handshake::client(HandshakeConfig::new(Generation::Gen3));
-    /// client.feed(&server.poll_transmit().unwrap()).unwrap();
-    /// server.feed(&client.poll_transmit().unwrap()).unwrap();
+    /// let mut server = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3))?;
+    /// let mut client = Handshake::client(HandshakeConfig::new(Generation::Gen3))?;
+    /// client.feed(&server.poll_transmit().unwrap())?;
+    /// server.feed(&client.poll_transmit().unwrap())?;
     /// assert!(server.awaiting_verdict());
-    /// server.reject("unauthorized");
+    /// server.reject("unauthorized")?;
     /// let refusal = server.poll_transmit().unwrap();
     /// assert_eq!(&refusal[2..], br#"{"error": "unauthorized"}"#);
     /// assert_eq!(client.feed(&refusal), Err(HandshakeError::Rejected("unauthorized".into())));
+    /// # Ok::<(), HandshakeError>(())
     /// ```
-    pub fn server_with_verdict(cfg: HandshakeConfig) -> Self {
-        let mut hs = Self::server(cfg);
+    pub fn server_with_verdict(cfg: HandshakeConfig) -> Result<Self, HandshakeError> {
+        let mut hs = Self::server(cfg)?;
         hs.verdict = true;
-        hs
+        Ok(hs)
     }
 
     /// True while a [`server_with_verdict`](Handshake::server_with_verdict) handshake waits
@@ -388,24 +458,27 @@ impl Handshake {
 
     /// Refuses the client: queues `{"error": REASON}` (the refusal Python clients understand),
     /// after which the caller sends it and closes. Does nothing unless a verdict is awaited.
-    pub fn reject(&mut self, reason: &str) {
+    ///
+    /// A reason too long for a handshake message is [`HandshakeError::OutgoingTooLong`] (and
+    /// the handshake stays awaiting its verdict).
+    pub fn reject(&mut self, reason: &str) -> Result<(), HandshakeError> {
         if self.awaiting_verdict() {
-            let msg = serde_json::json!({ "error": reason });
-            self.transmit.push_back(encode_json_message(&msg));
+            let msg = encode_json_message(&serde_json::json!({ "error": reason }))?;
+            self.transmit.push_back(msg);
             self.state = State::Rejected;
         }
+        Ok(())
     }
 
     fn gen1_frame(&self, message_type: u16, id: u32) -> Bytes {
         let mut out = BytesMut::new();
-        let content = gen1_version_payload(&self.cfg.version);
         // A u32 id always fits Gen 1 and the content is < 64 KiB: encoding cannot fail.
         let _ = encode_parts(
             Generation::Gen1,
             message_type,
             id,
             self.cfg.timestamp_ms,
-            &content,
+            &self.own,
             &mut out,
         );
         out.freeze()
@@ -453,11 +526,7 @@ impl Handshake {
             let rest = &input[used..];
             match &mut self.state {
                 State::Done | State::G3ServerAwaitVerdict => return Ok(used),
-                State::Failed | State::Rejected => {
-                    return Err(HandshakeError::MalformedFrame(
-                        "handshake already failed".into(),
-                    ))
-                }
+                State::Failed | State::Rejected => return Err(HandshakeError::AlreadyFailed),
                 State::G3ServerAwaitHello(r) => {
                     let (n, msg) = r.feed(rest)?;
                     used += n;
@@ -480,7 +549,7 @@ impl Handshake {
                     }
                     self.check_pv(&msg)?;
                     self.accept_hello(msg);
-                    self.transmit.push_back(hello_message(&self.cfg));
+                    self.transmit.push_back(self.own.clone());
                     self.state = State::G3ClientAwaitAck(JsonMessageReader::default());
                 }
                 State::G3ClientAwaitAck(r) => {
@@ -604,9 +673,7 @@ fn gen1_handshake_frame(
             Err(e) => {
                 // 00 27 7b 22 ...: a Gen 3 JSON hello read as a Gen 1 header.
                 if buf.get(2) == Some(&b'{') {
-                    return Err(HandshakeError::WrongGeneration(
-                        "received a Veltix 3 JSON handshake; use the gen3 wire generation".into(),
-                    ));
+                    return Err(HandshakeError::WrongGeneration(Generation::Gen3));
                 }
                 return Err(HandshakeError::MalformedFrame(e));
             }

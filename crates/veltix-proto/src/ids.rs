@@ -1,7 +1,9 @@
 //! Request ids: the Gen 3 counters, the Gen 1 random ids, and a pending-request table whose
 //! deadlines are driven by a clock the caller passes in.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::time::Instant;
 
 use crate::{Error, Generation};
@@ -78,12 +80,36 @@ impl IdAllocator {
         }
     }
 
-    /// The allocator a role uses by default in a generation.
+    /// The allocator a role uses by default in a generation (a server with Python's default
+    /// `id_window`; see [`IdAllocator::for_server`] for another window).
+    ///
+    /// ```
+    /// use veltix_proto::{Generation, IdAllocator};
+    /// assert_eq!(IdAllocator::for_role(Generation::Gen3, false).next(|_| false).unwrap(), 0);
+    /// assert_eq!(IdAllocator::for_role(Generation::Gen3, true).next(|_| false).unwrap(), 32_768);
+    /// ```
     pub fn for_role(generation: Generation, server: bool) -> Self {
-        match (generation, server) {
-            (Generation::Gen1, _) => Self::random(),
-            (Generation::Gen3, true) => Self::server(DEFAULT_SERVER_ID_WINDOW),
-            (Generation::Gen3, false) => Self::client(),
+        match server {
+            true => Self::for_server(generation, DEFAULT_SERVER_ID_WINDOW),
+            false => match generation {
+                Generation::Gen1 => Self::random(),
+                Generation::Gen3 => Self::client(),
+            },
+        }
+    }
+
+    /// A server's allocator: Gen 1 random ids, Gen 3 ids in `32768 .. 32768 + id_window`.
+    ///
+    /// ```
+    /// use veltix_proto::{Generation, IdAllocator};
+    /// let mut ids = IdAllocator::for_server(Generation::Gen3, 2);
+    /// let got: Vec<u32> = (0..3).map(|_| ids.next(|_| false).unwrap()).collect();
+    /// assert_eq!(got, [32_768, 32_769, 32_768]);
+    /// ```
+    pub fn for_server(generation: Generation, id_window: u32) -> Self {
+        match generation {
+            Generation::Gen1 => Self::random(),
+            Generation::Gen3 => Self::server(id_window),
         }
     }
 
@@ -118,9 +144,11 @@ impl IdAllocator {
     }
 }
 
-/// Requests waiting for a reply, keyed by request id, each with a deadline.
+/// Requests waiting for a reply, keyed by request id, each with an optional deadline.
 ///
 /// No clock is read inside: the caller passes `now`, so expiry is testable without sleeping.
+/// The value type is the caller's (a channel, an enum of waiter kinds...); the hasher is a type
+/// parameter so a hot path can use a cheap one for its small integer keys.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -128,13 +156,16 @@ impl IdAllocator {
 /// let t0 = Instant::now();
 /// let mut pending = PendingTable::new();
 /// pending.insert(7, t0 + Duration::from_secs(5), "waiter").unwrap();
+/// pending.insert_untimed(8, "patient").unwrap(); // never expires; removed by hand
+/// assert!(pending.insert_untimed(8, "again").is_err());
 /// assert!(pending.expire(t0 + Duration::from_secs(4)).is_empty());
 /// assert_eq!(pending.expire(t0 + Duration::from_secs(5)), vec![(7, "waiter")]);
+/// assert_eq!(pending.remove(8), Some("patient"));
 /// assert!(pending.is_empty());
 /// ```
 #[derive(Debug)]
-pub struct PendingTable<T> {
-    entries: HashMap<u32, (Instant, T)>,
+pub struct PendingTable<T, S = RandomState> {
+    entries: HashMap<u32, (Option<Instant>, T), S>,
     deadlines: BTreeSet<(Instant, u32)>,
 }
 
@@ -147,19 +178,48 @@ impl<T> Default for PendingTable<T> {
 impl<T> PendingTable<T> {
     /// An empty table.
     pub fn new() -> Self {
+        Self::with_hasher(RandomState::new())
+    }
+}
+
+impl<T, S: BuildHasher> PendingTable<T, S> {
+    /// An empty table whose id map uses `hasher`.
+    ///
+    /// ```
+    /// use std::hash::BuildHasherDefault;
+    /// use std::collections::hash_map::DefaultHasher;
+    /// use veltix_proto::PendingTable;
+    /// let mut t: PendingTable<(), BuildHasherDefault<DefaultHasher>> =
+    ///     PendingTable::with_hasher(Default::default());
+    /// t.insert_untimed(1, ()).unwrap();
+    /// assert!(t.contains(1));
+    /// ```
+    pub fn with_hasher(hasher: S) -> Self {
         PendingTable {
-            entries: HashMap::new(),
+            entries: HashMap::with_hasher(hasher),
             deadlines: BTreeSet::new(),
         }
     }
 
-    /// Registers a waiter; an id that is already pending is an error.
+    /// Registers a waiter that expires at `deadline`; an id that is already pending is an error.
     pub fn insert(&mut self, id: u32, deadline: Instant, value: T) -> Result<(), Error> {
+        self.insert_entry(id, Some(deadline), value)
+    }
+
+    /// Registers a waiter without a deadline (its owner enforces its own timeout, or none):
+    /// [`expire`](PendingTable::expire) never returns it.
+    pub fn insert_untimed(&mut self, id: u32, value: T) -> Result<(), Error> {
+        self.insert_entry(id, None, value)
+    }
+
+    fn insert_entry(&mut self, id: u32, deadline: Option<Instant>, value: T) -> Result<(), Error> {
         if self.entries.contains_key(&id) {
             return Err(Error::DuplicatePending { id });
         }
         self.entries.insert(id, (deadline, value));
-        self.deadlines.insert((deadline, id));
+        if let Some(d) = deadline {
+            self.deadlines.insert((d, id));
+        }
         Ok(())
     }
 
@@ -168,10 +228,17 @@ impl<T> PendingTable<T> {
         self.entries.contains_key(&id)
     }
 
+    /// The waiter of an id, if pending.
+    pub fn get(&self, id: u32) -> Option<&T> {
+        self.entries.get(&id).map(|(_, v)| v)
+    }
+
     /// Removes a waiter (reply arrived, or the waiter gave up).
     pub fn remove(&mut self, id: u32) -> Option<T> {
         let (deadline, value) = self.entries.remove(&id)?;
-        self.deadlines.remove(&(deadline, id));
+        if let Some(d) = deadline {
+            self.deadlines.remove(&(d, id));
+        }
         Some(value)
     }
 
@@ -193,6 +260,12 @@ impl<T> PendingTable<T> {
     /// The earliest deadline, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// Removes every waiter, dropping them.
+    pub fn clear(&mut self) {
+        self.deadlines.clear();
+        self.entries.clear();
     }
 
     /// Removes every waiter (the connection dropped).

@@ -5,6 +5,8 @@ use serde::Serialize;
 use serde_json::ser::Formatter;
 use std::io::{self, Write};
 
+use crate::{JsonError, TextEncoding};
+
 /// A `serde_json` formatter that reproduces Python's default `json.dumps` layout.
 ///
 /// With `ensure_ascii` (Python's default, used by `Request(json=...)`) every character outside
@@ -83,15 +85,25 @@ pub fn to_python_json<T: Serialize + ?Sized>(
 ///
 /// Deliberate differences from Python: `NaN`/`Infinity` literals and non-ASCII decimal digits are
 /// rejected (no Veltix peer sends them).
-pub fn from_python_json_bytes(bytes: &[u8]) -> Result<serde_json::Value, String> {
+///
+/// ```
+/// use veltix_proto::json::from_python_json_bytes;
+/// use veltix_proto::{JsonError, TextEncoding};
+/// assert_eq!(from_python_json_bytes(b"\xEF\xBB\xBF{}").unwrap(), serde_json::json!({}));
+/// assert_eq!(
+///     from_python_json_bytes(b"\xFF\xFE{"),
+///     Err(JsonError::Encoding(TextEncoding::OddUtf16Length { len: 1 }))
+/// );
+/// ```
+pub fn from_python_json_bytes(bytes: &[u8]) -> Result<serde_json::Value, JsonError> {
     let text = decode_text(bytes)?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    Ok(serde_json::from_str(&text)?)
 }
 
-fn decode_text(b: &[u8]) -> Result<String, String> {
-    fn utf16(b: &[u8], be: bool) -> Result<String, String> {
+fn decode_text(b: &[u8]) -> Result<String, TextEncoding> {
+    fn utf16(b: &[u8], be: bool) -> Result<String, TextEncoding> {
         if b.len() % 2 != 0 {
-            return Err("odd length for UTF-16".into());
+            return Err(TextEncoding::OddUtf16Length { len: b.len() });
         }
         let units: Vec<u16> = b
             .chunks_exact(2)
@@ -103,11 +115,11 @@ fn decode_text(b: &[u8]) -> Result<String, String> {
                 }
             })
             .collect();
-        String::from_utf16(&units).map_err(|e| e.to_string())
+        String::from_utf16(&units).map_err(|_| TextEncoding::InvalidUtf16)
     }
-    fn utf32(b: &[u8], be: bool) -> Result<String, String> {
+    fn utf32(b: &[u8], be: bool) -> Result<String, TextEncoding> {
         if b.len() % 4 != 0 {
-            return Err("length not a multiple of 4 for UTF-32".into());
+            return Err(TextEncoding::Utf32Length { len: b.len() });
         }
         b.chunks_exact(4)
             .map(|c| {
@@ -116,11 +128,15 @@ fn decode_text(b: &[u8]) -> Result<String, String> {
                 } else {
                     u32::from_le_bytes([c[0], c[1], c[2], c[3]])
                 };
-                char::from_u32(v).ok_or_else(|| format!("invalid UTF-32 code point {v:#x}"))
+                char::from_u32(v).ok_or(TextEncoding::InvalidUtf32 { code_point: v })
             })
             .collect()
     }
-    let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|e| e.to_string());
+    let utf8 = |b: &[u8]| {
+        String::from_utf8(b.to_vec()).map_err(|e| TextEncoding::InvalidUtf8 {
+            valid_up_to: e.utf8_error().valid_up_to(),
+        })
+    };
     // The same detection as CPython's json.detect_encoding.
     match b {
         [0xFF, 0xFE, 0, 0, rest @ ..] => utf32(rest, false),

@@ -22,8 +22,15 @@
 //!   reserved range, and [`TypeRegistry`] reproducing Python's auto-allocation.
 //! - [`ids`]: [`IdAllocator`] (Gen 3 counters with the client/server split, Gen 1 random ids) and
 //!   [`PendingTable`], a table of waiters with deadlines driven by a caller-supplied clock.
+//! - [`connection`]: the sans-I/O [`Connection`] of an established link: bytes and the current
+//!   time in; [`Event`]s (frames for the handlers, replies matched to their requests, request
+//!   timeouts, the [`CloseReason`]), bytes to write and the next timer deadline out. PINGs are
+//!   answered, keep-alive and request deadlines run on the caller's clock, sizes and reserved
+//!   types are checked.
 //! - [`json`]: JSON written byte-for-byte like Python's `json.dumps`, and read like `json.loads`.
-//! - [`Error`] / [`HandshakeError`]: the one error type, with a nested handshake detail.
+//! - [`Error`]: the one error type, with nested typed detail ([`HandshakeError`], [`FrameError`],
+//!   [`JsonError`], [`TextEncoding`], [`ParseGenerationError`], [`VersionPayloadError`]); no
+//!   variant carries a formatted message.
 //!
 //! ## Deliberate differences from Python Veltix
 //! - Every rejected frame is *reported* ([`Rejection`]); Python only logs. The runtime closes the
@@ -48,6 +55,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod connection;
 pub mod decoder;
 mod error;
 pub mod frame;
@@ -56,8 +64,14 @@ pub mod ids;
 pub mod json;
 pub mod types;
 
+pub use connection::{
+    CloseReason, Connection, ConnectionConfig, ConnectionStats, Event, KeepAlive,
+};
 pub use decoder::{Decoded, Decoder, DecoderConfig, DecoderStats, Rejection};
-pub use error::{Error, HandshakeError};
+pub use error::{
+    Error, FrameError, HandshakeError, JsonError, JsonSyntax, ParseGenerationError, TextEncoding,
+    VersionPayloadError,
+};
 pub use frame::{
     encode_parts, has_magic, parse_one, Frame, Generation, Header, ParseOne,
     DEFAULT_MAX_MESSAGE_SIZE, GEN1_HEADER_LEN, GEN3_HEADER_LEN, MAGIC,

@@ -4,16 +4,18 @@
 
 use bytes::Bytes;
 use veltix_proto::handshake::{ack_message, server_full_message, server_hello, MAX_HANDSHAKE_LEN};
-use veltix_proto::{Frame, Generation, Handshake, HandshakeConfig, HandshakeError};
+use veltix_proto::{
+    Frame, FrameError, Generation, Handshake, HandshakeConfig, HandshakeError, VersionPayloadError,
+};
 
 fn gen3_server() -> Handshake {
-    let mut hs = Handshake::server(HandshakeConfig::new(Generation::Gen3));
+    let mut hs = Handshake::server(HandshakeConfig::new(Generation::Gen3)).unwrap();
     assert!(hs.poll_transmit().is_some()); // our hello
     hs
 }
 
 fn gen3_client() -> Handshake {
-    Handshake::client(HandshakeConfig::new(Generation::Gen3))
+    Handshake::client(HandshakeConfig::new(Generation::Gen3)).unwrap()
 }
 
 /// A Gen 3 handshake message: `u16` length + body.
@@ -26,7 +28,7 @@ fn msg(body: &[u8]) -> Vec<u8> {
 /// A Gen 3 client that has accepted the server hello and sent its own.
 fn gen3_client_after_hello() -> Handshake {
     let mut c = gen3_client();
-    let hello = server_hello(&HandshakeConfig::new(Generation::Gen3));
+    let hello = server_hello(&HandshakeConfig::new(Generation::Gen3)).unwrap();
     assert_eq!(c.feed(&hello).unwrap(), hello.len());
     assert!(c.poll_transmit().is_some());
     c
@@ -310,15 +312,15 @@ fn gen3_bom_and_utf16_json_are_accepted() {
 
 #[test]
 fn gen1_client_against_gen3_server_is_wrong_generation() {
-    let gen3_hello = server_hello(&HandshakeConfig::new(Generation::Gen3));
+    let gen3_hello = server_hello(&HandshakeConfig::new(Generation::Gen3)).unwrap();
     for bytes in [gen3_hello.clone(), server_full_message()] {
         // Whole, and one byte at a time.
-        let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1));
-        assert!(matches!(
+        let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1)).unwrap();
+        assert_eq!(
             c.feed(&bytes),
-            Err(HandshakeError::WrongGeneration(_))
-        ));
-        let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1));
+            Err(HandshakeError::WrongGeneration(Generation::Gen3))
+        );
+        let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1)).unwrap();
         let r = bytes
             .iter()
             .map(|b| c.feed(&[*b]))
@@ -337,17 +339,17 @@ fn gen3_client_against_gen1_server_is_wrong_generation() {
     let mut cfg = HandshakeConfig::new(Generation::Gen1);
     cfg.hello_id = Some(0x3aad_b43d);
     cfg.timestamp_ms = 269_966;
-    let hello = Handshake::server(cfg).poll_transmit().unwrap();
+    let hello = Handshake::server(cfg).unwrap().poll_transmit().unwrap();
     // The captured 1.6.9 HELLO (PROTOCOL.md §A.3.1).
     assert_eq!(
         hex(&hello),
         "000a0000000765e91ff00000000000041e8e3aadb43d0005312e362e39"
     );
     let mut c = gen3_client();
-    assert!(matches!(
+    assert_eq!(
         c.feed(&hello),
-        Err(HandshakeError::WrongGeneration(_))
-    ));
+        Err(HandshakeError::WrongGeneration(Generation::Gen1))
+    );
     let mut c = gen3_client();
     let r = hello
         .iter()
@@ -384,7 +386,7 @@ fn gen1_frame(message_type: u16, id: u32, content: Vec<u8>) -> Bytes {
 fn gen1_server() -> Handshake {
     let mut cfg = HandshakeConfig::new(Generation::Gen1);
     cfg.hello_id = Some(HELLO_ID);
-    let mut s = Handshake::server(cfg);
+    let mut s = Handshake::server(cfg).unwrap();
     let hello = s.poll_transmit().unwrap();
     assert_eq!(&hello[18..22], &HELLO_ID.to_be_bytes());
     s
@@ -429,12 +431,39 @@ fn gen1_server_rejects_a_bad_ack() {
     // Version length beyond the content, and a bad CRC.
     let mut s = gen1_server();
     let r = s.feed(&gen1_frame(11, HELLO_ID, vec![0, 9, b'1']));
-    assert!(matches!(r, Err(HandshakeError::MalformedFrame(_))), "{r:?}");
+    assert_eq!(
+        r,
+        Err(HandshakeError::MalformedVersion(
+            VersionPayloadError::Truncated {
+                declared: 9,
+                available: 1
+            }
+        ))
+    );
+    // A version string that is not UTF-8.
+    let mut s = gen1_server();
+    let r = s.feed(&gen1_frame(11, HELLO_ID, vec![0, 2, 0xff, 0xfe]));
+    assert_eq!(
+        r,
+        Err(HandshakeError::MalformedVersion(
+            VersionPayloadError::NotUtf8
+        ))
+    );
+    // Once failed, failed for good.
+    assert_eq!(s.feed(b"x"), Err(HandshakeError::AlreadyFailed));
     let mut bad_crc = gen1_frame(11, HELLO_ID, version_payload("1.6.9")).to_vec();
     bad_crc[6] ^= 0xFF;
     let mut s = gen1_server();
     let r = s.feed(&bad_crc);
-    assert!(matches!(r, Err(HandshakeError::MalformedFrame(_))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(HandshakeError::MalformedFrame(
+                FrameError::CrcMismatch { .. }
+            ))
+        ),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -444,12 +473,18 @@ fn gen1_handshake_frame_size_is_limited() {
     header[2..6].copy_from_slice(&u32::MAX.to_be_bytes());
     let mut s = gen1_server();
     let r = s.feed(&header);
-    assert!(matches!(r, Err(HandshakeError::MalformedFrame(_))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(HandshakeError::MalformedFrame(FrameError::TooLong { .. }))
+        ),
+        "{r:?}"
+    );
 }
 
 fn gen1_client_with_hello(version: &str) -> (Handshake, Result<usize, HandshakeError>) {
     let hello = gen1_frame(10, HELLO_ID, version_payload(version));
-    let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1));
+    let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1)).unwrap();
     let r = c.feed(&hello);
     (c, r)
 }
@@ -489,7 +524,7 @@ fn gen1_client_rejects_other_versions() {
 
 #[test]
 fn gen1_client_rejects_a_frame_that_is_not_a_hello() {
-    let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1));
+    let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1)).unwrap();
     let r = c.feed(&gen1_frame(200, 1, b"hi".to_vec()));
     assert!(
         matches!(
@@ -508,7 +543,7 @@ fn gen1_handshake_leaves_following_frames_alone() {
     let hello = gen1_frame(10, HELLO_ID, version_payload("1.6.9"));
     let ping = gen1_frame(0, 7, Vec::new());
     let input = [&hello[..], &ping[..]].concat();
-    let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1));
+    let mut c = Handshake::client(HandshakeConfig::new(Generation::Gen1)).unwrap();
     assert_eq!(c.feed(&input), Ok(hello.len()));
     assert_eq!(c.feed(&ping), Ok(0));
 }
@@ -521,7 +556,7 @@ fn gen3_server_with_verdict_waits_then_accepts_or_rejects() {
     use veltix_proto::{Generation, Handshake, HandshakeConfig};
     let hello = msg(br#"{"v": "3.3.0", "pv": "1.0", "meta": {"token": "t"}}"#);
     // Accept: nothing is sent before the verdict, then exactly the ack.
-    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3));
+    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3)).unwrap();
     assert!(s.poll_transmit().is_some()); // our hello
     let mut pipelined = hello.to_vec();
     pipelined.extend_from_slice(b"VX\x00");
@@ -537,10 +572,10 @@ fn gen3_server_with_verdict_waits_then_accepts_or_rejects() {
     assert_eq!(s.poll_transmit(), Some(ack_message()));
     assert!(s.is_done() && !s.awaiting_verdict());
     // Reject: the refusal, byte-exact as Python formats it, and the handshake never completes.
-    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3));
+    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3)).unwrap();
     let _ = s.poll_transmit();
     assert_eq!(s.feed(&hello), Ok(hello.len()));
-    s.reject("unauthorized");
+    s.reject("unauthorized").unwrap();
     assert_eq!(
         s.poll_transmit().as_deref(),
         Some(&b"\x00\x19{\"error\": \"unauthorized\"}"[..])
@@ -548,7 +583,7 @@ fn gen3_server_with_verdict_waits_then_accepts_or_rejects() {
     assert!(!s.is_done() && !s.awaiting_verdict());
     assert!(s.feed(b"more").is_err());
     // A bad hello fails as before, with no verdict asked.
-    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3));
+    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3)).unwrap();
     let _ = s.poll_transmit();
     assert!(s.feed(&msg(br#"{"pv": "2.0"}"#)).is_err());
     assert!(!s.awaiting_verdict());
@@ -557,11 +592,100 @@ fn gen3_server_with_verdict_waits_then_accepts_or_rejects() {
 #[test]
 fn a_tls_client_hello_is_recognised_by_a_plaintext_server() {
     use veltix_proto::{Generation, Handshake, HandshakeConfig};
-    let mut s = Handshake::server(HandshakeConfig::new(Generation::Gen3));
+    let mut s = Handshake::server(HandshakeConfig::new(Generation::Gen3)).unwrap();
     let _ = s.poll_transmit();
     // 16 03 01 <len> 01 ...: a TLS record carrying a ClientHello.
     assert_eq!(
         s.feed(&[0x16, 0x03, 0x01, 0x00, 0xf0, 0x01, 0x00]),
         Err(HandshakeError::UnexpectedTls)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outgoing length: an error, never a silent truncation
+
+#[test]
+fn outgoing_handshake_messages_that_are_too_long_are_errors() {
+    use veltix_proto::handshake::encode_json_message;
+    // Gen 3: a version or meta that makes our hello longer than 30720 bytes.
+    for generation in [Generation::Gen3, Generation::Gen1] {
+        let mut cfg = HandshakeConfig::new(generation);
+        cfg.version = "9".repeat(70_000);
+        for r in [
+            Handshake::server(cfg.clone()).err(),
+            Handshake::client(cfg.clone()).err(),
+            Handshake::server_with_verdict(cfg.clone()).err(),
+        ] {
+            assert!(
+                matches!(r, Some(HandshakeError::OutgoingTooLong { len, limit }) if len > limit && limit == MAX_HANDSHAKE_LEN),
+                "{generation}: {r:?}"
+            );
+        }
+    }
+    let mut cfg = HandshakeConfig::new(Generation::Gen3);
+    cfg.meta.insert(
+        "pad".into(),
+        serde_json::Value::String("x".repeat(MAX_HANDSHAKE_LEN)),
+    );
+    assert!(matches!(
+        Handshake::client(cfg),
+        Err(HandshakeError::OutgoingTooLong { .. })
+    ));
+    // Exactly at the limit is fine; one more byte is not.
+    let body_len =
+        |v: &serde_json::Value| veltix_proto::json::to_python_json(v, false).unwrap().len();
+    let mut pad = String::new();
+    let at_limit = loop {
+        let v = serde_json::json!({ "pad": pad });
+        if body_len(&v) == MAX_HANDSHAKE_LEN {
+            break v;
+        }
+        pad.push('x');
+    };
+    let m = encode_json_message(&at_limit).unwrap();
+    assert_eq!(m.len(), 2 + MAX_HANDSHAKE_LEN);
+    assert_eq!(&m[..2], &(MAX_HANDSHAKE_LEN as u16).to_be_bytes());
+    pad.push('x');
+    assert_eq!(
+        encode_json_message(&serde_json::json!({ "pad": pad })),
+        Err(HandshakeError::OutgoingTooLong {
+            len: MAX_HANDSHAKE_LEN + 1,
+            limit: MAX_HANDSHAKE_LEN
+        })
+    );
+    // A refusal reason that does not fit: an error, and the verdict is still awaited.
+    let mut s = Handshake::server_with_verdict(HandshakeConfig::new(Generation::Gen3)).unwrap();
+    s.poll_transmit();
+    let client_hello = msg(br#"{"v": "3.3.0", "pv": "1.0", "meta": {}}"#);
+    s.feed(&client_hello).unwrap();
+    assert!(s.awaiting_verdict());
+    assert!(matches!(
+        s.reject(&"r".repeat(MAX_HANDSHAKE_LEN)),
+        Err(HandshakeError::OutgoingTooLong { .. })
+    ));
+    assert!(s.awaiting_verdict());
+    assert_eq!(s.reject("no"), Ok(()));
+    assert_eq!(s.feed(b"x"), Err(HandshakeError::AlreadyFailed));
+}
+
+#[test]
+fn handshake_errors_display_as_sentences() {
+    let cases: Vec<(HandshakeError, &str)> = vec![
+        (
+            HandshakeError::WrongGeneration(Generation::Gen1),
+            "the peer speaks another Veltix wire generation (gen1); configure that generation",
+        ),
+        (
+            HandshakeError::OutgoingTooLong { len: 40_000, limit: 30_720 },
+            "outgoing handshake message of 40000 bytes exceeds the 30720-byte limit",
+        ),
+        (HandshakeError::AlreadyFailed, "the handshake already failed"),
+        (
+            HandshakeError::MalformedFrame(FrameError::CrcMismatch { expected: 1, actual: 2 }),
+            "malformed handshake frame: CRC mismatch: the header says 0x00000001, the content hashes to 0x00000002",
+        ),
+    ];
+    for (e, text) in cases {
+        assert_eq!(e.to_string(), text);
+    }
 }

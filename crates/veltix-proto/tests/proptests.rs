@@ -518,16 +518,19 @@ fn scenario(
     let ours = ours.clone();
     if server {
         // Run a real client against a server to get the client's answer.
-        let mut srv = Handshake::server(ours.clone());
-        let mut cli = Handshake::client(theirs.clone());
+        let mut srv = Handshake::server(ours.clone()).unwrap();
+        let mut cli = Handshake::client(theirs.clone()).unwrap();
         for b in take_all(&mut srv) {
             cli.feed(&b).unwrap();
         }
         let answer = take_all(&mut cli).concat();
-        (answer, Box::new(move || Handshake::server(ours.clone())))
+        (
+            answer,
+            Box::new(move || Handshake::server(ours.clone()).unwrap()),
+        )
     } else {
-        let mut srv = Handshake::server(theirs.clone());
-        let mut cli = Handshake::client(ours.clone());
+        let mut srv = Handshake::server(theirs.clone()).unwrap();
+        let mut cli = Handshake::client(ours.clone()).unwrap();
         let hello = take_all(&mut srv).concat();
         cli.feed(&hello).unwrap();
         for b in take_all(&mut cli) {
@@ -535,7 +538,10 @@ fn scenario(
         }
         let rest = take_all(&mut srv).concat(); // Gen 3: the ack; Gen 1: nothing
         let peer = [hello, rest].concat();
-        (peer, Box::new(move || Handshake::client(ours.clone())))
+        (
+            peer,
+            Box::new(move || Handshake::client(ours.clone()).unwrap()),
+        )
     }
 }
 
@@ -566,7 +572,7 @@ fn check_handshake(
             prop_assert_eq!(whole.sent.len(), 1); // our hello
             prop_assert_eq!(
                 &whole.sent[0],
-                &veltix_proto::handshake::server_hello(&ours)
+                &veltix_proto::handshake::server_hello(&ours).unwrap()
             );
         }
         (Generation::Gen1, true) => prop_assert_eq!(whole.sent.len(), 1), // HELLO

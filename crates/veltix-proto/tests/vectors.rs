@@ -123,12 +123,13 @@ fn check_handshake(v: &Value) -> Result<(), String> {
             let cfg = HandshakeConfig::new(g);
             let ours = match name {
                 "server_hello" => Handshake::server(cfg.clone())
+                    .unwrap()
                     .poll_transmit()
                     .unwrap_or_default(),
                 "client_hello" => {
                     // A client emits its hello after reading the server's.
-                    let mut c = Handshake::client(cfg.clone());
-                    let mut srv = Handshake::server(cfg.clone());
+                    let mut c = Handshake::client(cfg.clone()).unwrap();
+                    let mut srv = Handshake::server(cfg.clone()).unwrap();
                     let hello = srv.poll_transmit().unwrap_or_default();
                     c.feed(&hello).map_err(|e| e.to_string())?;
                     c.poll_transmit().unwrap_or_default()
@@ -143,14 +144,14 @@ fn check_handshake(v: &Value) -> Result<(), String> {
             // And the receiving side accepts it.
             match name {
                 "server_hello" => {
-                    let mut c = Handshake::client(cfg);
+                    let mut c = Handshake::client(cfg).unwrap();
                     let used = c.feed(&bytes).map_err(|e| e.to_string())?;
                     if used != bytes.len() || c.poll_transmit().is_none() {
                         return Err("client did not answer the hello".into());
                     }
                 }
                 "client_hello" => {
-                    let mut srv = Handshake::server(cfg);
+                    let mut srv = Handshake::server(cfg).unwrap();
                     srv.poll_transmit();
                     srv.feed(&bytes).map_err(|e| e.to_string())?;
                     if srv.poll_transmit().as_deref() != Some(&ack_message()[..]) || !srv.is_done()
@@ -159,7 +160,7 @@ fn check_handshake(v: &Value) -> Result<(), String> {
                     }
                 }
                 "server_reject_full" => {
-                    let mut c = Handshake::client(cfg);
+                    let mut c = Handshake::client(cfg).unwrap();
                     match c.feed(&bytes) {
                         Err(veltix_proto::HandshakeError::ServerFull(r)) if r == "server_full" => {}
                         other => return Err(format!("expected ServerFull, got {other:?}")),
@@ -176,12 +177,13 @@ fn check_handshake(v: &Value) -> Result<(), String> {
                 "server_hello_frame" => {
                     cfg.hello_id = Some(parsed.request_id);
                     let ours = Handshake::server(cfg.clone())
+                        .unwrap()
                         .poll_transmit()
                         .unwrap_or_default();
                     if ours[..] != bytes[..] {
                         return Err(format!("got {}, want {}", hex(&ours), hex(&bytes)));
                     }
-                    let mut c = Handshake::client(cfg);
+                    let mut c = Handshake::client(cfg).unwrap();
                     c.feed(&bytes).map_err(|e| e.to_string())?;
                     if c.peer_version() != Some("1.6.9") || c.poll_transmit().is_none() {
                         return Err("client did not accept the HELLO".into());
@@ -191,7 +193,7 @@ fn check_handshake(v: &Value) -> Result<(), String> {
                     // Rebuild the HELLO this ACK answers (same id), let our client answer it.
                     let mut hello = bytes.clone();
                     hello[1] = 10;
-                    let mut c = Handshake::client(cfg.clone());
+                    let mut c = Handshake::client(cfg.clone()).unwrap();
                     c.feed(&hello).map_err(|e| e.to_string())?;
                     let ours = c.poll_transmit().unwrap_or_default();
                     if ours[..] != bytes[..] {
@@ -199,7 +201,7 @@ fn check_handshake(v: &Value) -> Result<(), String> {
                     }
                     let mut srv_cfg = cfg;
                     srv_cfg.hello_id = Some(parsed.request_id);
-                    let mut srv = Handshake::server(srv_cfg);
+                    let mut srv = Handshake::server(srv_cfg).unwrap();
                     srv.poll_transmit();
                     srv.feed(&bytes).map_err(|e| e.to_string())?;
                     if !srv.is_done() {
@@ -299,7 +301,7 @@ fn check_session(v: &Value) -> Result<(), String> {
     let name = s(v, "name");
     let cfg = HandshakeConfig::new(g);
     if name.contains("rejected") {
-        let mut c = Handshake::client(cfg);
+        let mut c = Handshake::client(cfg).unwrap();
         return match c.feed(&s2c) {
             Err(veltix_proto::HandshakeError::ServerFull(_)) if c2s.is_empty() => Ok(()),
             other => Err(format!("expected a server_full rejection, got {other:?}")),
@@ -308,8 +310,8 @@ fn check_session(v: &Value) -> Result<(), String> {
     match g {
         Generation::Gen3 => {
             // Client side reads S->C, server side reads C->S.
-            let from_server = replay(g, &s2c, Handshake::client(cfg.clone()))?;
-            let mut srv = Handshake::server(cfg);
+            let from_server = replay(g, &s2c, Handshake::client(cfg.clone()).unwrap())?;
+            let mut srv = Handshake::server(cfg).unwrap();
             srv.poll_transmit();
             let from_client = replay(g, &c2s, srv)?;
             // The capture's script: client send "first" (id 0), send_and_wait id 5, pings.
@@ -327,10 +329,10 @@ fn check_session(v: &Value) -> Result<(), String> {
             let hello = veltix_proto::Header::parse(g, &s2c).ok_or("short")?;
             let mut ccfg = cfg.clone();
             ccfg.timestamp_ms = hello.timestamp_ms;
-            let from_server = replay(g, &s2c, Handshake::client(ccfg))?;
+            let from_server = replay(g, &s2c, Handshake::client(ccfg).unwrap())?;
             let mut scfg = cfg;
             scfg.hello_id = Some(hello.request_id);
-            let mut srv = Handshake::server(scfg);
+            let mut srv = Handshake::server(scfg).unwrap();
             srv.poll_transmit();
             let from_client = replay(g, &c2s, srv)?;
             if !from_client

@@ -11,7 +11,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
-use veltix_proto::{Generation, IdAllocator};
+use veltix_proto::IdAllocator;
 
 use crate::conn::{self, lock, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
@@ -294,10 +294,7 @@ async fn connect_inner(shared: Arc<Shared>) -> Result<()> {
     });
     add(&shared.counters.connections_opened, 1);
     debug!(%addr, peer_version = peer_version.as_str(), tls = cfg.tls.is_some(), "connected");
-    let ids = match cfg.settings.generation {
-        Generation::Gen1 => IdAllocator::random(),
-        Generation::Gen3 => IdAllocator::client(),
-    };
+    let ids = IdAllocator::for_role(cfg.settings.generation, false);
     let conn = Conn::new(addr, shared.config.settings, ids, shared.counters.clone());
     // on_connect runs before any message of this connection, and only sees the client as
     // connected: the link lock is held until the link is stored (a send from on_connect waits

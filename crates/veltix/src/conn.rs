@@ -1,7 +1,6 @@
 //! One live connection: the outbound buffer and its writer, the reader feeding the decoder, the
 //! waiters of `send_and_wait`/ping, and keep-alive. Shared by the server and the client.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -16,7 +15,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 use veltix_proto::{
     encode_parts, Decoded, Decoder, DecoderConfig, Frame, Generation, Handshake, IdAllocator,
-    Rejection, PING, PONG,
+    PendingTable, Rejection, PING, PONG,
 };
 
 use crate::config::{KeepAlive, PerformanceMode, Settings};
@@ -48,8 +47,10 @@ enum Waiter {
     Ignore,
 }
 
+/// The reply waiters: `veltix_proto`'s table, untimed (each waiter enforces its own timeout on
+/// its channel; keep-alive closes the connection), with the cheap integer hasher.
 struct Pending {
-    waiters: HashMap<u32, Waiter, std::hash::BuildHasherDefault<crate::handlers::CodeHasher>>,
+    waiters: PendingTable<Waiter, std::hash::BuildHasherDefault<crate::handlers::CodeHasher>>,
     ids: IdAllocator,
     closed: bool,
 }
@@ -257,7 +258,7 @@ impl Conn {
             }),
             rx_notify: Notify::new(),
             pending: Mutex::new(Pending {
-                waiters: HashMap::default(),
+                waiters: PendingTable::with_hasher(Default::default()),
                 ids,
                 closed: false,
             }),
@@ -537,7 +538,7 @@ impl Conn {
 
     fn next_id(p: &mut Pending) -> Result<u32> {
         let waiters = &p.waiters;
-        Ok(p.ids.next(|id| waiters.contains_key(&id))?)
+        Ok(p.ids.next(|id| waiters.contains(id))?)
     }
 
     /// Sends a request (allocating an id if it has none). Returns the id used.
@@ -558,15 +559,11 @@ impl Conn {
             return Err(self.disconnected());
         }
         let id = match explicit {
-            Some(id) => {
-                if p.waiters.contains_key(&id) {
-                    return Err(veltix_proto::Error::DuplicatePending { id }.into());
-                }
-                id
-            }
+            Some(id) => id,
             None => Self::next_id(&mut p)?,
         };
-        p.waiters.insert(id, waiter);
+        // An explicit id that is already pending: `DuplicatePending`.
+        p.waiters.insert_untimed(id, waiter)?;
         self.mirror_waiting(&p);
         Ok(id)
     }
@@ -578,7 +575,7 @@ impl Conn {
 
     fn unregister(&self, id: u32) {
         let mut p = lock(&self.pending);
-        p.waiters.remove(&id);
+        p.waiters.remove(id);
         self.mirror_waiting(&p);
     }
 
@@ -708,7 +705,7 @@ impl Conn {
             if p.waiters.is_empty() {
                 return Some(frame);
             }
-            let w = p.waiters.remove(&frame.request_id);
+            let w = p.waiters.remove(frame.request_id);
             self.mirror_waiting(&p);
             w
         };
@@ -893,7 +890,10 @@ impl Conn {
         let Ok(id) = Self::next_id(&mut p) else {
             return;
         };
-        p.waiters.insert(id, Waiter::Ignore);
+        // A fresh id: it cannot be pending.
+        if p.waiters.insert_untimed(id, Waiter::Ignore).is_err() {
+            return;
+        }
         self.mirror_waiting(&p);
         drop(p);
         if self.push_frame(PING.code(), id, &[]).is_err() {

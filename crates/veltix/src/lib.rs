@@ -34,8 +34,8 @@
 //!   (when to use which: see that module).
 //! - [`server`]: [`Server`], [`ClientInfo`] (tags, per-client send), [`ServerSender`].
 //! - [`client`]: [`Client`], [`ClientSender`], the reconnect loop.
-//! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters,
-//!   keep-alive. Shared by both sides.
+//! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters
+//!   (a [`proto::PendingTable`]), keep-alive. Shared by both sides.
 //! - `pool` (private): the process-wide handler pool ([`set_handler_threads`],
 //!   [`handler_threads`]) with one ordered queue per connection; async handlers' futures are
 //!   chained per connection on the runtime. `rt` (private): the shared I/O runtime, `block_on`.

@@ -145,16 +145,17 @@ pub(crate) async fn server_handshake(
         timestamp_ms: crate::rt::monotonic_ms(),
         ..HandshakeConfig::new(cfg.settings.generation)
     };
-    let mut hs = match side.auth {
-        Some(_) => Handshake::server_with_verdict(hs_cfg),
-        None => Handshake::server(hs_cfg),
-    };
     let failed_handshake = |e: Error| {
         side.counters.handshake_failed(&e);
         log(&e.to_string());
         hs_failed(e);
         Refused::Closed
     };
+    let hs = match side.auth {
+        Some(_) => Handshake::server_with_verdict(hs_cfg),
+        None => Handshake::server(hs_cfg),
+    };
+    let mut hs = hs.map_err(|e| failed_handshake(e.into()))?;
     let timeout = || Error::HandshakeTimeout(cfg.settings.handshake_timeout);
     let leftover = match tokio::time::timeout_at(deadline, handshake_on(&mut transport, &mut hs))
         .await
@@ -263,7 +264,8 @@ pub(crate) async fn server_handshake(
                 failed(&format!("rejected: {reason}"));
             }
             if cfg.settings.generation == Generation::Gen3 {
-                hs.reject(cut(&reason, MAX_REASON));
+                // Cut to MAX_REASON bytes, the refusal always fits a handshake message.
+                let _ = hs.reject(cut(&reason, MAX_REASON));
                 // The refusal is best effort: bounded by the deadline (and 2 s at least, so a
                 // hook that used the whole deadline still gets its reason delivered).
                 let until = deadline.max(Instant::now() + std::time::Duration::from_secs(2));
@@ -304,7 +306,7 @@ pub(crate) async fn client_handshake(
             timestamp_ms: crate::rt::monotonic_ms(),
             meta: cfg.meta.clone(),
             ..HandshakeConfig::new(cfg.settings.generation)
-        });
+        })?;
         let leftover = handshake_on(&mut transport, &mut hs)
             .await
             .map_err(tls_alert)?;

@@ -475,10 +475,10 @@ impl Server {
     /// A server whose I/O runs on the given tokio runtime.
     pub fn with_handle(config: ServerConfig, rt: Handle) -> Server {
         let claim = Claim::new(config.settings.max_workers);
-        let broadcast_ids = Mutex::new(match config.settings.generation {
-            Generation::Gen1 => IdAllocator::random(),
-            Generation::Gen3 => IdAllocator::server(config.id_window),
-        });
+        let broadcast_ids = Mutex::new(IdAllocator::for_server(
+            config.settings.generation,
+            config.id_window,
+        ));
         Server {
             shared: Arc::new(Shared {
                 handlers: Registry::new(),
@@ -1002,10 +1002,8 @@ async fn accept_loop(
             continue;
         }
         let slot = Slot::take(&shared);
-        let ids = match shared.config.settings.generation {
-            Generation::Gen1 => IdAllocator::random(),
-            Generation::Gen3 => IdAllocator::server(shared.config.id_window),
-        };
+        let ids =
+            IdAllocator::for_server(shared.config.settings.generation, shared.config.id_window);
         let conn = Conn::new(addr, shared.config.settings, ids, shared.counters.clone());
         let client = ClientInfo {
             inner: Arc::new(ClientEntry {

@@ -148,7 +148,8 @@ fn raw_server(script: impl FnOnce(TcpStream) + Send + 'static) -> SocketAddr {
     std::thread::spawn(move || {
         let Ok((mut s, _)) = l.accept() else { return };
         s.set_read_timeout(Some(T)).expect("read timeout");
-        let mut hs = Handshake::server(HandshakeConfig::new(Generation::Gen3));
+        let mut hs =
+            Handshake::server(HandshakeConfig::new(Generation::Gen3)).expect("a default handshake");
         let mut buf = [0u8; 4096];
         loop {
             while let Some(b) = hs.poll_transmit() {

@@ -550,7 +550,7 @@ impl Raw {
         custom_hello: Option<&[u8]>,
         pipelined: &[u8],
     ) -> Result<(), HsFail> {
-        let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3));
+        let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3)).unwrap();
         let mut buf = [0u8; 4096];
         loop {
             while let Some(b) = hs.poll_transmit() {
@@ -585,7 +585,7 @@ impl Raw {
                     return Ok(frame);
                 }
                 Ok(ParseOne::Incomplete(_)) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.to_string()),
             }
             match self.s.read(&mut byte) {
                 Ok(1) => buf.push(byte[0]),
@@ -2070,7 +2070,7 @@ fn fake_server(script: impl FnOnce(TcpStream) + Send + 'static) -> SocketAddr {
 
 /// The server side of a correct Gen 3 handshake; `pipelined` goes out in the ack's write.
 fn fake_handshake(s: &mut TcpStream, pipelined: &[u8]) {
-    let mut hs = Handshake::server(HandshakeConfig::new(Generation::Gen3));
+    let mut hs = Handshake::server(HandshakeConfig::new(Generation::Gen3)).unwrap();
     let mut buf = [0u8; 4096];
     loop {
         while let Some(b) = hs.poll_transmit() {

@@ -222,7 +222,7 @@ async fn raw_conn(
         .await
         .map_err(|e| err("connect", &e))?;
     let _ = s.set_nodelay(true);
-    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3));
+    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3)).unwrap();
     let mut dec = Decoder::new(DecoderConfig::new(Generation::Gen3));
     let mut buf = vec![0u8; 4096];
     loop {

@@ -24,7 +24,7 @@ use super::{progress, Metrics, Outcome, Params};
 pub fn handshake_connect(port: u16) -> Res<TcpStream> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3));
+    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3))?;
     let mut buf = [0u8; 4096];
     loop {
         while let Some(b) = hs.poll_transmit() {

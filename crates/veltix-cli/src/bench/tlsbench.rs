@@ -84,7 +84,7 @@ pub fn handshake_connect(port: u16, config: &Arc<rustls::ClientConfig>) -> Res<R
     let name = rustls::pki_types::ServerName::try_from("localhost")?;
     let conn = rustls::ClientConnection::new(config.clone(), name)?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
-    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3));
+    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3))?;
     let mut buf = [0u8; 4096];
     loop {
         while let Some(b) = hs.poll_transmit() {

@@ -94,7 +94,7 @@ pub fn raw_handshake(s: &mut TcpStream) {
 /// Raw Gen 3 handshake on a blocking socket (reads time out after [`T`]).
 pub fn try_raw_handshake(s: &mut TcpStream) -> std::io::Result<()> {
     s.set_read_timeout(Some(T))?;
-    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3));
+    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3)).unwrap();
     let mut buf = [0u8; 256];
     while !hs.is_done() {
         while let Some(b) = hs.poll_transmit() {

@@ -13,7 +13,7 @@ use veltix::proto::{Generation, Handshake, HandshakeConfig};
 /// handshake in the same reads (frames the server sent right behind its answer). Panics if the
 /// server closes, times out (the stream's read timeout) or answers with something invalid.
 pub fn gen3_handshake(s: &mut TcpStream) -> Vec<u8> {
-    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3));
+    let mut hs = Handshake::client(HandshakeConfig::new(Generation::Gen3)).unwrap();
     let mut buf = [0u8; 4096];
     let mut after = Vec::new();
     loop {
