@@ -321,6 +321,9 @@ impl Flow {
                 Err(Error::Disconnected(_)) => {
                     let mut g = lock(&self.st.0);
                     g.in_flight.remove(&seq);
+                    // Refused, so never sent: an on_disconnect that ran during this send counted
+                    // it as lost with its connection, but it is sent again on the next one.
+                    g.lost.remove(&seq);
                     if !reconnects {
                         return;
                     }
