@@ -32,6 +32,8 @@ use veltix::{
     Client, ClientConfig, ClientInfo, MessageType, Request, Response, Server, ServerConfig,
 };
 
+mod support;
+
 const SEQ: MessageType = MessageType::new(200, "seq");
 /// Payload bytes after the 12-byte (connection, sequence) prefix.
 const PAD: usize = 20;
@@ -51,33 +53,6 @@ fn vm_rss_kb() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// Raises RLIMIT_NOFILE towards `want` (the hard limit too, if we may); returns the soft limit.
-fn raise_nofile(want: u64) -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    let hard = lim.maximum.unwrap_or(u64::MAX);
-    if hard < want {
-        // Only a privileged process may raise the hard limit; harmless if refused.
-        let _ = setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: Some(want),
-                maximum: Some(want),
-            },
-        );
-    }
-    let lim = getrlimit(Resource::Nofile);
-    let hard = lim.maximum.unwrap_or(u64::MAX);
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(want.min(hard)),
-            maximum: lim.maximum,
-        },
-    );
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// Message content: connection index (u32), sequence number (u64), then a pattern.
@@ -579,7 +554,7 @@ fn load_server_process() {
     else {
         return;
     };
-    raise_nofile(connections as u64 + 512);
+    let _ = support::limits::raise_nofile(connections as u64 + 512);
     let l = start_local(connections);
     println!("@@ listening {}", l.server.local_addr().expect("running"));
     for line in std::io::stdin().lock().lines().map_while(Result::ok) {
@@ -631,7 +606,8 @@ struct Report {
 /// process needs one descriptor per connection instead of two).
 fn run(want_connections: usize, messages: u64, separate: bool, rounds: usize) -> Vec<Report> {
     let per_conn = if separate { 1 } else { 2 };
-    let nofile = raise_nofile(per_conn * want_connections as u64 + 512);
+    let nofile = support::limits::raise_nofile(per_conn * want_connections as u64 + 512)
+        .unwrap_or_else(|_| support::limits::nofile());
     let connections = want_connections.min((nofile.saturating_sub(512) / per_conn) as usize);
     if connections < want_connections {
         println!(

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use veltix::{AsyncClient, Client, ClientConfig, Request, Response, Server, ServerConfig};
 
+mod support;
+
 const PER_KIND: usize = 10_000;
 /// The target.
 const MAX_BYTES_PER_CONNECTION: u64 = 32 * 1024;
@@ -44,37 +46,6 @@ const FD_MARGIN: u64 = 256;
 /// Fewer connections per kind than this is no scale test: fail.
 const MIN_PER_KIND: usize = 5_000;
 
-/// Raises RLIMIT_NOFILE (soft, and hard when allowed) towards `want`; returns the soft limit.
-fn raise_nofile(want: u64) -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    if lim.current.is_some_and(|c| c >= want) {
-        return lim.current.unwrap_or(u64::MAX);
-    }
-    if lim.maximum.is_some_and(|h| h < want) {
-        // Only a process with CAP_SYS_RESOURCE may raise the hard limit.
-        let _ = setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: Some(want),
-                maximum: Some(want),
-            },
-        );
-    }
-    let lim = getrlimit(Resource::Nofile);
-    let hard = lim.maximum.unwrap_or(u64::MAX);
-    if let Err(e) = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(want.min(hard)),
-            maximum: lim.maximum,
-        },
-    ) {
-        panic!("cannot raise RLIMIT_NOFILE ({lim:?}) towards {want}: {e}");
-    }
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
 /// Connections per kind: `PER_KIND`, or as many as the descriptor limit allows (said loudly on
 /// stderr); fails when that is under `MIN_PER_KIND`.
 fn connections_per_kind() -> usize {
@@ -83,10 +54,10 @@ fn connections_per_kind() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        raise_nofile(2 * n as u64 + FD_MARGIN);
+        support::limits::raise_nofile(2 * n as u64 + FD_MARGIN).unwrap_or_else(|e| panic!("{e}"));
         return n;
     }
-    let have = raise_nofile(want);
+    let have = support::limits::raise_nofile(want).unwrap_or_else(|e| panic!("{e}"));
     if have >= want {
         return PER_KIND;
     }
