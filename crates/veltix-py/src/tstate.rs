@@ -33,14 +33,16 @@ impl Drop for Kept {
             return;
         }
         // SAFETY: `keep` left this thread with a thread state whose gilstate counter is 1 and
-        // without the GIL. `PyGILState_Ensure` takes the GIL with that state (counter 2); the
-        // two releases bring the counter to 1 (GIL released again) and then to 0, at which
-        // `PyGILState_Release` clears and deletes the state, as it does for any thread state
-        // it created. The interpreter is still running (SHUTDOWN is set by the package's atexit
-        // hook, before finalization begins).
+        // without the GIL. `PyGILState_Ensure` takes the GIL with that state (counter 2).
+        // `PyGILState_Release` must be called with the state current (holding the GIL): the
+        // first release passes `LOCKED`, so it only brings the counter to 1 and keeps the GIL;
+        // the second brings it to 0, at which `PyGILState_Release` clears and deletes the
+        // state and releases the GIL, as it does for any thread state it created. The
+        // interpreter is still running (SHUTDOWN is set by the package's atexit hook, before
+        // finalization begins).
         unsafe {
-            let g = ffi::PyGILState_Ensure();
-            ffi::PyGILState_Release(g);
+            let _ = ffi::PyGILState_Ensure();
+            ffi::PyGILState_Release(ffi::PyGILState_STATE::PyGILState_LOCKED);
             ffi::PyGILState_Release(ffi::PyGILState_STATE::PyGILState_UNLOCKED);
         }
     }
