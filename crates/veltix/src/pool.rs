@@ -21,12 +21,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::conn::lock;
 
+use crossbeam_channel::{Receiver, Sender};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
@@ -62,22 +64,24 @@ pub(crate) trait Task: Send + Sync {
     fn run(self: Arc<Self>);
 }
 
-struct PoolState {
-    tasks: VecDeque<Arc<dyn Task>>,
-    /// Live worker threads.
-    threads: usize,
-    /// Threads waiting for a task.
-    idle: usize,
-    /// Threads running a task and not inside [`blocking`].
-    running: usize,
+/// The pool's slow-path bookkeeping, under one lock: taken only to start, wake or retire a
+/// thread and to change the size, never to queue or take a task.
+struct Control {
     /// Claims (size -> how many servers/clients claim it).
     claims: BTreeMap<usize, usize>,
     /// `set_handler_threads` / `VELTIX_HANDLER_THREADS`.
     fixed: Option<usize>,
+    /// Live worker threads.
+    threads: usize,
+    /// Threads parked because the pool had more active threads than its size (a handler came
+    /// back from [`blocking`] while a stand-in ran); they exit after [`IDLE_EXIT`] unless woken.
+    parked: usize,
+    /// Parked threads told to become active again (taken by the woken threads).
+    grants: usize,
     next_name: usize,
 }
 
-impl PoolState {
+impl Control {
     fn size(&self) -> usize {
         self.fixed
             .or_else(|| self.claims.keys().next_back().copied())
@@ -86,24 +90,46 @@ impl PoolState {
     }
 }
 
+/// The process-wide pool. Tasks go through a crossbeam channel (lock-free, and a worker that
+/// just finished spins briefly before it parks, so a busy pool takes its next task without a
+/// futex round trip); the counts the hot path reads are atomics.
 struct Global {
-    state: Mutex<PoolState>,
-    work: Condvar,
+    tx: Sender<Arc<dyn Task>>,
+    rx: Receiver<Arc<dyn Task>>,
+    /// Threads running a task (and not inside [`blocking`]) or waiting on the channel: the
+    /// pool keeps this at most `size`, apart from handlers that came back from [`blocking`]
+    /// and finish their task first.
+    active: AtomicUsize,
+    /// Threads waiting on the channel.
+    idle: AtomicUsize,
+    /// `Control::size()`, cached for the hot path.
+    size: AtomicUsize,
+    ctl: Mutex<Control>,
+    /// Parked (excess) threads wait here for a grant.
+    unpark: Condvar,
 }
 
 fn global() -> &'static Global {
     static POOL: OnceLock<Global> = OnceLock::new();
-    POOL.get_or_init(|| Global {
-        state: Mutex::new(PoolState {
-            tasks: VecDeque::new(),
-            threads: 0,
-            idle: 0,
-            running: 0,
+    POOL.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let ctl = Control {
             claims: BTreeMap::new(),
             fixed: env_threads(),
+            threads: 0,
+            parked: 0,
+            grants: 0,
             next_name: 0,
-        }),
-        work: Condvar::new(),
+        };
+        Global {
+            tx,
+            rx,
+            active: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            size: AtomicUsize::new(ctl.size()),
+            ctl: Mutex::new(ctl),
+            unpark: Condvar::new(),
+        }
     })
 }
 
@@ -127,9 +153,9 @@ fn env_threads() -> Option<usize> {
 /// ```
 pub fn set_handler_threads(threads: Option<usize>) {
     let g = global();
-    let mut st = lock(&g.state);
-    st.fixed = threads.map(|n| n.max(1));
-    wake(g, &mut st);
+    let mut ctl = lock(&g.ctl);
+    ctl.fixed = threads.map(|n| n.max(1));
+    resized(g, &mut ctl);
 }
 
 /// How many threads the process-wide handler pool runs handlers on now (stand-ins for handlers
@@ -140,91 +166,137 @@ pub fn set_handler_threads(threads: Option<usize>) {
 /// assert!(veltix::handler_threads() >= 1);
 /// ```
 pub fn handler_threads() -> usize {
-    lock(&global().state).size()
+    lock(&global().ctl).size()
 }
 
-/// Starts or wakes workers for the queued tasks, within the pool's size.
-fn wake(g: &'static Global, st: &mut PoolState) {
-    let size = st.size();
-    let mut waiting = st.tasks.len();
-    // Idle threads take tasks first.
-    let woken = waiting.min(st.idle);
-    for _ in 0..woken {
-        g.work.notify_one();
-    }
-    waiting -= woken;
-    while waiting > 0 && st.running + st.idle < size {
-        if !spawn_worker(g, st) {
-            break;
-        }
-        waiting -= 1;
-    }
+/// The size may have changed: cache it and give queued tasks the threads it now allows.
+fn resized(g: &'static Global, ctl: &mut Control) {
+    g.size.store(ctl.size(), SeqCst);
+    while !g.rx.is_empty() && g.idle.load(SeqCst) == 0 && grow(g, ctl) {}
 }
 
-fn spawn_worker(g: &'static Global, st: &mut PoolState) -> bool {
-    let name = format!("veltix-worker-{}", st.next_name);
-    st.next_name += 1;
-    // Counted as running until it looks for a task (so `wake` does not over-spawn).
-    st.threads += 1;
-    st.running += 1;
+/// Makes one more thread active (a parked one if any, else a new one) if the pool is below
+/// its size. False when it is not (or no thread could be started).
+fn grow(g: &'static Global, ctl: &mut Control) -> bool {
+    if g.active.load(SeqCst) >= ctl.size() {
+        return false;
+    }
+    if ctl.parked > ctl.grants {
+        ctl.grants += 1;
+        g.active.fetch_add(1, SeqCst);
+        g.unpark.notify_one();
+        return true;
+    }
+    let name = format!("veltix-worker-{}", ctl.next_name);
+    ctl.next_name += 1;
+    g.active.fetch_add(1, SeqCst);
     match std::thread::Builder::new()
         .name(name)
         .spawn(move || worker(g))
     {
-        Ok(_) => true,
+        Ok(_) => {
+            ctl.threads += 1;
+            true
+        }
         Err(e) => {
-            st.threads -= 1;
-            st.running -= 1;
+            g.active.fetch_sub(1, SeqCst);
             tracing::error!("cannot start a veltix handler thread: {e}");
             false
         }
     }
 }
 
+/// Called after a task was queued or a thread stopped taking tasks: when tasks wait, no
+/// thread waits on the channel and the pool is below its size, one more thread is made active.
+/// The checks before the lock keep this off the hot path.
+fn ensure_taker(g: &'static Global) {
+    // Orders this thread's queue push or `idle` decrement before the loads below, so that of a
+    // submitter and a worker racing, at least one sees the other (the channel's own atomics
+    // are not relied on for this).
+    std::sync::atomic::fence(SeqCst);
+    if g.rx.is_empty() || g.idle.load(SeqCst) > 0 || g.active.load(SeqCst) >= g.size.load(SeqCst) {
+        return;
+    }
+    let mut ctl = lock(&g.ctl);
+    if g.idle.load(SeqCst) == 0 {
+        grow(g, &mut ctl);
+    }
+}
+
 fn worker(g: &'static Global) {
     IN_WORKER.with(|w| w.set(true));
-    let mut st = lock(&g.state);
     loop {
-        // This thread is "running" here (it just started or finished a task).
-        if st.running <= st.size() {
-            if let Some(task) = st.tasks.pop_front() {
-                drop(st);
+        g.idle.fetch_add(1, SeqCst);
+        let got = g.rx.recv_timeout(IDLE_EXIT);
+        g.idle.fetch_sub(1, SeqCst);
+        match got {
+            Ok(task) => {
+                // More tasks behind this one and nobody else waiting for them: make sure
+                // another thread takes them while this one runs.
+                ensure_taker(g);
                 if catch_unwind(AssertUnwindSafe(|| task.run())).is_err() {
                     tracing::error!("a veltix handler task panicked; the pool goes on");
                 }
-                st = lock(&g.state);
-                continue;
+                // A handler that came back from `blocking` while a stand-in ran, or a smaller
+                // size: one thread too many is active; this one steps aside.
+                if g.active.load(SeqCst) > g.size.load(SeqCst) && !park(g) {
+                    return;
+                }
+            }
+            // Idle for long: exit if the pool has more active threads than its size.
+            Err(_) => {
+                let mut ctl = lock(&g.ctl);
+                if g.active.load(SeqCst) > ctl.size() {
+                    g.active.fetch_sub(1, SeqCst);
+                    ctl.threads -= 1;
+                    return;
+                }
             }
         }
-        st.running -= 1;
-        st.idle += 1;
-        let (next, timeout) = g
-            .work
-            .wait_timeout(st, IDLE_EXIT)
-            .unwrap_or_else(|p| p.into_inner());
-        st = next;
-        st.idle -= 1;
-        // Idle for long and above the pool's size (not counting threads blocked in a handler):
-        // this thread is not needed.
-        if timeout.timed_out() && st.tasks.is_empty() && st.running + st.idle + 1 > st.size() {
-            st.threads -= 1;
-            return;
+    }
+}
+
+/// Parks a thread that is one too many; true when it was made active again, false when it
+/// should exit (idle for [`IDLE_EXIT`]).
+fn park(g: &'static Global) -> bool {
+    let mut ctl = lock(&g.ctl);
+    if g.active.load(SeqCst) <= ctl.size() {
+        return true;
+    }
+    g.active.fetch_sub(1, SeqCst);
+    ctl.parked += 1;
+    let deadline = std::time::Instant::now() + IDLE_EXIT;
+    loop {
+        if ctl.grants > 0 {
+            ctl.grants -= 1;
+            ctl.parked -= 1;
+            return true;
         }
-        st.running += 1;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            ctl.parked -= 1;
+            ctl.threads -= 1;
+            return false;
+        }
+        ctl = g
+            .unpark
+            .wait_timeout(ctl, left)
+            .map(|(c, _)| c)
+            .unwrap_or_else(|p| p.into_inner().0);
     }
 }
 
 /// Queues a task for the pool.
 fn submit(task: Arc<dyn Task>) {
     let g = global();
-    let mut st = lock(&g.state);
-    st.tasks.push_back(task);
-    wake(g, &mut st);
+    // The channel lives as long as the process (`global` holds both ends).
+    let _ = g.tx.send(task);
+    ensure_taker(g);
 }
 
 /// True when tasks wait for a worker.
 fn others_waiting() -> bool {
-    !lock(&global().state).tasks.is_empty()
+    !global().rx.is_empty()
 }
 
 /// Runs `f`, which blocks (waits for a reply, a runtime task...), without starving the pool: on
@@ -238,16 +310,13 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     impl Drop for Resume {
         fn drop(&mut self) {
             BLOCKED.with(|b| b.set(false));
-            lock(&global().state).running += 1;
+            global().active.fetch_add(1, SeqCst);
         }
     }
     BLOCKED.with(|b| b.set(true));
-    {
-        let g = global();
-        let mut st = lock(&g.state);
-        st.running -= 1;
-        wake(g, &mut st);
-    }
+    let g = global();
+    g.active.fetch_sub(1, SeqCst);
+    ensure_taker(g);
     let _resume = Resume;
     f()
 }
@@ -259,22 +328,24 @@ impl Claim {
     pub(crate) fn new(workers: usize) -> Claim {
         let workers = workers.max(1);
         let g = global();
-        let mut st = lock(&g.state);
-        *st.claims.entry(workers).or_insert(0) += 1;
-        wake(g, &mut st);
+        let mut ctl = lock(&g.ctl);
+        *ctl.claims.entry(workers).or_insert(0) += 1;
+        resized(g, &mut ctl);
         Claim(workers)
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut st = lock(&global().state);
-        if let Some(n) = st.claims.get_mut(&self.0) {
+        let g = global();
+        let mut ctl = lock(&g.ctl);
+        if let Some(n) = ctl.claims.get_mut(&self.0) {
             *n -= 1;
             if *n == 0 {
-                st.claims.remove(&self.0);
+                ctl.claims.remove(&self.0);
             }
         }
+        resized(g, &mut ctl);
     }
 }
 
