@@ -3,13 +3,20 @@ pyzmq (PUSH/PULL with a Python receive loop, REQ/REP) as the library a Python us
 instead. Server and clients in one process over loopback, as Veltix's own benchmark does.
 
     python side_by_side.py --impl veltix|veltix_rs|zmq [--socket-core threading] [--runs 3] [--json FILE]
+    python side_by_side.py --impl ... --only memory [--mem-clients 200] [--json FILE]
 
 Scenarios (every message is delivered to a Python handler that counts it):
   burst   one client sends N x 64 B back to back; rate = N / (time until the last arrived)
   stress  C clients, each on its own thread, send M x 32 B at once; rate = C*M / time
   ping    sequential ping_server() round trips (veltix: PING/PONG; zmq: n/a)
   reqrep  sequential send_and_wait() of 32 B answered by a Python route (zmq: REQ/REP)
-  memory  RSS growth per connected client (both ends in this process), over 50 clients
+  memory  RSS growth per connected client (both ends in this process), over 200 clients; ONLY
+          with --only memory, i.e. in a fresh process that ran nothing else (see memory_fresh)
+
+Memory is never measured after the other scenarios: by then the heap has grown (freed memory
+is reused by the new connections) and veltix_rs's process-wide handler pool and runtime are
+already up, so the RSS growth of N new clients says little (issue 13). scripts/bench-python.sh
+runs `--only memory` as separate processes and merges the result into the summary.
 """
 
 from __future__ import annotations
@@ -162,17 +169,33 @@ class VeltixBench:
                 "reqrep_p50_us": pct(rr, 50), "reqrep_p99_us": pct(rr, 99),
                 "reqrep_per_s": reqreps / (sum(rr) / 1e6)}
 
+    def round_trip(self, c: Any, body: bytes) -> None:
+        r = c.send_and_wait(self.vx.Request(self.ECHO, body), timeout=T)
+        assert r is not None and r.content == body, "memory: no echo"
+
     def memory(self, n: int) -> dict:
+        # Warm-up: one server and one client (connected, one round trip, disconnected), so the
+        # one-time costs (runtime, handler-pool threads, first-use allocations) are paid.
+        s, port = self.server(lambda: None)
+        c = self.client(port)
+        self.round_trip(c, b"warm-up")
+        c.disconnect()
+        s.close_all()
         s, port = self.server(lambda: None)
         gc.collect()
         before = rss()
         cs = [self.client(port) for _ in range(n)]
+        connected = rss()
+        # Every client really connected (handshake done) and both ends used once.
+        for i, c in enumerate(cs):
+            self.round_trip(c, b"m%d" % i)
         gc.collect()
         after = rss()
         for c in cs:
             c.disconnect()
         s.close_all()
-        return {"clients": n, "per_client_bytes": (after - before) / n}
+        return {"clients": n, "rss_before": before, "rss_connected": connected, "rss_after": after,
+                "per_client_bytes": (after - before) / n}
 
 
 # ── pyzmq ────────────────────────────────────────────────────────────────────
@@ -279,24 +302,46 @@ class ZmqBench:
         return {"ping_p50_us": None, "ping_p99_us": None, "reqrep_p50_us": pct(rr, 50),
                 "reqrep_p99_us": pct(rr, 99), "reqrep_per_s": reqreps / (sum(rr) / 1e6)}
 
-    def memory(self, n: int) -> dict:
+    def _router(self) -> tuple[Any, int]:
         router = self.ctx.socket(self.zmq.ROUTER)
-        port = router.bind_to_random_port("tcp://127.0.0.1")
+        router.setsockopt(self.zmq.RCVTIMEO, int(T * 1000))
+        return router, router.bind_to_random_port("tcp://127.0.0.1")
+
+    def _dealer(self, port: int) -> Any:
+        d = self.ctx.socket(self.zmq.DEALER)
+        d.setsockopt(self.zmq.RCVTIMEO, int(T * 1000))
+        d.connect(f"tcp://127.0.0.1:{port}")
+        return d
+
+    def _round_trip(self, router: Any, d: Any, body: bytes) -> None:
+        d.send(body)
+        ident, got = router.recv_multipart()
+        assert got == body
+        router.send_multipart([ident, got])
+        assert d.recv() == body
+
+    def memory(self, n: int) -> dict:
+        # Warm-up, as for Veltix: one ROUTER and one DEALER, one round trip, closed.
+        router, port = self._router()
+        d = self._dealer(port)
+        self._round_trip(router, d, b"warm-up")
+        d.close(0)
+        router.close(0)
+        router, port = self._router()
         gc.collect()
         before = rss()
-        socks = []
-        for _ in range(n):
-            d = self.ctx.socket(self.zmq.DEALER)
-            d.connect(f"tcp://127.0.0.1:{port}")
-            d.send(b"hi")  # make sure the connection is really up
-            router.recv_multipart()
-            socks.append(d)
+        socks = [self._dealer(port) for _ in range(n)]
+        connected = rss()
+        # Every connection really up and used once in both directions.
+        for i, d in enumerate(socks):
+            self._round_trip(router, d, b"m%d" % i)
         gc.collect()
         after = rss()
         for d in socks:
             d.close(0)
         router.close(0)
-        return {"clients": n, "per_client_bytes": (after - before) / n}
+        return {"clients": n, "rss_before": before, "rss_connected": connected, "rss_after": after,
+                "per_client_bytes": (after - before) / n}
 
 
 def main() -> None:
@@ -308,18 +353,21 @@ def main() -> None:
     p.add_argument("--stress-msgs", type=int, default=1000)
     p.add_argument("--pings", type=int, default=5000)
     p.add_argument("--reqreps", type=int, default=5000)
-    p.add_argument("--mem-clients", type=int, default=50)
+    p.add_argument("--mem-clients", type=int, default=200)
+    p.add_argument("--only", choices=["memory"], default=None,
+                   help="memory: only the memory scenario, in this fresh process (after a warm-up)")
     p.add_argument("--socket-core", default=None, help="threading|async|rust (default: the library's)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     b: Any = ZmqBench() if a.impl == "zmq" else VeltixBench(a.impl, a.socket_core)
+    if a.only == "memory":
+        memory_only(a, b)
     runs: list[dict] = []
     b.burst(min(a.burst, 10_000))  # warm-up
     for _ in range(a.runs):
         r = {"burst": b.burst(a.burst), "stress": b.stress(a.stress_clients, a.stress_msgs),
              "latency": b.latency(a.pings, a.reqreps)}
         runs.append(r)
-    mem = b.memory(a.mem_clients)
 
     def med(path: list[str]) -> float | None:
         vals = []
@@ -338,11 +386,23 @@ def main() -> None:
         "ping_p99_us": med(["latency", "ping_p99_us"]),
         "reqrep_p50_us": med(["latency", "reqrep_p50_us"]),
         "reqrep_p99_us": med(["latency", "reqrep_p99_us"]),
-        "memory_per_client_bytes": mem["per_client_bytes"],
+        # Not measured here (see the module doc): `--only memory` in a fresh process.
+        "memory_per_client_bytes": None,
     }
-    out = {"impl": a.impl, "python": sys.version.split()[0], "cpus_allowed": len(os.sched_getaffinity(0)),
-           "args": vars(a), "summary": summary, "runs": runs, "memory": mem}
-    print(json.dumps(summary, indent=1))
+    finish(a, {"impl": a.impl, "python": sys.version.split()[0], "cpus_allowed": len(os.sched_getaffinity(0)),
+               "args": vars(a), "summary": summary, "runs": runs})
+
+
+def memory_only(a: argparse.Namespace, b: Any) -> None:
+    """The memory scenario alone, in this process that ran nothing else (and exits after)."""
+    mem = b.memory(a.mem_clients)
+    finish(a, {"impl": a.impl, "python": sys.version.split()[0], "cpus_allowed": len(os.sched_getaffinity(0)),
+               "args": vars(a), "fresh_process": True,
+               "summary": {"memory_per_client_bytes": mem["per_client_bytes"]}, "memory": mem})
+
+
+def finish(a: argparse.Namespace, out: dict) -> None:
+    print(json.dumps(out["summary"], indent=1))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

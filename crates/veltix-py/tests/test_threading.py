@@ -3,7 +3,9 @@ callbacks, sharing objects between threads, Ctrl+C and interpreter exit."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -387,3 +389,109 @@ def test_gil_is_released_while_connect_blocks():
         # About a second of counting is millions of iterations; holding the GIL for the
         # connect would leave at most one switch interval (5 ms) to the counter.
         assert ticks[0] > 200_000, f"the counting thread only ran {ticks[0]} iterations"
+
+
+def test_a_pool_thread_with_a_kept_thread_state_exits_cleanly():
+    """Regression test for the thread-exit path of src/tstate.rs (the Drop of `Kept`, fixed in
+    f81b9f0: the old release sequence ended in a Py_FatalError when a pool thread that had run
+    Python callbacks exited).
+
+    Pool of 1 (VELTIX_HANDLER_THREADS=1). The server's KICK handler calls send_and_wait on a
+    second client, so its pool thread waits in `blocking` and the pool starts a stand-in thread
+    that runs the server's ECHO handler: two pool threads have run Python callbacks (each keeps
+    a Python thread state). ECHO only answers once the main thread has seen both callbacks
+    running at the same time on two distinct veltix-worker threads. Once things are quiet, one
+    of the two threads is above the pool's size and exits after ~10 s idle: the subprocess polls
+    /proc/self/task (60 s deadline) until one of them is gone, then runs callbacks again (on the
+    remaining thread and on a fresh stand-in) and exits normally."""
+    code = """
+        import json, os, queue, threading, time
+        import veltix_rs as vx
+
+        T = 30.0
+        KICK = vx.MessageType(301, "kick")
+        ECHO = vx.MessageType(302, "echo")
+        lock = threading.Lock()
+        ran = {"kick": [], "echo": []}
+        names = {}
+        echo_running = threading.Event()
+        go = threading.Event()
+        kicked = queue.Queue()
+
+        def tasks():
+            return {int(t) for t in os.listdir("/proc/self/task")}
+
+        def record(what):
+            tid = threading.get_native_id()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with lock:
+                ran[what].append(tid)
+                names[tid] = name
+
+        s = vx.Server(vx.ServerConfig(host="127.0.0.1", port=0))
+
+        @s.route(KICK)
+        def kick(client, msg):
+            record("kick")
+            r = c2.send_and_wait(vx.Request(ECHO, msg.content), timeout=T)
+            kicked.put(None if r is None else r.content)
+
+        @s.route(ECHO)
+        def echo(client, msg):
+            record("echo")
+            echo_running.set()
+            ok = go.wait(T)  # bounded: the main thread sets it once it saw both callbacks
+            s.send(vx.Request(ECHO, (b"echo:" if ok else b"late:") + msg.content).respond(msg), client)
+
+        s.start()
+        c1 = vx.Client(vx.ClientConfig(server_addr="127.0.0.1", port=s.port))
+        c2 = vx.Client(vx.ClientConfig(server_addr="127.0.0.1", port=s.port))
+        assert c1.connect() and c2.connect()
+
+        assert c1.send(vx.Request(KICK, b"one"))
+        assert echo_running.wait(T), "the ECHO handler did not run while KICK was blocked"
+        with lock:
+            assert len(ran["kick"]) == 1 and len(ran["echo"]) == 1, ran
+            pool = {ran["kick"][0], ran["echo"][0]}
+        go.set()
+        assert kicked.get(timeout=T) == b"echo:one"
+        assert len(pool) == 2, f"KICK and ECHO ran on the same thread: {ran}"
+        assert all(names[t].startswith("veltix-worker") for t in pool), names
+        peak = len(tasks())
+
+        # Quiet now: the thread above the pool's size exits after ~10 s idle.
+        deadline = time.monotonic() + 60.0
+        tick = threading.Event()
+        while pool <= tasks() and time.monotonic() < deadline:
+            tick.wait(0.05)
+        gone = sorted(pool - tasks())
+        after = len(tasks())
+        print("EXITED " + json.dumps({"pool": sorted(pool), "gone": gone, "threads_peak": peak,
+                                      "threads_after": after}), flush=True)
+        assert gone, "no pool thread exited within 60 s"
+
+        # The interpreter is fine: callbacks on the remaining thread and on a fresh stand-in.
+        r = c2.send_and_wait(vx.Request(ECHO, b"two"), timeout=T)
+        assert r is not None and r.content == b"echo:two", r
+        assert c1.send(vx.Request(KICK, b"three"))
+        assert kicked.get(timeout=T) == b"echo:three"
+        with lock:
+            print("AGAIN " + json.dumps({"kick": ran["kick"], "echo": ran["echo"]}), flush=True)
+        c1.disconnect()
+        c2.disconnect()
+        s.close_all()
+        print("done", flush=True)
+        """
+    env = dict(os.environ, VELTIX_HANDLER_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                       timeout=150, env=env)
+    assert "Fatal Python error" not in r.stderr, r.stderr
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    exited = json.loads(next(line for line in lines if line.startswith("EXITED "))[len("EXITED "):])
+    assert len(exited["pool"]) == 2 and len(exited["gone"]) == 1, exited
+    assert exited["threads_after"] < exited["threads_peak"], exited
+    again = json.loads(next(line for line in lines if line.startswith("AGAIN "))[len("AGAIN "):])
+    assert len(again["kick"]) == 2 and len(again["echo"]) == 3, again
+    assert lines[-1] == "done", lines
