@@ -992,65 +992,21 @@ pub(crate) async fn drive<J: Send + 'static>(
     let (mut read_half, write_half) = stream.into_split();
     let stream = Arc::new(write_half);
     lock(&conn.out).stream = Some(stream.clone());
-    let mut decoder = Decoder::new(DecoderConfig {
-        max_message_size: conn.settings.max_message_size,
-        ..DecoderConfig::new(conn.settings.generation)
-    });
-    decoder.feed(&leftover);
     {
         let mut rx = lock(&conn.rx);
-        rx.decoder = Some(decoder);
+        rx.decoder = Some(conn.decoder(&leftover));
         rx.stream = Some(stream.clone());
     }
     conn.touch();
-    let reason = {
-        let reader = read_loop(&conn, &mut read_half, &queue, wrap);
-        let writer = write_loop(&conn, &stream);
-        let keepalive = keepalive_loop(&conn);
-        tokio::pin!(reader, writer, keepalive);
-        tokio::select! {
-            r = &mut reader => {
-                conn.close_with(r.cause(), matches!(r, CloseReason::Io(_)));
-                let deadline = Instant::now() + conn.settings.close_timeout;
-                match tokio::time::timeout_at(deadline, &mut writer).await {
-                    Err(_) => tracing::warn!(peer = %conn.peer, "could not flush queued data within {:?}; dropped", conn.settings.close_timeout),
-                    Ok(WriteEnd::Flushed) if matches!(r, CloseReason::Local) => linger((*stream).as_ref(), deadline).await,
-                    Ok(_) => {}
-                }
-                r
-            }
-            r = &mut keepalive => {
-                add(&conn.counters.keepalive_timeouts, 1);
-                conn.close_with(r.cause(), false);
-                let _ = tokio::time::timeout(conn.settings.close_timeout, &mut writer).await;
-                r
-            }
-            w = &mut writer => {
-                // The writer ends first when it flushed a local close before the reader noticed
-                // it, or when writing failed or was aborted.
-                let deadline = Instant::now() + conn.settings.close_timeout;
-                match w {
-                    WriteEnd::Flushed => {
-                        let r = (&mut reader).await;
-                        if matches!(r, CloseReason::Local) {
-                            linger((*stream).as_ref(), deadline).await;
-                        }
-                        r
-                    }
-                    WriteEnd::Aborted => {
-                        conn.close_with(DisconnectCause::ClosedLocally, true);
-                        let _ = (&mut reader).await;
-                        CloseReason::Local
-                    }
-                    WriteEnd::Failed(e) => {
-                        conn.close_with(DisconnectCause::Io(e.kind()), true);
-                        let _ = (&mut reader).await;
-                        CloseReason::Io(e)
-                    }
-                }
-            }
-        }
-    };
+    let (reason, linger_until) = supervise(
+        &conn,
+        read_loop(&conn, &mut read_half, &queue, wrap),
+        write_loop(&conn, &stream),
+    )
+    .await;
+    if let Some(deadline) = linger_until {
+        linger((*stream).as_ref(), deadline).await;
+    }
     conn.finish_throttles();
     // Release the socket: dropping the last handle closes it.
     lock(&conn.out).stream = None;
@@ -1063,56 +1019,146 @@ pub(crate) async fn drive<J: Send + 'static>(
     reason
 }
 
-async fn read_loop<J: Send + 'static>(
+impl Conn {
+    /// The frame decoder of this connection, fed with what the handshake read past its end.
+    fn decoder(&self, leftover: &[u8]) -> Decoder {
+        let mut decoder = Decoder::new(DecoderConfig {
+            max_message_size: self.settings.max_message_size,
+            ..DecoderConfig::new(self.settings.generation)
+        });
+        decoder.feed(leftover);
+        decoder
+    }
+}
+
+/// Runs a connection's reader and writer (and its keep-alive) until the connection ends, for
+/// either transport: the first to end decides the close, the others are given
+/// `close_timeout` to flush. Returns the reason and, for a local close whose queued data was
+/// flushed, the deadline until which the driver lingers (see [`linger`]).
+async fn supervise(
     conn: &Conn,
-    stream: &mut OwnedReadHalf,
-    queue: &Arc<SerialQueue<J>>,
-    wrap: impl Fn(Response) -> J,
-) -> CloseReason {
-    let mut stop = conn.stop.subscribe();
-    let mut batch: Vec<(J, usize)> = Vec::new();
-    let job = |f: Frame| {
-        let weight = f.content.len() + 64;
-        (wrap(Response::from_frame(f)), weight)
-    };
-    // Read size: `buffer_size` at first and after quiet periods; doubled (up to MAX_READ) while
-    // reads fill it, so a sustained stream costs one system call per up to 256 KiB instead of
-    // one per 8 KiB (measured: the reader was the bottleneck of a 64 B burst at 8 KiB reads).
-    let buffer_size = conn.settings.buffer_size.max(1);
-    let mut read_size = buffer_size;
-    // The last read left the socket empty (or nothing was read yet): the next wait may be long.
-    let mut drained = true;
-    loop {
-        // Frames a waiter left, then frames already buffered (e.g. after the handshake), are
-        // handled before reading.
+    reader: impl std::future::Future<Output = CloseReason>,
+    writer: impl std::future::Future<Output = WriteEnd>,
+) -> (CloseReason, Option<Instant>) {
+    let keepalive = keepalive_loop(conn);
+    tokio::pin!(reader, writer, keepalive);
+    tokio::select! {
+        r = &mut reader => {
+            conn.close_with(r.cause(), matches!(r, CloseReason::Io(_)));
+            let deadline = Instant::now() + conn.settings.close_timeout;
+            let mut linger = None;
+            match tokio::time::timeout_at(deadline, &mut writer).await {
+                Err(_) => tracing::warn!(peer = %conn.peer, "could not flush queued data within {:?}; dropped", conn.settings.close_timeout),
+                Ok(WriteEnd::Flushed) if matches!(r, CloseReason::Local) => linger = Some(deadline),
+                Ok(_) => {}
+            }
+            (r, linger)
+        }
+        r = &mut keepalive => {
+            add(&conn.counters.keepalive_timeouts, 1);
+            conn.close_with(r.cause(), false);
+            let _ = tokio::time::timeout(conn.settings.close_timeout, &mut writer).await;
+            (r, None)
+        }
+        w = &mut writer => {
+            // The writer ends first when it flushed a local close before the reader noticed
+            // it, or when writing failed or was aborted.
+            let deadline = Instant::now() + conn.settings.close_timeout;
+            match w {
+                WriteEnd::Flushed => {
+                    let r = (&mut reader).await;
+                    let linger = matches!(r, CloseReason::Local).then_some(deadline);
+                    (r, linger)
+                }
+                WriteEnd::Aborted => {
+                    conn.close_with(DisconnectCause::ClosedLocally, true);
+                    let _ = (&mut reader).await;
+                    (CloseReason::Local, None)
+                }
+                WriteEnd::Failed(e) => {
+                    conn.close_with(DisconnectCause::Io(e.kind()), true);
+                    let _ = (&mut reader).await;
+                    (CloseReason::Io(e), None)
+                }
+            }
+        }
+    }
+}
+
+/// The reader's side of a connection, shared by the plaintext and TLS read loops: what is
+/// decoded goes to the handlers' queue in batches, reads go straight into the decoder's buffer
+/// and their size adapts to the traffic.
+struct Reading<'a, J: Send + 'static, W> {
+    conn: &'a Conn,
+    queue: &'a Arc<SerialQueue<J>>,
+    wrap: W,
+    batch: Vec<(J, usize)>,
+    stop: watch::Receiver<Stop>,
+    buffer_size: usize,
+    /// Read size: `buffer_size` at first and after quiet periods; doubled (up to MAX_READ)
+    /// while reads fill it, so a sustained stream costs one system call per up to 256 KiB
+    /// instead of one per 8 KiB (measured: the reader was the bottleneck of a 64 B burst at
+    /// 8 KiB reads).
+    read_size: usize,
+    /// The last read left the socket empty (or nothing was read yet): the next wait may be long.
+    drained: bool,
+}
+
+impl<'a, J: Send + 'static, W: Fn(Response) -> J> Reading<'a, J, W> {
+    fn new(conn: &'a Conn, queue: &'a Arc<SerialQueue<J>>, wrap: W) -> Self {
+        let buffer_size = conn.settings.buffer_size.max(1);
+        Reading {
+            conn,
+            queue,
+            wrap,
+            batch: Vec::new(),
+            stop: conn.stop.subscribe(),
+            buffer_size,
+            read_size: buffer_size,
+            drained: true,
+        }
+    }
+
+    /// Before each read: frames a waiter left, then frames already buffered (e.g. after the
+    /// handshake), go to the handlers; then, while handlers are behind, no reading
+    /// (backpressure). `Some` when the connection ended meanwhile.
+    async fn before_read(&mut self) -> Option<CloseReason> {
+        let conn = self.conn;
         let end = {
+            let wrap = &self.wrap;
+            let batch = &mut self.batch;
+            let mut job = |f: Frame| {
+                let weight = f.content.len() + 64;
+                batch.push((wrap(Response::from_frame(f)), weight));
+            };
             let mut guard = lock(&conn.rx);
             let rx = &mut *guard;
-            batch.extend(rx.backlog.drain(..).map(job));
+            for f in rx.backlog.drain(..) {
+                job(f);
+            }
             let mut end = rx.end.take();
             if let (None, Some(decoder)) = (&end, rx.decoder.as_mut()) {
-                end = conn.decode_buffered(decoder, |f| batch.push(job(f)));
+                end = conn.decode_buffered(decoder, job);
             }
             end
         };
-        if !batch.is_empty() {
-            queue.push_many(batch.drain(..));
+        if !self.batch.is_empty() {
+            self.queue.push_many(self.batch.drain(..));
         }
-        if let Some(r) = end {
-            return r;
+        if end.is_some() {
+            return end;
         }
-        // Backpressure: stop reading while handlers are behind.
-        if queue.over_limit() {
+        if self.queue.over_limit() {
             lock(&conn.rx).paused = true;
-            while queue.over_limit() {
+            while self.queue.over_limit() {
                 tokio::select! {
-                    _ = queue.space.notified() => {}
-                    _ = stop.wait_for(|s| *s != Stop::Run) => return CloseReason::Local,
+                    _ = self.queue.space.notified() => {}
+                    _ = self.stop.wait_for(|s| *s != Stop::Run) => return Some(CloseReason::Local),
                 }
             }
             lock(&conn.rx).paused = false;
         }
-        if drained {
+        if self.drained {
             // About to wait: an idle connection keeps no read buffer between messages. (Not
             // dropped while reads fill it: a fresh buffer per read faulted in new pages.)
             if let Some(d) = lock(&conn.rx).decoder.as_mut() {
@@ -1121,11 +1167,82 @@ async fn read_loop<J: Send + 'static>(
                 }
             }
         }
+        None
+    }
+
+    /// Polls one read of up to `read_size` bytes into the decoder's buffer: `Ok(None)` at the
+    /// end of the stream, else the bytes read and the room there was.
+    fn poll_read<R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        rd: &mut R,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<Option<(usize, usize)>>> {
+        use std::task::Poll;
+        let mut rx = lock(&self.conn.rx);
+        let Some(decoder) = rx.decoder.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
+        decoder.buffer_mut().reserve(self.read_size);
+        let room = decoder.buffer_mut().capacity() - decoder.buffer_mut().len();
+        let mut read = std::pin::pin!(rd.read_buf(decoder.buffer_mut()));
+        match std::future::Future::poll(read.as_mut(), cx) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Ok(None)),
+            Poll::Ready(Ok(n)) => {
+                decoder.note_received(n);
+                // Plaintext bytes (what the frames carry), for either transport.
+                add(&self.conn.counters.bytes_in, n as u64);
+                Poll::Ready(Ok(Some((n, room))))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// After a read of `n` bytes into `room`: adapts the next read's size.
+    fn read_done(&mut self, n: usize, room: usize) {
+        self.conn.touch();
+        self.drained = n < room;
+        if n >= room {
+            self.read_size = (self.read_size * 2).min(MAX_READ.max(self.buffer_size));
+        } else if n < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(self.buffer_size);
+        }
+    }
+
+    /// The peer closed its side: a frame cut short is a protocol violation, else a clean close.
+    fn end_of_stream(&self) -> CloseReason {
+        let conn = self.conn;
+        let rejected = lock(&conn.rx).decoder.as_mut().and_then(Decoder::finish);
+        match rejected {
+            Some(r) => {
+                conn.counters.rejection(&r);
+                let peer = conn.peer;
+                conn.counters
+                    .observer
+                    .emit(|| Event::ProtocolViolation { peer, reason: &r });
+                CloseReason::Protocol(r)
+            }
+            None => CloseReason::PeerClosed,
+        }
+    }
+}
+
+async fn read_loop<J: Send + 'static>(
+    conn: &Conn,
+    stream: &mut OwnedReadHalf,
+    queue: &Arc<SerialQueue<J>>,
+    wrap: impl Fn(Response) -> J,
+) -> CloseReason {
+    let mut r = Reading::new(conn, queue, wrap);
+    loop {
+        if let Some(end) = r.before_read().await {
+            return end;
+        }
         let ready = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s != Stop::Run) => return CloseReason::Local,
+            _ = r.stop.wait_for(|s| *s != Stop::Run) => return CloseReason::Local,
             _ = conn.rx_notify.notified() => continue,
-            r = stream.readable() => r,
+            ready = stream.readable() => ready,
         };
         if let Err(e) = ready {
             return CloseReason::Io(e);
@@ -1133,51 +1250,16 @@ async fn read_loop<J: Send + 'static>(
         // Readable, so the read completes at once (`None`: a spurious wake-up, or a waiter
         // took the bytes first; back to waiting).
         let read = std::future::poll_fn(|cx| {
-            let mut rx = lock(&conn.rx);
-            let Some(decoder) = rx.decoder.as_mut() else {
-                return std::task::Poll::Ready(None);
-            };
-            decoder.buffer_mut().reserve(read_size);
-            let room = decoder.buffer_mut().capacity() - decoder.buffer_mut().len();
-            let mut read = std::pin::pin!(stream.read_buf(decoder.buffer_mut()));
-            let r = match std::future::Future::poll(read.as_mut(), cx) {
-                std::task::Poll::Ready(Ok(0)) => Some(Ok(None)),
-                std::task::Poll::Ready(Ok(n)) => {
-                    decoder.note_received(n);
-                    add(&conn.counters.bytes_in, n as u64);
-                    Some(Ok(Some((n, room))))
-                }
-                std::task::Poll::Ready(Err(e)) => Some(Err(e)),
+            std::task::Poll::Ready(match r.poll_read(stream, cx) {
+                std::task::Poll::Ready(read) => Some(read),
                 std::task::Poll::Pending => None,
-            };
-            std::task::Poll::Ready(r)
+            })
         })
         .await;
         match read {
             None => {}
-            Some(Ok(None)) => {
-                let rejected = lock(&conn.rx).decoder.as_mut().and_then(Decoder::finish);
-                return match rejected {
-                    Some(r) => {
-                        conn.counters.rejection(&r);
-                        let peer = conn.peer;
-                        conn.counters
-                            .observer
-                            .emit(|| Event::ProtocolViolation { peer, reason: &r });
-                        CloseReason::Protocol(r)
-                    }
-                    None => CloseReason::PeerClosed,
-                };
-            }
-            Some(Ok(Some((n, room)))) => {
-                conn.touch();
-                drained = n < room;
-                if n >= room {
-                    read_size = (read_size * 2).min(MAX_READ.max(buffer_size));
-                } else if n < read_size / 4 {
-                    read_size = (read_size / 2).max(buffer_size);
-                }
-            }
+            Some(Ok(None)) => return r.end_of_stream(),
+            Some(Ok(Some((n, room)))) => r.read_done(n, room),
             Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Some(Err(e)) => return CloseReason::Io(e),
         }
