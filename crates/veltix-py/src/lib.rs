@@ -109,6 +109,28 @@ fn with_python(f: impl for<'py> FnOnce(Python<'py>)) {
     let _ = Python::try_attach(f);
 }
 
+/// The handler pool's run wrapper ([`veltix::wrap_handler_runs`]): a pool thread takes the GIL
+/// once for a run of queued tasks (several connections' batches back to back) instead of once
+/// per batch, so a busy pool does not pass the GIL between its threads after every batch (each
+/// pass is a thread switch). Other threads still get the GIL at CPython's switch interval, and
+/// whenever a callback blocks (the package's blocking calls release the GIL). The pool ends a
+/// run before its thread waits for work, so an idle pool thread never holds the GIL.
+fn run_with_python(run: &mut dyn FnMut()) {
+    let mut run = Some(run);
+    if !SHUTDOWN.load(Ordering::Acquire) {
+        tstate::keep();
+        let _ = Python::try_attach(|_py| {
+            if let Some(run) = run.take() {
+                run();
+            }
+        });
+    }
+    // Interpreter gone or going: the tasks still run (their callbacks are skipped).
+    if let Some(run) = run.take() {
+        run();
+    }
+}
+
 /// Runs one batch of callbacks under one GIL acquisition (the `around_handlers` wrapper; every
 /// Python callback runs inside one), counted in [`IN_FLIGHT`].
 fn batch_with_python(batch: &mut dyn FnMut()) {
@@ -1761,6 +1783,7 @@ fn shutdown(py: Python<'_>, timeout: f64) -> usize {
 /// The native extension of `veltix_rs`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    veltix::wrap_handler_runs(run_with_python);
     m.add_class::<PyResponse>()?;
     m.add_class::<ClientHandle>()?;
     m.add_class::<NativeServer>()?;

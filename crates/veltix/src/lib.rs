@@ -103,7 +103,7 @@ pub use client::{Client, ClientSender};
 pub use config::{ClientConfig, Generation, KeepAlive, PerformanceMode, ServerConfig, Settings};
 pub use error::{DisconnectCause, Error, HandshakeError, Result};
 pub use message::{Request, Response, TypeCode};
-pub use pool::{handler_threads, set_handler_threads, DEFAULT_HANDLER_THREADS};
+pub use pool::{handler_threads, set_handler_threads, wrap_handler_runs, DEFAULT_HANDLER_THREADS};
 pub use reconnect::{Backoff, DisconnectReason, DisconnectState, ReconnectPolicy};
 pub use server::{ClientInfo, Server, ServerSender};
 pub use stats::Stats;

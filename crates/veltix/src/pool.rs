@@ -234,9 +234,7 @@ fn worker(g: &'static Global) {
                 // More tasks behind this one and nobody else waiting for them: make sure
                 // another thread takes them while this one runs.
                 ensure_taker(g);
-                if catch_unwind(AssertUnwindSafe(|| task.run())).is_err() {
-                    tracing::error!("a veltix handler task panicked; the pool goes on");
-                }
+                run_tasks(g, task);
                 // A handler that came back from `blocking` while a stand-in ran, or a smaller
                 // size: one thread too many is active; this one steps aside.
                 if g.active.load(SeqCst) > g.size.load(SeqCst) && !park(g) {
@@ -253,6 +251,62 @@ fn worker(g: &'static Global) {
                 }
             }
         }
+    }
+}
+
+/// How many tasks one worker runs back to back (inside one call of the run wrapper) before it
+/// looks at the channel afresh.
+const MAX_RUN: usize = 64;
+
+/// See [`wrap_handler_runs`].
+static RUN_WRAPPER: OnceLock<fn(&mut dyn FnMut())> = OnceLock::new();
+
+/// Wraps every *run* of the process-wide handler pool: a worker thread that takes a task runs
+/// it, then the tasks already queued behind it (up to 64), back to back inside one call of
+/// `wrapper`, which must call the closure it is given exactly once. For embeddings that pay a
+/// price to enter user code: the Python package takes the GIL once per run instead of once
+/// per connection's batch, so a busy pool does not hand the GIL between its threads after
+/// every batch. Set once per process; false if a wrapper was already set.
+///
+/// A worker never waits for work inside the wrapper: when nothing is queued the run ends (and
+/// the wrapper returns) before the thread blocks.
+///
+/// ```
+/// fn around(run: &mut dyn FnMut()) {
+///     // enter the embedding's context here
+///     run();
+///     // and leave it here
+/// }
+/// veltix::wrap_handler_runs(around);
+/// assert!(!veltix::wrap_handler_runs(around), "set once per process");
+/// ```
+pub fn wrap_handler_runs(wrapper: fn(&mut dyn FnMut())) -> bool {
+    RUN_WRAPPER.set(wrapper).is_ok()
+}
+
+/// Runs `first`, then what is already queued (see [`wrap_handler_runs`]), stopping early when
+/// the pool has more active threads than its size (this thread is then to step aside).
+fn run_tasks(g: &'static Global, first: Arc<dyn Task>) {
+    let mut next = Some(first);
+    let mut run = || {
+        let mut ran = 0;
+        while let Some(task) = next.take() {
+            if catch_unwind(AssertUnwindSafe(|| task.run())).is_err() {
+                tracing::error!("a veltix handler task panicked; the pool goes on");
+            }
+            ran += 1;
+            if ran == MAX_RUN || g.active.load(SeqCst) > g.size.load(SeqCst) {
+                return;
+            }
+            next = g.rx.try_recv().ok();
+            if next.is_some() {
+                ensure_taker(g);
+            }
+        }
+    };
+    match RUN_WRAPPER.get() {
+        Some(wrapper) => wrapper(&mut run),
+        None => run(),
     }
 }
 

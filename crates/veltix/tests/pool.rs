@@ -225,3 +225,61 @@ fn threads_above_the_size_exit_when_idle() {
     assert_eq!(r.text().expect("utf-8"), "x");
     server.close_all();
 }
+
+thread_local! {
+    static IN_RUN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+fn counting_wrapper(run: &mut dyn FnMut()) {
+    assert!(!IN_RUN.with(|r| r.get()), "runs do not nest");
+    IN_RUN.with(|r| r.set(true));
+    RUNS.fetch_add(1, Ordering::SeqCst);
+    run();
+    IN_RUN.with(|r| r.set(false));
+}
+
+/// `wrap_handler_runs`: every handler runs inside the wrapper (on the handler's thread), and the
+/// wrapper is set once per process. Other tests of this binary run inside it too (it only
+/// counts and marks).
+#[test]
+fn handlers_run_inside_the_run_wrapper() {
+    let _turn = Turn::take();
+    assert!(veltix::wrap_handler_runs(counting_wrapper));
+    assert!(!veltix::wrap_handler_runs(counting_wrapper), "set once");
+    let server = Server::new(ServerConfig::local());
+    let outside = Arc::new(AtomicUsize::new(0));
+    let o = outside.clone();
+    server.on_recv(move |c, msg: Response| {
+        if !IN_RUN.with(|r| r.get()) {
+            o.fetch_add(1, Ordering::SeqCst);
+        }
+        c.send(Request::new(201u16, msg.content().clone()).respond(&msg))
+    });
+    let port = server.start().expect("start").port();
+    let before = RUNS.load(Ordering::SeqCst);
+    let clients: Vec<Client> = (0..4).map(|_| client(port)).collect();
+    std::thread::scope(|s| {
+        for c in &clients {
+            s.spawn(move || {
+                for i in 0..50 {
+                    let r = c
+                        .send_and_wait(Request::text(200u16, &i.to_string()), WAIT)
+                        .expect("handled");
+                    assert_eq!(r.text().expect("utf-8"), i.to_string());
+                }
+            });
+        }
+    });
+    assert_eq!(
+        outside.load(Ordering::SeqCst),
+        0,
+        "a handler ran outside the wrapper"
+    );
+    assert!(
+        RUNS.load(Ordering::SeqCst) > before,
+        "the wrapper was called"
+    );
+    server.close_all();
+}
