@@ -6,8 +6,9 @@
 //!   core's tokio runtime. No tokio task ever attaches to the interpreter.
 //! - Python callbacks run on the core's process-wide handler pool (shared by every server and
 //!   client, sized to the largest `max_workers`; `VELTIX_HANDLER_THREADS` fixes it). Each batch
-//!   of one connection's messages (up to 64) runs under one GIL acquisition (`around_handlers`);
-//!   the worker releases the GIL while it waits for work.
+//!   of one connection's messages (up to 64) runs under one GIL acquisition (`around_handlers`),
+//!   and a pool thread keeps the GIL across the batches already queued behind it (up to 64
+//!   tasks, [`run_with_python`]); it releases the GIL before it waits for work.
 //! - The authenticate hook (`Server.authenticate`) is the core's sync hook: it runs on tokio's
 //!   blocking pool (`spawn_blocking`, OS threads outside any async task), which attaches to the
 //!   interpreter only for the Python call ([`run_auth_hook`]), within `handshake_timeout`.
