@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use support::raw::{closed_by_server, gen3_peer};
+use support::raw::{closed_by_server, corrupt_gen3_frame, gen3_peer};
 use veltix::observe::Event;
-use veltix::proto::{Frame, Generation};
 use veltix::{Client, ClientConfig, Error, MessageType, Server, ServerConfig};
 
 const T: Duration = Duration::from_secs(10);
@@ -193,11 +192,7 @@ fn failed_handshakes_and_protocol_violations_are_observed() {
     }
     // A corrupt frame after a good handshake.
     let mut raw = gen3_peer(addr, T);
-    let mut bad = Frame::new(ECHO.code(), 1, &b"x"[..])
-        .encode(Generation::Gen3)
-        .expect("frame")
-        .to_vec();
-    bad[9] ^= 1;
+    let bad = corrupt_gen3_frame(ECHO.code());
     raw.write_all(&bad).expect("write");
     assert!(closed_by_server(&mut raw));
     match wait_for(&srv, "ProtocolViolation", |e| {

@@ -11,7 +11,7 @@ use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use support::logs::logs;
-use support::raw::{closed_by_server, gen3_peer};
+use support::raw::{closed_by_server, corrupt_gen3_frame, gen3_peer};
 use veltix::proto::{Frame, Generation};
 use veltix::{
     AsyncClient, AsyncServer, Client, ClientConfig, Error, Request, Server, ServerConfig, Stats,
@@ -214,11 +214,7 @@ fn refusals_and_handshake_failures_are_counted() {
     first.disconnect();
     wait_stats("slot free", || server.stats(), |s| s.connections == 0);
     let mut raw = gen3_peer(addr, T);
-    let mut bad = Frame::new(ECHO, 1, &b"x"[..])
-        .encode(Generation::Gen3)
-        .expect("frame")
-        .to_vec();
-    bad[9] ^= 1;
+    let bad = corrupt_gen3_frame(ECHO);
     raw.write_all(&bad).expect("write");
     assert!(closed_by_server(&mut raw));
     wait_stats(

@@ -58,3 +58,14 @@ pub fn closed_by_server(s: &mut TcpStream) -> bool {
         }
     }
 }
+
+/// A Gen 3 frame of type `code` (id 1, content `x`) whose CRC no longer matches: one bit of
+/// its header flipped. A server must reject it (`crc_mismatch`) and close the connection.
+pub fn corrupt_gen3_frame(code: u16) -> Vec<u8> {
+    let mut bad = veltix::proto::Frame::new(code, 1, &b"x"[..])
+        .encode(veltix::proto::Generation::Gen3)
+        .expect("frame")
+        .to_vec();
+    bad[9] ^= 1;
+    bad
+}
