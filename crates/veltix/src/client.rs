@@ -13,11 +13,12 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 use veltix_proto::IdAllocator;
 
-use crate::conn::{self, lock, CloseReason, Conn};
+use crate::conn::{self, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
 use crate::observe::Event;
 use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, Counters, Stats};
+use crate::util::lock;
 use crate::{
     ClientConfig, DisconnectCause, DisconnectReason, DisconnectState, Error, HandlerResult,
     Request, Response, Result, TypeCode,

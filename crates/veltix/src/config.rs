@@ -163,18 +163,7 @@ impl Settings {
     }
 }
 
-/// Writes by-value builder setters that assign a field (or wrap it in `Some`).
-macro_rules! setters {
-    ($ty:ident { $($(#[$doc:meta])* $name:ident: $arg:ty => $wrap:path;)* }) => {
-        impl $ty {
-            $($(#[$doc])* pub fn $name(mut self, value: $arg) -> Self {
-                self.$name = $wrap(value);
-                self
-            })*
-        }
-    };
-}
-pub(crate) use setters;
+use crate::util::setters;
 
 /// Writes the by-value builder setters of the shared settings once, for [`Settings`] and for
 /// each config that embeds it as `settings` (the `Option` ones take the value and set `Some`).

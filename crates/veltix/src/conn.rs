@@ -27,9 +27,7 @@ use crate::{DisconnectCause, Error, Request, Response, Result};
 mod tls;
 pub(crate) use tls::{drive_transport, Transport};
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::util::lock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Stop {

@@ -97,6 +97,7 @@ mod secure;
 pub mod server;
 pub mod stats;
 pub mod tls;
+mod util;
 
 pub use asynch::{AsyncClient, AsyncServer, Incoming};
 pub use client::{Client, ClientSender};

@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::conn::lock;
+use crate::util::lock;
 
 use crossbeam_channel::{Receiver, Sender};
 use tokio::runtime::Handle;

@@ -114,7 +114,7 @@ impl ReconnectPolicy {
     }
 }
 
-crate::config::setters!(ReconnectPolicy {
+crate::util::setters!(ReconnectPolicy {
     /// Sets [`ReconnectPolicy::retries`] (0 = never reconnect).
     retries: u32 => std::convert::identity;
     /// Sets [`ReconnectPolicy::initial_delay`].

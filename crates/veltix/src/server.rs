@@ -17,11 +17,12 @@ use tracing::{debug, info, warn, Instrument};
 use veltix_proto::handshake::server_full_message;
 use veltix_proto::{encode_parts, Generation, IdAllocator};
 
-use crate::conn::{self, lock, CloseReason, Conn};
+use crate::conn::{self, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
 use crate::observe::Event;
 use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, finish_throttled, throttled, Counters, Stats, Throttle};
+use crate::util::lock;
 use crate::{
     DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode,
 };

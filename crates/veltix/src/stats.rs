@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use veltix_proto::{HandshakeError, Rejection};
 
-use crate::conn::lock;
+use crate::util::lock;
 use crate::Error;
 
 /// A snapshot of a server's or client's counters since it was created (kept across

@@ -47,9 +47,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use self::redis::RedisBroker;
-use crate::conn::lock;
 use crate::server::{self, ClientInfo, Shared};
 use crate::stats::{add, throttled, Throttle};
+use crate::util::lock;
 use crate::{DisconnectCause, Error, Request, Result};
 
 /// A boxed, sendable future (what [`Broker`] methods return, so the trait is object safe).
@@ -193,7 +193,7 @@ impl ClusterConfig {
     }
 }
 
-crate::config::setters!(ClusterConfig {
+crate::util::setters!(ClusterConfig {
     /// Sets [`ClusterConfig::presence_ttl`].
     presence_ttl: Duration => std::convert::identity;
     /// Sets [`ClusterConfig::heartbeat_interval`].

@@ -66,7 +66,7 @@ impl RedisBroker {
     }
 
     fn conn(&self) -> Result<MultiplexedConnection, BrokerError> {
-        crate::conn::lock(&self.conn)
+        crate::util::lock(&self.conn)
             .clone()
             .ok_or_else(|| BrokerError("not connected to Redis".into()))
     }
@@ -87,7 +87,7 @@ impl RedisBroker {
                     || e.is_connection_dropped()
                     || e.is_unrecoverable_error()
                 {
-                    *crate::conn::lock(&self.conn) = None;
+                    *crate::util::lock(&self.conn) = None;
                 }
                 Err(err(e))
             }
@@ -106,7 +106,7 @@ impl Broker for RedisBroker {
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map_err(err)?;
-            *crate::conn::lock(&self.conn) = Some(conn);
+            *crate::util::lock(&self.conn) = Some(conn);
             Ok(())
         })
     }

@@ -15,9 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 
-use super::{lock, supervise, CloseReason, Conn, Reading, Stop, WriteEnd};
+use super::{supervise, CloseReason, Conn, Reading, Stop, WriteEnd};
 use crate::pool::SerialQueue;
 use crate::stats::add;
+use crate::util::lock;
 use crate::Response;
 
 /// A connection's byte stream once the handshakes are done.
