@@ -35,10 +35,13 @@
 //! - [`server`]: [`Server`], [`ClientInfo`] (tags, per-client send), [`ServerSender`].
 //! - [`client`]: [`Client`], [`ClientSender`], the reconnect loop.
 //! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters
-//!   (a [`proto::PendingTable`]), keep-alive. Shared by both sides.
+//!   (a [`proto::PendingTable`]), keep-alive; one reader core and one supervisor of reader,
+//!   writer and keep-alive for both transports. Shared by both sides.
 //! - `pool` (private): the process-wide handler pool ([`set_handler_threads`],
-//!   [`handler_threads`]) with one ordered queue per connection; async handlers' futures are
-//!   chained per connection on the runtime. `rt` (private): the shared I/O runtime, `block_on`.
+//!   [`handler_threads`], [`wrap_handler_runs`]): a lock-free task channel, one ordered queue per
+//!   connection, runs of queued tasks per worker; async handlers' futures are chained per
+//!   connection on the runtime. `rt` (private): the shared I/O runtime, `block_on`. `util`
+//!   (private): the lock helper and the setters macro, depending on no other module.
 //! - [`config`]: [`ServerConfig`], [`ClientConfig`] (built with setters, `#[non_exhaustive]`),
 //!   the [`Settings`] both embed (one definition, one validation), [`PerformanceMode`],
 //!   [`KeepAlive`].
