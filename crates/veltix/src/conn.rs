@@ -998,7 +998,7 @@ pub(crate) async fn drive<J: Send + 'static>(
     conn.touch();
     let (reason, linger_until) = supervise(
         &conn,
-        read_loop(&conn, &mut read_half, &queue, wrap),
+        read_loop(Reading::new(&conn, &queue, wrap), &mut read_half),
         write_loop(&conn, &stream),
     )
     .await;
@@ -1225,13 +1225,11 @@ impl<'a, J: Send + 'static, W: Fn(Response) -> J> Reading<'a, J, W> {
     }
 }
 
-async fn read_loop<J: Send + 'static>(
-    conn: &Conn,
+async fn read_loop<J: Send + 'static, W: Fn(Response) -> J>(
+    mut r: Reading<'_, J, W>,
     stream: &mut OwnedReadHalf,
-    queue: &Arc<SerialQueue<J>>,
-    wrap: impl Fn(Response) -> J,
 ) -> CloseReason {
-    let mut r = Reading::new(conn, queue, wrap);
+    let conn = r.conn;
     loop {
         if let Some(end) = r.before_read().await {
             return end;

@@ -58,7 +58,7 @@ async fn drive_tls<J: Send + 'static>(
     conn.touch();
     let (reason, linger_until) = supervise(
         &conn,
-        read_loop(&conn, &mut rd, &queue, wrap),
+        read_loop(Reading::new(&conn, &queue, wrap), &mut rd),
         write_loop(&conn, &mut wr),
     )
     .await;
@@ -85,13 +85,11 @@ async fn drive_tls<J: Send + 'static>(
     reason
 }
 
-async fn read_loop<J: Send + 'static>(
-    conn: &Conn,
+async fn read_loop<J: Send + 'static, W: Fn(Response) -> J>(
+    mut r: Reading<'_, J, W>,
     rd: &mut ReadHalf<Tls>,
-    queue: &Arc<SerialQueue<J>>,
-    wrap: impl Fn(Response) -> J,
 ) -> CloseReason {
-    let mut r = Reading::new(conn, queue, wrap);
+    let conn = r.conn;
     loop {
         if let Some(end) = r.before_read().await {
             return end;
