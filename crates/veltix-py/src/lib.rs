@@ -78,7 +78,7 @@ fn secs(timeout: f64) -> PyResult<Duration> {
 /// [`gil_acquisitions`].
 static BATCHES: AtomicU64 = AtomicU64::new(0);
 
-/// Batches of Python callbacks running right now (see [`shutdown`]).
+/// Runs and batches of Python callbacks in progress right now (see [`shutdown`]).
 static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
 static IN_FLIGHT_DONE: Condvar = Condvar::new();
 
@@ -116,11 +116,15 @@ fn with_python(f: impl for<'py> FnOnce(Python<'py>)) {
 /// pass is a thread switch). Other threads still get the GIL at CPython's switch interval, and
 /// whenever a callback blocks (the package's blocking calls release the GIL). The pool ends a
 /// run before its thread waits for work, so an idle pool thread never holds the GIL.
+///
+/// A run counts as in flight for [`shutdown`] like a batch: `with_python` checks `SHUTDOWN`
+/// again after the count went up, so either `shutdown` waits for this run or the run never
+/// attaches (attaching to a finalizing interpreter would end the thread with `pthread_exit`).
 fn run_with_python(run: &mut dyn FnMut()) {
     let mut run = Some(run);
     if !SHUTDOWN.load(Ordering::Acquire) {
-        tstate::keep();
-        let _ = Python::try_attach(|_py| {
+        let _running = InFlight::enter();
+        with_python(|_py| {
             if let Some(run) = run.take() {
                 run();
             }

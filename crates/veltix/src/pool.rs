@@ -71,8 +71,6 @@ struct Control {
     claims: BTreeMap<usize, usize>,
     /// `set_handler_threads` / `VELTIX_HANDLER_THREADS`.
     fixed: Option<usize>,
-    /// Live worker threads.
-    threads: usize,
     /// Threads parked because the pool had more active threads than its size (a handler came
     /// back from [`blocking`] while a stand-in ran); they exit after [`IDLE_EXIT`] unless woken.
     parked: usize,
@@ -116,7 +114,6 @@ fn global() -> &'static Global {
         let ctl = Control {
             claims: BTreeMap::new(),
             fixed: env_threads(),
-            threads: 0,
             parked: 0,
             grants: 0,
             next_name: 0,
@@ -194,10 +191,7 @@ fn grow(g: &'static Global, ctl: &mut Control) -> bool {
         .name(name)
         .spawn(move || worker(g))
     {
-        Ok(_) => {
-            ctl.threads += 1;
-            true
-        }
+        Ok(_) => true,
         Err(e) => {
             g.active.fetch_sub(1, SeqCst);
             tracing::error!("cannot start a veltix handler thread: {e}");
@@ -243,10 +237,10 @@ fn worker(g: &'static Global) {
             }
             // Idle for long: exit if the pool has more active threads than its size.
             Err(_) => {
-                let mut ctl = lock(&g.ctl);
+                // Under the lock, so that two idle threads cannot both see one too many.
+                let ctl = lock(&g.ctl);
                 if g.active.load(SeqCst) > ctl.size() {
                     g.active.fetch_sub(1, SeqCst);
-                    ctl.threads -= 1;
                     return;
                 }
             }
@@ -329,7 +323,6 @@ fn park(g: &'static Global) -> bool {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             ctl.parked -= 1;
-            ctl.threads -= 1;
             return false;
         }
         ctl = g
