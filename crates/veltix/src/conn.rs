@@ -1168,34 +1168,6 @@ impl<'a, J: Send + 'static, W: Fn(Response) -> J> Reading<'a, J, W> {
         None
     }
 
-    /// Polls one read of up to `read_size` bytes into the decoder's buffer: `Ok(None)` at the
-    /// end of the stream, else the bytes read and the room there was.
-    fn poll_read<R: tokio::io::AsyncRead + Unpin>(
-        &self,
-        rd: &mut R,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<Option<(usize, usize)>>> {
-        use std::task::Poll;
-        let mut rx = lock(&self.conn.rx);
-        let Some(decoder) = rx.decoder.as_mut() else {
-            return Poll::Ready(Ok(None));
-        };
-        decoder.buffer_mut().reserve(self.read_size);
-        let room = decoder.buffer_mut().capacity() - decoder.buffer_mut().len();
-        let mut read = std::pin::pin!(rd.read_buf(decoder.buffer_mut()));
-        match std::future::Future::poll(read.as_mut(), cx) {
-            Poll::Ready(Ok(0)) => Poll::Ready(Ok(None)),
-            Poll::Ready(Ok(n)) => {
-                decoder.note_received(n);
-                // Plaintext bytes (what the frames carry), for either transport.
-                add(&self.conn.counters.bytes_in, n as u64);
-                Poll::Ready(Ok(Some((n, room))))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
     /// After a read of `n` bytes into `room`: adapts the next read's size.
     fn read_done(&mut self, n: usize, room: usize) {
         self.conn.touch();
@@ -1225,6 +1197,36 @@ impl<'a, J: Send + 'static, W: Fn(Response) -> J> Reading<'a, J, W> {
     }
 }
 
+/// Polls one read of up to `read_size` bytes into the decoder's buffer of `conn` (for either
+/// transport's read loop): `Ok(None)` at the end of the stream, else the bytes read and the
+/// room there was.
+fn poll_read_into<R: tokio::io::AsyncRead + Unpin>(
+    conn: &Conn,
+    read_size: usize,
+    rd: &mut R,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<Option<(usize, usize)>>> {
+    use std::task::Poll;
+    let mut rx = lock(&conn.rx);
+    let Some(decoder) = rx.decoder.as_mut() else {
+        return Poll::Ready(Ok(None));
+    };
+    decoder.buffer_mut().reserve(read_size);
+    let room = decoder.buffer_mut().capacity() - decoder.buffer_mut().len();
+    let mut read = std::pin::pin!(rd.read_buf(decoder.buffer_mut()));
+    match std::future::Future::poll(read.as_mut(), cx) {
+        Poll::Ready(Ok(0)) => Poll::Ready(Ok(None)),
+        Poll::Ready(Ok(n)) => {
+            decoder.note_received(n);
+            // Plaintext bytes (what the frames carry), for either transport.
+            add(&conn.counters.bytes_in, n as u64);
+            Poll::Ready(Ok(Some((n, room))))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 async fn read_loop<J: Send + 'static, W: Fn(Response) -> J>(
     mut r: Reading<'_, J, W>,
     stream: &mut OwnedReadHalf,
@@ -1246,7 +1248,7 @@ async fn read_loop<J: Send + 'static, W: Fn(Response) -> J>(
         // Readable, so the read completes at once (`None`: a spurious wake-up, or a waiter
         // took the bytes first; back to waiting).
         let read = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match r.poll_read(stream, cx) {
+            std::task::Poll::Ready(match poll_read_into(conn, r.read_size, stream, cx) {
                 std::task::Poll::Ready(read) => Some(read),
                 std::task::Poll::Pending => None,
             })

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 
-use super::{supervise, CloseReason, Conn, Reading, Stop, WriteEnd};
+use super::{poll_read_into, supervise, CloseReason, Conn, Reading, Stop, WriteEnd};
 use crate::pool::SerialQueue;
 use crate::stats::add;
 use crate::util::lock;
@@ -95,10 +95,11 @@ async fn read_loop<J: Send + 'static, W: Fn(Response) -> J>(
             return end;
         }
         // Decrypted bytes go straight into the decoder's buffer (no copy in between).
-        let read = std::future::poll_fn(|cx| r.poll_read(rd, cx));
+        let read_size = r.read_size;
+        let read = std::future::poll_fn(|cx| poll_read_into(conn, read_size, rd, cx));
         let read = tokio::select! {
             biased;
-            _ = stop_requested(conn) => return CloseReason::Local,
+            _ = r.stop.wait_for(|s| *s != Stop::Run) => return CloseReason::Local,
             read = read => read,
         };
         match read {
@@ -110,11 +111,6 @@ async fn read_loop<J: Send + 'static, W: Fn(Response) -> J>(
             Err(e) => return CloseReason::Io(e),
         }
     }
-}
-
-/// Resolves once the connection is told to stop reading.
-async fn stop_requested(conn: &Conn) {
-    let _ = conn.stop.subscribe().wait_for(|s| *s != Stop::Run).await;
 }
 
 async fn write_loop(conn: &Conn, wr: &mut WriteHalf<Tls>) -> WriteEnd {
