@@ -85,6 +85,7 @@
 
 pub mod asynch;
 pub mod auth;
+mod blocking;
 pub mod client;
 pub mod cluster;
 pub mod config;
