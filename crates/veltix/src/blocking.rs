@@ -120,24 +120,30 @@ mod tests {
         (server, port)
     }
 
+    /// From a plain thread, and from a worker of another multi-threaded runtime (a tokio program
+    /// using a blocking server or client on the shared runtime), the future runs on `handle`'s
+    /// runtime and its output comes back.
     #[test]
-    fn block_on_waits_from_a_plain_thread_and_from_a_runtime_thread() {
-        let rt = runtime(2);
-        let h = rt.handle().clone();
-        assert_eq!(super::block_on(&h, async { 7 }), 7);
-        // On a worker of a multi-threaded runtime: the future runs as a task elsewhere.
-        let h2 = h.clone();
-        let on_worker = rt.block_on(async move {
-            tokio::spawn(async move {
-                super::block_on(&h2, async {
-                    tokio::task::yield_now().await;
-                    8
-                })
+    fn block_on_waits_from_a_plain_thread_and_from_another_runtime() {
+        let io = runtime(1);
+        let h = io.handle().clone();
+        let on_io = |h: &tokio::runtime::Handle| {
+            super::block_on(h, async {
+                tokio::task::yield_now().await;
+                tokio::runtime::Handle::current().runtime_flavor()
             })
-            .await
-            .expect("task")
-        });
-        assert_eq!(on_worker, 8);
+        };
+        assert_eq!(on_io(&h), tokio::runtime::RuntimeFlavor::MultiThread);
+        let user = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let h2 = h.clone();
+        let from_user = user.block_on(async move { on_io(&h2) });
+        assert_eq!(from_user, tokio::runtime::RuntimeFlavor::MultiThread);
+        let user = runtime(2);
+        let from_worker = user
+            .block_on(async move { tokio::spawn(async move { on_io(&h) }).await.expect("task") });
+        assert_eq!(from_worker, tokio::runtime::RuntimeFlavor::MultiThread);
     }
 
     /// The lone waiter (one request in flight, a plain thread) gets its own reply, whether it
