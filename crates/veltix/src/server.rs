@@ -586,7 +586,7 @@ impl AsyncServer {
     }
 
     /// True when `max_connections` is reached (see [`Server::is_full`]): further clients are
-    /// turned away with [`Error::ServerFull`](crate::Error::ServerFull).
+    /// turned away with [`Error::ServerFull`].
     ///
     /// ```
     /// use veltix::{AsyncClient, AsyncServer, ClientConfig, Error, ServerConfig};
