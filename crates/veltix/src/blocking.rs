@@ -39,9 +39,14 @@ use crate::conn::Conn;
 use crate::{Request, Response, Result};
 
 /// Runs `fut` on `handle` and blocks the calling thread until it finishes. Works from any thread,
-/// including one that belongs to a multi-threaded tokio runtime (it parks the thread instead of
+/// including a worker of another multi-threaded tokio runtime (it parks the thread instead of
 /// nesting `block_on`, which would panic), and from a handler (through [`pool::blocking`], so
 /// the handler pool is not starved meanwhile).
+///
+/// Not from a task of `handle`'s own multi-threaded runtime: the task spawned here goes to that
+/// worker's own next-task slot, which the other workers do not steal, and the wait never ends
+/// (seen with a `Server` on `Handle::current()` whose `close_all` is called from a task). The
+/// async face is the way there.
 ///
 /// # Panics
 /// On the thread of a current-thread runtime when `handle` is a current-thread runtime too (the

@@ -816,9 +816,10 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// The blocking face of an async server (for code that mixes both: the async server must not
-/// run on a current-thread runtime if the blocking calls are made from that runtime's thread,
-/// see [`Server::close_all`]).
+/// The blocking face of an async server (for code that mixes both). Its calls that wait must
+/// not be made from the tasks of the runtime the server runs on: on a current-thread runtime
+/// they panic (see [`Server::close_all`]), on a multi-threaded one they may never return. Use
+/// the async face there, the blocking one from other threads.
 ///
 /// ```
 /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
