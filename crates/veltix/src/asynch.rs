@@ -1,9 +1,18 @@
 //! The async face: [`AsyncServer`] and [`AsyncClient`] for programs that already run tokio.
 //!
-//! Same core as the blocking API (one implementation, two faces, as mini-redis does): the
-//! connections, pool and protocol are shared; only the waiting differs. Nothing here blocks the
-//! executor: `send_and_wait`, `ping`, `connect`, `disconnect`, `close_all` are futures, and
-//! dropping a `send_and_wait` future releases its request id at once.
+//! One implementation, two faces, as mini-redis does: the async types are the implementation.
+//! An `AsyncServer`/`AsyncClient` owns the core (connections, pool claim, protocol) and does
+//! every operation; dropping it stops the server / disconnects the client. The blocking
+//! [`Server`]/[`Client`] own one and wrap it ([`Server::as_async`], [`Client::as_async`],
+//! `From` both ways): their calls are the async face's, and those that wait block the calling
+//! thread on the async face's future (or take the fast path of a blocking request, kept in
+//! one private piece, `blocking`). Nothing here blocks the executor: `send_and_wait`, `ping`,
+//! `connect`, `disconnect`, `close_all` are futures, and dropping a `send_and_wait` future
+//! releases its request id at once.
+//!
+//! The operations that need the core's state are implemented next to it (`impl AsyncServer`
+//! in [`server`](crate::server), `impl AsyncClient` in [`client`](crate::client)); this module
+//! has the types, the futures, the async handlers and the [`Incoming`] streams.
 //!
 //! **Which API?** Use the blocking [`Server`]/[`Client`] in ordinary threaded programs (scripts,
 //! game loops, tools): no runtime to set up. Use [`AsyncServer`]/[`AsyncClient`] inside an
@@ -38,16 +47,18 @@ use std::borrow::Borrow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::pool::Claim;
+#[cfg(doc)]
+use crate::{Client, Server};
 use crate::{
-    Client, ClientConfig, ClientInfo, DisconnectState, HandlerResult, Request, Response, Result,
-    Server, ServerConfig, TypeCode,
+    ClientConfig, ClientInfo, HandlerResult, Request, Response, Result, ServerConfig, TypeCode,
 };
 
 fn current_or_shared() -> Handle {
@@ -116,96 +127,20 @@ impl<T> futures_core::Stream for Incoming<T> {
     }
 }
 
-/// The async face of [`Server`]. Create it inside a tokio runtime: its I/O runs there.
+/// The async face of a Veltix server, and its owner: it holds the server's core and its claim on
+/// the handler pool, implements every operation, and stops the server when dropped. Create it
+/// inside a tokio runtime: its I/O runs there. The blocking [`Server`] wraps one.
 pub struct AsyncServer {
-    inner: Server,
+    pub(crate) shared: Arc<crate::server::Shared>,
+    /// This server's claim on the process-wide handler pool's size, released when the server
+    /// is dropped (its connections may still be finishing).
+    pub(crate) _claim: Claim,
 }
 
 impl AsyncServer {
     /// A server on the current tokio runtime (or the shared one outside any runtime).
     pub fn new(config: ServerConfig) -> Self {
-        AsyncServer {
-            inner: Server::with_handle(config, current_or_shared()),
-        }
-    }
-
-    /// The blocking face of the same server (for code that mixes both).
-    pub fn as_blocking(&self) -> &Server {
-        &self.inner
-    }
-
-    /// Binds and starts accepting; returns the bound address.
-    pub fn start(&self) -> Result<SocketAddr> {
-        self.inner.start()
-    }
-
-    /// The bound address while running.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    /// True while listening: after [`start`](Self::start), until [`close_all`](Self::close_all)
-    /// (see [`Server::is_running`]).
-    ///
-    /// ```
-    /// use veltix::{AsyncServer, ServerConfig};
-    ///
-    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-    /// # async fn main() -> veltix::Result<()> {
-    /// let server = AsyncServer::new(ServerConfig::local());
-    /// assert!(!server.is_running());
-    /// server.start()?;
-    /// assert!(server.is_running());
-    /// server.close_all().await;
-    /// assert!(!server.is_running());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn is_running(&self) -> bool {
-        self.inner.is_running()
-    }
-
-    /// True when `max_connections` is reached (see [`Server::is_full`]): further clients are
-    /// turned away with [`Error::ServerFull`](crate::Error::ServerFull).
-    ///
-    /// ```
-    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, Error, ServerConfig};
-    ///
-    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-    /// # async fn main() -> veltix::Result<()> {
-    /// let server = AsyncServer::new(ServerConfig::local().max_connections(1));
-    /// let addr = server.start()?;
-    /// assert!(!server.is_full());
-    /// let first = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
-    /// first.connect().await?;
-    /// assert!(server.is_full());
-    /// let second = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
-    /// assert!(matches!(second.connect().await, Err(Error::ServerFull(_))));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn is_full(&self) -> bool {
-        self.inner.is_full()
-    }
-
-    /// Counters since the server was created (see [`Server::stats`]).
-    ///
-    /// ```
-    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
-    /// assert_eq!(server.stats().connections, 0);
-    /// ```
-    pub fn stats(&self) -> crate::Stats {
-        self.inner.stats()
-    }
-
-    /// A synchronous handler (see [`Server::route`]).
-    pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
-    where
-        F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
-        R: HandlerResult,
-    {
-        self.inner.route(message_type, handler);
-        self
+        AsyncServer::with_handle(config, current_or_shared())
     }
 
     /// An async handler. Its future runs as a task on the server's runtime (it holds no handler
@@ -239,10 +174,10 @@ impl AsyncServer {
         R: HandlerResult + Send + 'static,
     {
         let code = message_type.type_code();
-        let route = server_async(self.inner.shared.rt_handle(), handler, move |f| {
+        let route = server_async(self.shared.rt_handle(), handler, move |f| {
             f(&format_args!("async handler for type {code}"))
         });
-        self.inner.route(code, route);
+        self.route(code, route);
         self
     }
 
@@ -259,30 +194,10 @@ impl AsyncServer {
         Fut: Future<Output = R> + Send + 'static,
         R: HandlerResult + Send + 'static,
     {
-        let route = server_async(self.inner.shared.rt_handle(), handler, |f| {
+        let route = server_async(self.shared.rt_handle(), handler, |f| {
             f(&"async on_recv handler")
         });
-        self.inner.on_recv(route);
-        self
-    }
-
-    /// Fallback handler for messages without a route.
-    pub fn on_recv<F, R>(&self, handler: F) -> &Self
-    where
-        F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
-        R: HandlerResult,
-    {
-        self.inner.on_recv(handler);
-        self
-    }
-
-    /// A synchronous authenticate hook (runs on tokio's blocking pool; see
-    /// [`Server::authenticate`]).
-    pub fn authenticate(
-        &self,
-        hook: impl Fn(&crate::auth::AuthRequest) -> crate::auth::AuthDecision + Send + Sync + 'static,
-    ) -> &Self {
-        self.inner.authenticate(hook);
+        self.on_recv(route);
         self
     }
 
@@ -314,42 +229,19 @@ impl AsyncServer {
         F: Fn(crate::auth::AuthRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = crate::auth::AuthDecision> + Send + 'static,
     {
-        self.inner
-            .set_authenticator(crate::auth::Authenticator::from_async(hook));
+        self.set_authenticator(crate::auth::Authenticator::from_async(hook));
         self
-    }
-
-    /// See [`Server::auth_failures`].
-    pub fn auth_failures(&self) -> u64 {
-        self.inner.auth_failures()
-    }
-
-    /// See [`Server::tls_failures`].
-    pub fn tls_failures(&self) -> u64 {
-        self.inner.tls_failures()
     }
 
     /// Messages without a route as a stream of `(client, message)` (replaces `on_recv`).
     /// `capacity` bounds how many wait for the consumer.
     pub fn incoming(&self, capacity: usize) -> Incoming<(ClientInfo, Response)> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let rt = self.inner.shared.rt_handle();
-        self.inner.on_recv(move |c: &ClientInfo, m: Response| {
+        let rt = self.shared.rt_handle();
+        self.on_recv(move |c: &ClientInfo, m: Response| {
             forward(&rt, &tx, (c.clone(), m));
         });
         Incoming { rx }
-    }
-
-    /// See [`Server::on_connect`].
-    pub fn on_connect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
-        self.inner.on_connect(f);
-        self
-    }
-
-    /// See [`Server::on_disconnect`].
-    pub fn on_disconnect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
-        self.inner.on_disconnect(f);
-        self
     }
 
     /// Sends to one client (never waits for the network).
@@ -363,7 +255,7 @@ impl AsyncServer {
         request: impl Borrow<Request>,
         except: &[ClientInfo],
     ) -> Result<usize> {
-        self.inner.broadcast(request, except)
+        crate::server::broadcast(&self.shared, request.borrow(), except)
     }
 
     /// Request/response with one client. Cancellation-safe: dropping the future releases the id.
@@ -376,90 +268,75 @@ impl AsyncServer {
         client.conn().request(request.borrow(), timeout).await
     }
 
-    /// Round-trip time of a PING to a client.
-    pub async fn ping_client(&self, client: &ClientInfo, timeout: Duration) -> Result<Duration> {
-        client.conn().ping(timeout).await
-    }
-
-    /// Connected clients.
-    pub fn clients(&self) -> Vec<ClientInfo> {
-        self.inner.clients()
-    }
-
-    /// See [`Server::get_clients_by_tag`].
-    pub fn get_clients_by_tag(&self, name: &str, value: Option<&Value>) -> Vec<ClientInfo> {
-        self.inner.get_clients_by_tag(name, value)
-    }
-
-    /// See [`Server::close_client`].
-    pub fn close_client(&self, client: &ClientInfo) -> bool {
-        self.inner.close_client(client)
+    /// Round-trip time of a PING to a client. The future borrows neither the server nor the
+    /// client (it can be spawned).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, ServerConfig};
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local());
+    /// let (tx, mut joined) = tokio::sync::mpsc::unbounded_channel();
+    /// server.on_connect(move |c| {
+    ///     let _ = tx.send(c.clone());
+    /// });
+    /// let addr = server.start()?;
+    /// let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// client.connect().await?;
+    /// let c = joined.recv().await.expect("connected");
+    /// let rtt = tokio::spawn(server.ping_client(&c, Duration::from_secs(5))).await.expect("task")?;
+    /// assert!(rtt < Duration::from_secs(5));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ping_client(
+        &self,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Duration>> + Send + 'static {
+        let conn = client.conn().clone();
+        async move { conn.ping(timeout).await }
     }
 
     /// Graceful shutdown: resolves when every connection is closed (queued data flushed,
-    /// bounded by `close_timeout`).
-    pub async fn close_all(&self) {
-        self.inner.shared.clone().close_all().await
+    /// bounded by `close_timeout`; see [`Server::close_all`]). The future does not borrow the
+    /// server.
+    pub fn close_all(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().close_all()
     }
 
-    /// `close_all` then `start` on the same address.
-    pub async fn restart(&self) -> Result<SocketAddr> {
-        self.close_all().await;
-        self.start()
+    /// `close_all` then `start` on the same address (the future does not borrow the server).
+    pub fn restart(&self) -> impl Future<Output = Result<SocketAddr>> + Send + 'static {
+        self.shared.clone().restart()
     }
 
-    /// Resolves once `close_all` was called.
-    pub async fn wait_until_closed(&self) {
-        self.inner.shared.clone().wait_closed().await
+    /// Resolves once `close_all` was called (the future does not borrow the server).
+    pub fn wait_until_closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().wait_closed()
     }
 }
 
-/// The async face of [`Client`]. Create it inside a tokio runtime: its I/O runs there.
+/// The async face of a Veltix client, and its owner: it holds the client's core and its claim on
+/// the handler pool, implements every operation, and closes the link when dropped. Create it
+/// inside a tokio runtime: its I/O runs there. The blocking [`Client`] wraps one.
 pub struct AsyncClient {
-    inner: Client,
+    pub(crate) shared: Arc<crate::client::Shared>,
+    /// This client's claim on the process-wide handler pool's size, released when the client
+    /// is dropped (its connections may still be finishing).
+    pub(crate) _claim: Claim,
 }
 
 impl AsyncClient {
     /// A client on the current tokio runtime (or the shared one outside any runtime).
     pub fn new(config: ClientConfig) -> Self {
-        AsyncClient {
-            inner: Client::with_handle(config, current_or_shared()),
-        }
-    }
-
-    /// The blocking face of the same client.
-    pub fn as_blocking(&self) -> &Client {
-        &self.inner
+        AsyncClient::with_handle(config, current_or_shared())
     }
 
     /// Connects and handshakes (running the reconnect policy on failure, see [`Client::connect`]).
-    pub async fn connect(&self) -> Result<()> {
-        self.inner.shared.clone().connect().await
-    }
-
-    /// True while connected.
-    pub fn is_connected(&self) -> bool {
-        self.inner.is_connected()
-    }
-
-    /// Counters since the client was created, across reconnects (see [`Client::stats`]).
-    ///
-    /// ```
-    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
-    /// assert_eq!(client.stats().frames_in, 0);
-    /// ```
-    pub fn stats(&self) -> crate::Stats {
-        self.inner.stats()
-    }
-
-    /// A synchronous handler.
-    pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
-    where
-        F: Fn(Response) -> R + Send + Sync + 'static,
-        R: HandlerResult,
-    {
-        self.inner.route(message_type, handler);
-        self
+    /// The future does not borrow the client.
+    pub fn connect(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.shared.clone().connect()
     }
 
     /// An async handler: its future runs as a task on the client's runtime; messages are still
@@ -480,7 +357,7 @@ impl AsyncClient {
         let route = self.client_async(handler, move |f| {
             f(&format_args!("async handler for type {code}"))
         });
-        self.inner.route(code, route);
+        self.route(code, route);
         self
     }
 
@@ -497,7 +374,7 @@ impl AsyncClient {
         R: HandlerResult + Send + 'static,
     {
         let route = self.client_async(handler, |f| f(&"async on_recv handler"));
-        self.inner.on_recv(route);
+        self.on_recv(route);
         self
     }
 
@@ -512,8 +389,8 @@ impl AsyncClient {
         Fut: Future<Output = R> + Send + 'static,
         R: HandlerResult + Send + 'static,
     {
-        let rt = self.inner.shared.rt_handle();
-        let weak = std::sync::Arc::downgrade(&self.inner.shared);
+        let rt = self.shared.rt_handle();
+        let weak = Arc::downgrade(&self.shared);
         move |m: Response| {
             let fut = {
                 let _enter = rt.enter();
@@ -530,39 +407,17 @@ impl AsyncClient {
         }
     }
 
-    /// Fallback handler.
-    pub fn on_recv<F, R>(&self, handler: F) -> &Self
-    where
-        F: Fn(Response) -> R + Send + Sync + 'static,
-        R: HandlerResult,
-    {
-        self.inner.on_recv(handler);
-        self
-    }
-
     /// Messages without a route as a stream (replaces `on_recv`).
     pub fn incoming(&self, capacity: usize) -> Incoming<Response> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let rt = self.inner.shared.rt_handle();
-        self.inner.on_recv(move |m: Response| forward(&rt, &tx, m));
+        let rt = self.shared.rt_handle();
+        self.on_recv(move |m: Response| forward(&rt, &tx, m));
         Incoming { rx }
-    }
-
-    /// See [`Client::on_connect`].
-    pub fn on_connect(&self, f: impl Fn() + Send + Sync + 'static) -> &Self {
-        self.inner.on_connect(f);
-        self
-    }
-
-    /// See [`Client::on_disconnect`].
-    pub fn on_disconnect(&self, f: impl Fn(&DisconnectState) + Send + Sync + 'static) -> &Self {
-        self.inner.on_disconnect(f);
-        self
     }
 
     /// Sends a message (never waits for the network).
     pub async fn send(&self, request: impl Borrow<Request>) -> Result<()> {
-        self.inner.send(request)
+        self.shared.send(request.borrow())
     }
 
     /// Request/response. Cancellation-safe: dropping the future releases the id.
@@ -571,56 +426,24 @@ impl AsyncClient {
         request: impl Borrow<Request>,
         timeout: Duration,
     ) -> Result<Response> {
-        let conn = self.inner.shared.conn()?;
+        let conn = self.shared.conn()?;
         conn.request(request.borrow(), timeout).await
     }
 
     /// Round-trip time of a PING to the server.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration> {
-        let conn = self.inner.shared.conn()?;
+        let conn = self.shared.conn()?;
         conn.ping(timeout).await
     }
 
-    /// Closes (flushing what was queued) and cancels reconnects.
-    pub async fn disconnect(&self) {
-        self.inner.shared.clone().disconnect().await
+    /// Closes (flushing what was queued) and cancels reconnects (see [`Client::disconnect`]).
+    /// The future does not borrow the client.
+    pub fn disconnect(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().disconnect()
     }
 
-    /// Starts a reconnect loop in the background with `max` attempts (default: the configured
-    /// `reconnect.retries`) and returns at once (see [`Client::retry`]). Attempts are reported to
-    /// [`on_disconnect`](Self::on_disconnect), success to [`on_connect`](Self::on_connect);
-    /// [`stop_retry`](Self::stop_retry) cancels the loop. Ignored while connected, while a loop
-    /// is running, or with no attempts to make.
-    ///
-    /// ```
-    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, ServerConfig};
-    ///
-    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-    /// # async fn main() -> veltix::Result<()> {
-    /// let server = AsyncServer::new(ServerConfig::local());
-    /// let addr = server.start()?;
-    /// let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
-    /// let (tx, mut connected) = tokio::sync::mpsc::unbounded_channel();
-    /// client.on_connect(move || {
-    ///     let _ = tx.send(());
-    /// });
-    /// client.retry(Some(5)); // connects in the background
-    /// connected.recv().await;
-    /// assert!(client.is_connected());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn retry(&self, max: Option<u32>) {
-        self.inner.retry(max);
-    }
-
-    /// See [`Client::stop_retry`].
-    pub fn stop_retry(&self) {
-        self.inner.stop_retry();
-    }
-
-    /// Resolves once disconnected for good.
-    pub async fn wait_until_closed(&self) {
-        self.inner.shared.clone().wait_closed().await
+    /// Resolves once disconnected for good (the future does not borrow the client).
+    pub fn wait_until_closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().wait_closed()
     }
 }

@@ -20,8 +20,8 @@ use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, Counters, Stats};
 use crate::util::lock;
 use crate::{
-    ClientConfig, DisconnectCause, DisconnectReason, DisconnectState, Error, HandlerResult,
-    Request, Response, Result, TypeCode,
+    AsyncClient, ClientConfig, DisconnectCause, DisconnectReason, DisconnectState, Error,
+    HandlerResult, Request, Response, Result, TypeCode,
 };
 
 type ClientRoute = Arc<dyn Fn(Response) + Send + Sync>;
@@ -448,53 +448,11 @@ async fn retry_loop(shared: Arc<Shared>, reason: DisconnectReason, n: u32) -> Re
     Err(last)
 }
 
-/// A Veltix client.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use veltix::{Client, ClientConfig, MessageType, Request};
-/// const CHAT: MessageType = MessageType::new(200, "chat");
-///
-/// let client = Client::new(ClientConfig::new("127.0.0.1", 8080));
-/// client.route(&CHAT, |msg| println!("chat: {}", msg.text().unwrap_or("?")));
-/// client.on_disconnect(|state| println!("disconnected: {state:?}"));
-/// client.connect()?;
-/// client.send(Request::text(&CHAT, "hello"))?;
-/// let rtt = client.ping_server(Duration::from_secs(2))?;
-/// println!("rtt {rtt:?}");
-/// client.disconnect();
-/// # Ok::<(), veltix::Error>(())
-/// ```
-pub struct Client {
-    pub(crate) shared: Arc<Shared>,
-    /// This client's claim on the process-wide handler pool's size, released when the client
-    /// is dropped (its connections may still be finishing).
-    _claim: Claim,
-}
-
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field(
-                "server",
-                &format!("{}:{}", self.shared.config.host, self.shared.config.port),
-            )
-            .field("connected", &self.is_connected())
-            .finish()
-    }
-}
-
-impl Client {
-    /// A client that is not connected yet (see [`Client::connect`]).
-    pub fn new(config: ClientConfig) -> Client {
-        Self::with_handle(config, crate::rt::handle())
-    }
-
-    /// A client whose I/O runs on the given tokio runtime.
-    pub fn with_handle(config: ClientConfig, rt: Handle) -> Client {
-        let claim = Claim::new(config.settings.max_workers);
+impl Shared {
+    /// A client core that is not connected yet; its I/O runs on `rt`.
+    fn new(config: ClientConfig, rt: Handle) -> Arc<Shared> {
         let limit = config.settings.max_inbound_queue;
-        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+        Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
             let runner: Runner<Job> = Arc::new(move |jobs| match weak.upgrade() {
                 Some(s) => s.run_jobs(jobs),
@@ -517,29 +475,47 @@ impl Client {
                 counters: Arc::default(),
                 config,
             }
-        });
-        Client {
-            shared,
+        })
+    }
+
+    /// The one implementation of `send` behind both faces and [`ClientSender`]: never waits for
+    /// the network (from a thread outside the runtime, an isolated send to an idle link is
+    /// written inline, see `Conn::send`).
+    pub(crate) fn send(&self, req: &Request) -> Result<()> {
+        self.conn()?.send(req).map(|_| ())
+    }
+}
+
+/// The operations of the async face that need the core's state: [`AsyncClient`] owns the core
+/// (and the blocking [`Client`] wraps an `AsyncClient`), so this is their one implementation.
+/// The rest of `AsyncClient` (async handlers, streams, the futures) is in [`asynch`](crate::asynch).
+impl AsyncClient {
+    /// A client whose I/O runs on the given tokio runtime (see [`Client::with_handle`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() {
+    /// let rt = tokio::runtime::Handle::current();
+    /// let client = veltix::AsyncClient::with_handle(veltix::ClientConfig::new("127.0.0.1", 9), rt);
+    /// assert!(!client.is_connected());
+    /// # }
+    /// ```
+    pub fn with_handle(config: ClientConfig, rt: Handle) -> AsyncClient {
+        let claim = Claim::new(config.settings.max_workers);
+        AsyncClient {
+            shared: Shared::new(config, rt),
             _claim: claim,
         }
     }
 
     /// The configuration.
+    ///
+    /// ```
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// assert_eq!(client.config().port, 9);
+    /// ```
     pub fn config(&self) -> &ClientConfig {
         &self.shared.config
-    }
-
-    /// Connects and completes the handshake. When it returns `Ok`, sending is safe.
-    ///
-    /// On failure with `reconnect.retries > 0`, it runs the reconnect loop before returning (as
-    /// Python does) and returns `Ok` if an attempt succeeded. A full server is not retried here.
-    /// Errors: [`Error::ConnectionRefused`], [`Error::ConnectTimeout`], [`Error::ServerFull`],
-    /// [`Error::Handshake`] (e.g. incompatible version), [`Error::HandshakeTimeout`],
-    /// [`Error::Rejected`] (the server's authenticate hook said no; not retried),
-    /// [`Error::Tls`] (certificate check or TLS handshake failed),
-    /// [`Error::TlsConfig`] (a bad certificate, key or CA file; not retried).
-    pub fn connect(&self) -> Result<()> {
-        crate::rt::block_on(&self.shared.rt, self.shared.clone().connect())
     }
 
     /// True while connected.
@@ -547,26 +523,27 @@ impl Client {
         self.shared.conn().is_ok()
     }
 
-    /// Counters since the client was created, across reconnects: traffic, drops and handshake
-    /// failures (see [`Stats`]). Cheap: a few atomic loads.
+    /// Counters since the client was created, across reconnects (see [`Client::stats`]).
     ///
     /// ```
-    /// use veltix::{Client, ClientConfig};
-    /// let client = Client::new(ClientConfig::new("127.0.0.1", 9));
-    /// let stats = client.stats();
-    /// assert_eq!((stats.connections, stats.frames_out), (0, 0));
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// assert_eq!(client.stats().frames_in, 0);
     /// ```
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }
 
     /// The server's address while connected.
+    ///
+    /// ```
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// assert_eq!(client.server_addr(), None);
+    /// ```
     pub fn server_addr(&self) -> Option<SocketAddr> {
         self.shared.conn().ok().map(|c| c.peer)
     }
 
-    /// Registers the handler for a message type (replacing any previous one). Routes and all
-    /// callbacks survive reconnects.
+    /// A synchronous handler (see [`Client::route`]).
     pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
     where
         F: Fn(Response) -> R + Send + Sync + 'static,
@@ -586,11 +563,17 @@ impl Client {
     }
 
     /// Removes the handler of a type; `true` if there was one.
+    ///
+    /// ```
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// client.route(200u16, |_| ());
+    /// assert!(client.unroute(200u16));
+    /// ```
     pub fn unroute(&self, message_type: impl TypeCode) -> bool {
         self.shared.handlers.remove_route(message_type.type_code())
     }
 
-    /// The fallback handler for messages without a route.
+    /// Fallback handler (see [`Client::on_recv`]).
     pub fn on_recv<F, R>(&self, handler: F) -> &Self
     where
         F: Fn(Response) -> R + Send + Sync + 'static,
@@ -608,23 +591,22 @@ impl Client {
         self
     }
 
-    /// Adds a callback run after every successful (re)connect, before that connection's
-    /// messages are handled.
+    /// See [`Client::on_connect`].
     pub fn on_connect(&self, f: impl Fn() + Send + Sync + 'static) -> &Self {
         self.shared.handlers.add_on_connect(Arc::new(f));
         self
     }
 
-    /// Adds a callback receiving every [`DisconnectState`] notification.
+    /// See [`Client::on_disconnect`].
     pub fn on_disconnect(&self, f: impl Fn(&DisconnectState) + Send + Sync + 'static) -> &Self {
         self.shared.handlers.add_on_disconnect(Arc::new(f));
         self
     }
 
-    /// Wraps every batch of handler calls (see [`Server::around_handlers`](crate::Server::around_handlers)).
+    /// Wraps every batch of synchronous handler calls (see [`Client::around_handlers`]).
     ///
     /// ```
-    /// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
     /// client.around_handlers(|batch| batch());
     /// ```
     pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
@@ -632,45 +614,49 @@ impl Client {
         self
     }
 
-    /// Sends a message (a client-range id is assigned if it has none). Fails fast with
-    /// [`Error::Disconnected`] while there is no link: [`DisconnectCause::NotConnected`] before
-    /// `connect()` and while reconnecting, else the cause that ended the link.
-    pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
-        self.shared.conn()?.send(request.borrow()).map(|_| ())
-    }
-
-    /// Sends and blocks until the server answers with the same request id. Fails with
-    /// [`Error::Timeout`], or [`Error::Disconnected`] as soon as the link drops.
-    pub fn send_and_wait(
-        &self,
-        request: impl Borrow<Request>,
-        timeout: Duration,
-    ) -> Result<Response> {
-        self.shared
-            .conn()?
-            .request_blocking(request.borrow(), timeout)
-    }
-
-    /// PINGs the server; returns the round-trip time measured locally.
-    pub fn ping_server(&self, timeout: Duration) -> Result<Duration> {
-        self.shared.conn()?.ping_blocking(timeout)
-    }
-
-    /// A cloneable handle that sends from any thread (and inside handlers).
+    /// A cloneable handle that sends from any thread or task (see [`ClientSender`]).
+    ///
+    /// ```
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// let tx = client.sender();
+    /// assert!(tx.send(veltix::Request::text(200u16, "hi")).is_err()); // not connected
+    /// ```
     pub fn sender(&self) -> ClientSender {
         ClientSender {
             shared: Arc::downgrade(&self.shared),
         }
     }
 
-    /// Cancels a running reconnect loop (its current wait is interrupted).
+    /// See [`Client::stop_retry`].
     pub fn stop_retry(&self) {
         self.shared.cancel.store(true, Ordering::SeqCst);
         self.shared.cancel_notify.notify_waiters();
     }
 
     /// Starts a reconnect loop in the background with `max` attempts (default: the configured
-    /// retries). Ignored (with a warning) if one is running or there are no attempts to make.
+    /// `reconnect.retries`) and returns at once (see [`Client::retry`]). Attempts are reported to
+    /// [`on_disconnect`](Self::on_disconnect), success to [`on_connect`](Self::on_connect);
+    /// [`stop_retry`](Self::stop_retry) cancels the loop. Ignored while connected, while a loop
+    /// is running, or with no attempts to make.
+    ///
+    /// ```
+    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, ServerConfig};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local());
+    /// let addr = server.start()?;
+    /// let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// let (tx, mut connected) = tokio::sync::mpsc::unbounded_channel();
+    /// client.on_connect(move || {
+    ///     let _ = tx.send(());
+    /// });
+    /// client.retry(Some(5)); // connects in the background
+    /// connected.recv().await;
+    /// assert!(client.is_connected());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn retry(&self, max: Option<u32>) {
         let n = max.unwrap_or(self.shared.config.reconnect.retries);
         if n == 0 {
@@ -687,22 +673,11 @@ impl Client {
             let _ = retry_loop(shared, DisconnectReason::Error, n).await;
         });
     }
-
-    /// Closes the connection (flushing what was queued, bounded by `close_timeout`), cancels
-    /// reconnects and fires `on_disconnect` with `permanent: true, reason: Manual`. Blocks until
-    /// the connection is closed.
-    pub fn disconnect(&self) {
-        crate::rt::block_on(&self.shared.rt, self.shared.clone().disconnect());
-    }
-
-    /// Blocks until `disconnect()` is called or the client gives up reconnecting (after the
-    /// permanent `on_disconnect` callbacks ran).
-    pub fn wait_until_closed(&self) {
-        crate::rt::block_on(&self.shared.rt, self.shared.clone().wait_closed());
-    }
 }
 
-impl Drop for Client {
+/// Dropping the client (either face: the blocking one owns an `AsyncClient`) closes the link and
+/// cancels reconnects, without waiting.
+impl Drop for AsyncClient {
     fn drop(&mut self) {
         {
             let mut st = lock(&self.shared.state);
@@ -714,6 +689,255 @@ impl Drop for Client {
         if let Some(l) = lock(&self.shared.link).take() {
             l.conn.close_locally();
         }
+    }
+}
+
+impl std::fmt::Debug for AsyncClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncClient")
+            .field(
+                "server",
+                &format!("{}:{}", self.shared.config.host, self.shared.config.port),
+            )
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+/// A Veltix client.
+///
+/// The blocking face of an [`AsyncClient`], which it owns ([`as_async`](Self::as_async)): every
+/// operation is the async face's, and the calls that wait block the calling thread until the
+/// async face's future is done (or take the blocking fast path of a request, see
+/// [`send_and_wait`](Self::send_and_wait)).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use veltix::{Client, ClientConfig, MessageType, Request};
+/// const CHAT: MessageType = MessageType::new(200, "chat");
+///
+/// let client = Client::new(ClientConfig::new("127.0.0.1", 8080));
+/// client.route(&CHAT, |msg| println!("chat: {}", msg.text().unwrap_or("?")));
+/// client.on_disconnect(|state| println!("disconnected: {state:?}"));
+/// client.connect()?;
+/// client.send(Request::text(&CHAT, "hello"))?;
+/// let rtt = client.ping_server(Duration::from_secs(2))?;
+/// println!("rtt {rtt:?}");
+/// client.disconnect();
+/// # Ok::<(), veltix::Error>(())
+/// ```
+pub struct Client {
+    inner: AsyncClient,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cfg = self.config();
+        f.debug_struct("Client")
+            .field("server", &format!("{}:{}", cfg.host, cfg.port))
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+/// The blocking face of an async client (for code that mixes both; see [`Server`'s
+/// `From<AsyncServer>`](crate::Server#impl-From<AsyncServer>-for-Server) for the caveat).
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() {
+/// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 9));
+/// let client = veltix::Client::from(client);
+/// assert!(!client.as_async().is_connected());
+/// # }
+/// ```
+impl From<AsyncClient> for Client {
+    fn from(inner: AsyncClient) -> Client {
+        Client { inner }
+    }
+}
+
+/// The async face of a blocking client (the same client: routes, link and counters are kept).
+///
+/// ```
+/// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 9));
+/// let client = veltix::AsyncClient::from(client);
+/// assert!(!client.is_connected());
+/// ```
+impl From<Client> for AsyncClient {
+    fn from(client: Client) -> AsyncClient {
+        client.inner
+    }
+}
+
+impl Client {
+    /// A client that is not connected yet (see [`Client::connect`]).
+    pub fn new(config: ClientConfig) -> Client {
+        Self::with_handle(config, crate::rt::handle())
+    }
+
+    /// A client whose I/O runs on the given tokio runtime.
+    pub fn with_handle(config: ClientConfig, rt: Handle) -> Client {
+        Client {
+            inner: AsyncClient::with_handle(config, rt),
+        }
+    }
+
+    /// The async face of this client: the same client, for `.await`ing its operations and
+    /// registering async handlers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() {
+    /// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// client.as_async().disconnect().await;
+    /// assert!(!client.is_connected());
+    /// # }
+    /// ```
+    pub fn as_async(&self) -> &AsyncClient {
+        &self.inner
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        self.inner.config()
+    }
+
+    /// Connects and completes the handshake. When it returns `Ok`, sending is safe.
+    ///
+    /// On failure with `reconnect.retries > 0`, it runs the reconnect loop before returning (as
+    /// Python does) and returns `Ok` if an attempt succeeded. A full server is not retried here.
+    /// Errors: [`Error::ConnectionRefused`], [`Error::ConnectTimeout`], [`Error::ServerFull`],
+    /// [`Error::Handshake`] (e.g. incompatible version), [`Error::HandshakeTimeout`],
+    /// [`Error::Rejected`] (the server's authenticate hook said no; not retried),
+    /// [`Error::Tls`] (certificate check or TLS handshake failed),
+    /// [`Error::TlsConfig`] (a bad certificate, key or CA file; not retried).
+    pub fn connect(&self) -> Result<()> {
+        crate::blocking::block_on(&self.inner.shared.rt, self.inner.connect())
+    }
+
+    /// True while connected.
+    pub fn is_connected(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    /// Counters since the client was created, across reconnects: traffic, drops and handshake
+    /// failures (see [`Stats`]). Cheap: a few atomic loads.
+    ///
+    /// ```
+    /// use veltix::{Client, ClientConfig};
+    /// let client = Client::new(ClientConfig::new("127.0.0.1", 9));
+    /// let stats = client.stats();
+    /// assert_eq!((stats.connections, stats.frames_out), (0, 0));
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// The server's address while connected.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        self.inner.server_addr()
+    }
+
+    /// Registers the handler for a message type (replacing any previous one). Routes and all
+    /// callbacks survive reconnects.
+    pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
+    where
+        F: Fn(Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        self.inner.route(message_type, handler);
+        self
+    }
+
+    /// Removes the handler of a type; `true` if there was one.
+    pub fn unroute(&self, message_type: impl TypeCode) -> bool {
+        self.inner.unroute(message_type)
+    }
+
+    /// The fallback handler for messages without a route.
+    pub fn on_recv<F, R>(&self, handler: F) -> &Self
+    where
+        F: Fn(Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        self.inner.on_recv(handler);
+        self
+    }
+
+    /// Adds a callback run after every successful (re)connect, before that connection's
+    /// messages are handled.
+    pub fn on_connect(&self, f: impl Fn() + Send + Sync + 'static) -> &Self {
+        self.inner.on_connect(f);
+        self
+    }
+
+    /// Adds a callback receiving every [`DisconnectState`] notification.
+    pub fn on_disconnect(&self, f: impl Fn(&DisconnectState) + Send + Sync + 'static) -> &Self {
+        self.inner.on_disconnect(f);
+        self
+    }
+
+    /// Wraps every batch of handler calls (see [`Server::around_handlers`](crate::Server::around_handlers)).
+    ///
+    /// ```
+    /// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 9));
+    /// client.around_handlers(|batch| batch());
+    /// ```
+    pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
+        self.inner.around_handlers(f);
+        self
+    }
+
+    /// Sends a message (a client-range id is assigned if it has none). Fails fast with
+    /// [`Error::Disconnected`] while there is no link: [`DisconnectCause::NotConnected`] before
+    /// `connect()` and while reconnecting, else the cause that ended the link.
+    pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
+        self.inner.shared.send(request.borrow())
+    }
+
+    /// Sends and blocks until the server answers with the same request id. Fails with
+    /// [`Error::Timeout`], or [`Error::Disconnected`] as soon as the link drops.
+    pub fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        timeout: Duration,
+    ) -> Result<Response> {
+        crate::blocking::request(&self.inner.shared.conn()?, request.borrow(), timeout)
+    }
+
+    /// PINGs the server; returns the round-trip time measured locally.
+    pub fn ping_server(&self, timeout: Duration) -> Result<Duration> {
+        crate::blocking::ping(&self.inner.shared.conn()?, timeout)
+    }
+
+    /// A cloneable handle that sends from any thread (and inside handlers).
+    pub fn sender(&self) -> ClientSender {
+        self.inner.sender()
+    }
+
+    /// Cancels a running reconnect loop (its current wait is interrupted).
+    pub fn stop_retry(&self) {
+        self.inner.stop_retry();
+    }
+
+    /// Starts a reconnect loop in the background with `max` attempts (default: the configured
+    /// retries). Ignored (with a warning) if one is running or there are no attempts to make.
+    pub fn retry(&self, max: Option<u32>) {
+        self.inner.retry(max);
+    }
+
+    /// Closes the connection (flushing what was queued, bounded by `close_timeout`), cancels
+    /// reconnects and fires `on_disconnect` with `permanent: true, reason: Manual`. Blocks until
+    /// the connection is closed.
+    pub fn disconnect(&self) {
+        crate::blocking::block_on(&self.inner.shared.rt, self.inner.disconnect());
+    }
+
+    /// Blocks until `disconnect()` is called or the client gives up reconnecting (after the
+    /// permanent `on_disconnect` callbacks ran).
+    pub fn wait_until_closed(&self) {
+        crate::blocking::block_on(&self.inner.shared.rt, self.inner.wait_until_closed());
     }
 }
 
@@ -732,15 +956,14 @@ pub struct ClientSender {
 }
 
 impl ClientSender {
-    fn conn(&self) -> Result<Arc<Conn>> {
+    fn shared(&self) -> Result<Arc<Shared>> {
         self.shared
             .upgrade()
-            .ok_or(Error::Disconnected(DisconnectCause::ClosedLocally))?
-            .conn()
+            .ok_or(Error::Disconnected(DisconnectCause::ClosedLocally))
     }
     /// Sends a message.
     pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
-        self.conn()?.send(request.borrow()).map(|_| ())
+        self.shared()?.send(request.borrow())
     }
     /// Sends and waits for the reply.
     pub fn send_and_wait(
@@ -748,6 +971,6 @@ impl ClientSender {
         request: impl Borrow<Request>,
         timeout: Duration,
     ) -> Result<Response> {
-        self.conn()?.request_blocking(request.borrow(), timeout)
+        crate::blocking::request(&self.shared()?.conn()?, request.borrow(), timeout)
     }
 }

@@ -30,17 +30,27 @@
 //! ```
 //!
 //! ## Layout
-//! - [`asynch`]: [`AsyncServer`], [`AsyncClient`], [`Incoming`]: the async face for tokio users
-//!   (when to use which: see that module).
-//! - [`server`]: [`Server`], [`ClientInfo`] (tags, per-client send), [`ServerSender`].
-//! - [`client`]: [`Client`], [`ClientSender`], the reconnect loop.
+//! - [`asynch`]: [`AsyncServer`], [`AsyncClient`], [`Incoming`]: the async face, and the
+//!   implementation. An `AsyncServer`/`AsyncClient` owns its core (the `Shared` of `server` or
+//!   `client`), its claim on the handler pool and the `Drop` that stops the server or closes the
+//!   link; its operations are the only ones. Here: the types, their futures, async handlers,
+//!   streams (when to use which face: see that module).
+//! - [`server`]: the server core (accept loop, per-connection task, `impl AsyncServer` for the
+//!   operations on its state), [`ClientInfo`] (tags, per-client send), [`ServerSender`], and
+//!   [`Server`], the blocking face: it owns an `AsyncServer` and delegates to it.
+//! - [`client`]: the client core (connect, the reconnect loop, `impl AsyncClient`),
+//!   [`ClientSender`], and [`Client`], the blocking face wrapping an `AsyncClient`.
+//! - `blocking` (private): how the blocking face waits, in one place: `block_on` (an async
+//!   face's future, on its runtime, from any thread) and the fast path of a blocking request
+//!   (the lone waiter reads its own reply), used by `Server`, `Client`, `ClientInfo`,
+//!   `ClientSender` and the cluster calls.
 //! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters
 //!   (a [`proto::PendingTable`]), keep-alive; one reader core and one supervisor of reader,
 //!   writer and keep-alive for both transports. Shared by both sides.
 //! - `pool` (private): the process-wide handler pool ([`set_handler_threads`],
 //!   [`handler_threads`], [`wrap_handler_runs`]): a lock-free task channel, one ordered queue per
 //!   connection, runs of queued tasks per worker; async handlers' futures are chained per
-//!   connection on the runtime. `rt` (private): the shared I/O runtime, `block_on`. `util`
+//!   connection on the runtime. `rt` (private): the shared I/O runtime, the clock. `util`
 //!   (private): the lock helper and the setters macro, depending on no other module.
 //! - [`config`]: [`ServerConfig`], [`ClientConfig`] (built with setters, `#[non_exhaustive]`),
 //!   the [`Settings`] both embed (one definition, one validation), [`PerformanceMode`],
@@ -85,6 +95,7 @@
 
 pub mod asynch;
 pub mod auth;
+mod blocking;
 pub mod client;
 pub mod cluster;
 pub mod config;

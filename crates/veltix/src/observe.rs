@@ -177,7 +177,7 @@ impl Server {
     /// server.on_event(|e| eprintln!("{e:?}"));
     /// ```
     pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
-        self.shared.counters.observer.replace(Arc::new(f));
+        self.as_async().on_event(f);
         self
     }
 }
@@ -193,7 +193,7 @@ impl Client {
     /// client.on_event(|e| eprintln!("{e:?}"));
     /// ```
     pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
-        self.shared.counters.observer.replace(Arc::new(f));
+        self.as_async().on_event(f);
         self
     }
 }
@@ -209,7 +209,7 @@ impl AsyncServer {
     /// # }
     /// ```
     pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
-        self.as_blocking().on_event(f);
+        self.shared.counters.observer.replace(Arc::new(f));
         self
     }
 }
@@ -225,7 +225,7 @@ impl AsyncClient {
     /// # }
     /// ```
     pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
-        self.as_blocking().on_event(f);
+        self.shared.counters.observer.replace(Arc::new(f));
         self
     }
 }

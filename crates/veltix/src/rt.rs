@@ -1,9 +1,9 @@
-//! The shared tokio runtime behind the synchronous API, and small clock helpers.
+//! The shared tokio runtime behind the synchronous API, and small clock helpers. (How the
+//! blocking face waits for it is `blocking`.)
 
-use std::future::Future;
 use std::sync::OnceLock;
 
-use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
+use tokio::runtime::{Handle, Runtime};
 
 /// The process-wide runtime used by the blocking API: one multi-threaded runtime for every
 /// `Server` and `Client`, so a program with many clients does not pay a runtime each.
@@ -41,45 +41,6 @@ pub(crate) fn io_threads() -> usize {
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
             (cpus / 2).max(1)
         })
-}
-
-/// Runs `fut` on `handle` and blocks the calling thread until it finishes. Works from any thread,
-/// including one that belongs to a multi-threaded tokio runtime (it parks the thread instead of
-/// nesting `block_on`, which would panic), and from a handler (through [`pool::blocking`], so
-/// the handler pool is not starved meanwhile).
-///
-/// # Panics
-/// On the thread of a current-thread runtime when `handle` is a current-thread runtime too (the
-/// blocking API of a server or client created inside `#[tokio::main(flavor = "current_thread")]`
-/// or `#[tokio::test]`, called from that runtime): that thread is the only one that can drive
-/// the future, so waiting for it there would deadlock. The message says to use the async face
-/// ([`AsyncServer`](crate::AsyncServer), [`AsyncClient`](crate::AsyncClient)) or a
-/// multi-threaded runtime.
-///
-/// [`pool::blocking`]: crate::pool::blocking
-pub(crate) fn block_on<F>(handle: &Handle, fut: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let Ok(current) = Handle::try_current() else {
-        return crate::pool::blocking(|| handle.block_on(fut));
-    };
-    if current.runtime_flavor() == RuntimeFlavor::CurrentThread
-        && handle.runtime_flavor() == RuntimeFlavor::CurrentThread
-    {
-        panic!(
-            "a blocking veltix call (connect, disconnect, close_all, wait_until_closed...) was made \
-             on the thread of the current-thread tokio runtime that runs its I/O: it would deadlock. \
-             Use AsyncServer/AsyncClient and .await, or a multi-threaded runtime"
-        );
-    }
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    handle.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    crate::pool::blocking(|| rx.recv())
-        .unwrap_or_else(|_| panic!("veltix runtime task was cancelled"))
 }
 
 /// `CLOCK_MONOTONIC` in milliseconds, what Python 1.6.9 writes in the Gen 1 header timestamp, so

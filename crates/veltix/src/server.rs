@@ -24,7 +24,8 @@ use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, finish_throttled, throttled, Counters, Stats, Throttle};
 use crate::util::lock;
 use crate::{
-    DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode,
+    AsyncServer, DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig,
+    TypeCode,
 };
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
@@ -141,12 +142,12 @@ impl ClientInfo {
         request: impl Borrow<Request>,
         timeout: Duration,
     ) -> Result<Response> {
-        self.inner.conn.request_blocking(request.borrow(), timeout)
+        crate::blocking::request(&self.inner.conn, request.borrow(), timeout)
     }
 
     /// Round-trip time of a PING to this client.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
-        self.inner.conn.ping_blocking(timeout)
+        crate::blocking::ping(&self.inner.conn, timeout)
     }
 
     pub(crate) fn conn(&self) -> &Arc<Conn> {
@@ -430,9 +431,360 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A server core that is not listening yet; its I/O runs on `rt`.
+    fn new(config: ServerConfig, rt: Handle) -> Arc<Shared> {
+        let broadcast_ids = Mutex::new(IdAllocator::for_server(
+            config.settings.generation,
+            config.id_window,
+        ));
+        Arc::new(Shared {
+            handlers: Registry::new(),
+            clients: Mutex::new(HashMap::new()),
+            count: AtomicUsize::new(0),
+            rt,
+            running: Mutex::new(None),
+            last_addr: Mutex::new(None),
+            closed: watch::channel(false).0,
+            conn_ended: Notify::new(),
+            lifecycles: AtomicUsize::new(0),
+            handlers_done: Notify::new(),
+            broadcast_ids,
+            auth: Mutex::new(None),
+            counters: Arc::default(),
+            throttles: ServerThrottles::default(),
+            cluster: OnceLock::new(),
+            config,
+        })
+    }
+
+    /// The one implementation of `start` behind both faces (and `restart`).
+    fn start(self: &Arc<Self>) -> Result<SocketAddr> {
+        self.config.validate()?;
+        // Certificates and keys are read and checked now: a bad file fails `start()`.
+        let acceptor = match &self.config.tls {
+            Some(t) => Some(t.acceptor()?),
+            None => None,
+        };
+        let mut running = lock(&self.running);
+        if running.is_some() {
+            return Err(Error::AlreadyRunning);
+        }
+        let cfg = &self.config;
+        let want = match *lock(&self.last_addr) {
+            Some(a) => a.to_string(),
+            None => format!("{}:{}", cfg.host, cfg.port),
+        };
+        let bind_err = |source| Error::Bind {
+            addr: want.clone(),
+            source,
+        };
+        let target = std::net::ToSocketAddrs::to_socket_addrs(&want)
+            .map_err(bind_err)?
+            .next()
+            .ok_or_else(|| {
+                bind_err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the host resolves to no address",
+                ))
+            })?;
+        let listener = {
+            let _guard = self.rt.enter();
+            listen(target).map_err(bind_err)?
+        };
+        let addr = listener.local_addr()?;
+        if let Some(c) = &cfg.cluster {
+            if self.cluster.get().is_none() {
+                let node = crate::cluster::Node::new(c, Arc::downgrade(self), self.rt.clone())?;
+                let _ = self.cluster.set(Arc::new(node));
+            }
+            if let Some(node) = self.cluster.get() {
+                let _guard = self.rt.enter();
+                node.start();
+            }
+        }
+        *lock(&self.last_addr) = Some(addr);
+        self.closed.send_replace(false);
+        let weak = Arc::downgrade(self);
+        let accept = self.rt.spawn(
+            accept_loop(weak, listener, acceptor)
+                .instrument(tracing::info_span!("veltix_server", %addr)),
+        );
+        info!(%addr, generation = %cfg.settings.generation, tls = cfg.tls.is_some(), "veltix server listening");
+        *running = Some(Running { addr, accept });
+        Ok(addr)
+    }
+
+    /// The one implementation of `restart` behind both faces.
+    pub(crate) async fn restart(self: Arc<Self>) -> Result<SocketAddr> {
+        self.clone().close_all().await;
+        self.start()
+    }
+}
+
+/// The operations of the async face that need the core's state: [`AsyncServer`] owns the core
+/// (and the blocking [`Server`] wraps an `AsyncServer`), so this is their one implementation.
+/// The rest of `AsyncServer` (async handlers, streams, the futures) is in [`asynch`](crate::asynch).
+impl AsyncServer {
+    /// A server whose I/O runs on the given tokio runtime (see [`Server::with_handle`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() {
+    /// let rt = tokio::runtime::Handle::current();
+    /// let server = veltix::AsyncServer::with_handle(veltix::ServerConfig::local(), rt);
+    /// assert!(!server.is_running());
+    /// # }
+    /// ```
+    pub fn with_handle(config: ServerConfig, rt: Handle) -> AsyncServer {
+        let claim = Claim::new(config.settings.max_workers);
+        AsyncServer {
+            shared: Shared::new(config, rt),
+            _claim: claim,
+        }
+    }
+
+    /// The configuration.
+    ///
+    /// ```
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// assert_eq!(server.config().host, "127.0.0.1");
+    /// ```
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// Binds and starts accepting; returns the bound address (see [`Server::start`]).
+    pub fn start(&self) -> Result<SocketAddr> {
+        self.shared.start()
+    }
+
+    /// The bound address while running.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        lock(&self.shared.running).as_ref().map(|r| r.addr)
+    }
+
+    /// True while listening: after [`start`](Self::start), until [`close_all`](Self::close_all)
+    /// (see [`Server::is_running`]).
+    ///
+    /// ```
+    /// use veltix::{AsyncServer, ServerConfig};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local());
+    /// assert!(!server.is_running());
+    /// server.start()?;
+    /// assert!(server.is_running());
+    /// server.close_all().await;
+    /// assert!(!server.is_running());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_running(&self) -> bool {
+        lock(&self.shared.running).is_some()
+    }
+
+    /// True when `max_connections` is reached (see [`Server::is_full`]): further clients are
+    /// turned away with [`Error::ServerFull`].
+    ///
+    /// ```
+    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, Error, ServerConfig};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local().max_connections(1));
+    /// let addr = server.start()?;
+    /// assert!(!server.is_full());
+    /// let first = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// first.connect().await?;
+    /// assert!(server.is_full());
+    /// let second = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// assert!(matches!(second.connect().await, Err(Error::ServerFull(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.shared.is_full()
+    }
+
+    /// Counters since the server was created (see [`Server::stats`]).
+    ///
+    /// ```
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// assert_eq!(server.stats().connections, 0);
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// A synchronous handler (see [`Server::route`]).
+    pub fn route<F, R>(&self, message_type: impl TypeCode, handler: F) -> &Self
+    where
+        F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        let code = message_type.type_code();
+        let f: ServerRoute = Arc::new(move |c: &ClientInfo, m: Response| {
+            if let Err(e) = handler(c, m).into_handler_result() {
+                c.conn()
+                    .handler_failed(&format_args!("handler for type {code}"), &e);
+            }
+        });
+        self.shared.handlers.set_route(code, f);
+        self
+    }
+
+    /// Removes the handler of a type; `true` if there was one.
+    ///
+    /// ```
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// server.route(200u16, |_, _| ());
+    /// assert!(server.unroute(200u16));
+    /// assert!(!server.unroute(200u16));
+    /// ```
+    pub fn unroute(&self, message_type: impl TypeCode) -> bool {
+        self.shared.handlers.remove_route(message_type.type_code())
+    }
+
+    /// A synchronous authenticate hook (runs on tokio's blocking pool; see
+    /// [`Server::authenticate`]).
+    pub fn authenticate(
+        &self,
+        hook: impl Fn(&crate::auth::AuthRequest) -> crate::auth::AuthDecision + Send + Sync + 'static,
+    ) -> &Self {
+        self.set_authenticator(crate::auth::Authenticator::sync(hook));
+        self
+    }
+
+    pub(crate) fn set_authenticator(&self, a: crate::auth::Authenticator) {
+        *lock(&self.shared.auth) = Some(a);
+    }
+
+    /// See [`Server::auth_failures`].
+    pub fn auth_failures(&self) -> u64 {
+        self.stats().handshake_failures.auth
+    }
+
+    /// See [`Server::tls_failures`].
+    pub fn tls_failures(&self) -> u64 {
+        self.stats().handshake_failures.tls
+    }
+
+    /// Fallback handler for messages without a route (see [`Server::on_recv`]).
+    pub fn on_recv<F, R>(&self, handler: F) -> &Self
+    where
+        F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        let f: ServerRoute = Arc::new(move |c: &ClientInfo, m: Response| {
+            if let Err(e) = handler(c, m).into_handler_result() {
+                c.conn().handler_failed(&"on_recv handler", &e);
+            }
+        });
+        self.shared.handlers.set_on_recv(f);
+        self
+    }
+
+    /// See [`Server::on_connect`].
+    pub fn on_connect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
+        self.shared.handlers.add_on_connect(Arc::new(f));
+        self
+    }
+
+    /// See [`Server::on_disconnect`].
+    pub fn on_disconnect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
+        self.shared.handlers.add_on_disconnect(Arc::new(f));
+        self
+    }
+
+    /// Wraps every batch of synchronous handler calls (see [`Server::around_handlers`]).
+    ///
+    /// ```
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// server.around_handlers(|batch| batch());
+    /// ```
+    pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
+        self.shared.handlers.set_around(Arc::new(f));
+        self
+    }
+
+    /// A cheap, cloneable handle that sends and broadcasts from any thread or task (see
+    /// [`ServerSender`]).
+    ///
+    /// ```
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// let tx = server.sender();
+    /// assert!(tx.clients().is_empty());
+    /// ```
+    pub fn sender(&self) -> ServerSender {
+        ServerSender {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// Connected clients.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        clients(&self.shared)
+    }
+
+    /// See [`Server::get_clients_by_tag`].
+    pub fn get_clients_by_tag(&self, name: &str, value: Option<&Value>) -> Vec<ClientInfo> {
+        self.clients()
+            .into_iter()
+            .filter(|c| match (c.get_tag(name), value) {
+                (Some(_), None) => true,
+                (Some(v), Some(want)) => &v == want,
+                (None, _) => false,
+            })
+            .collect()
+    }
+
+    /// See [`Server::close_client`].
+    pub fn close_client(&self, client: &ClientInfo) -> bool {
+        let known = lock(&self.shared.clients).contains_key(&client.id());
+        if known && client.is_connected() {
+            client.conn().close_locally();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Dropping the server (either face: the blocking one owns an `AsyncServer`) stops accepting and
+/// closes every connection, without waiting.
+impl Drop for AsyncServer {
+    fn drop(&mut self) {
+        if let Some(node) = self.shared.cluster.get() {
+            node.stop();
+        }
+        if let Some(r) = lock(&self.shared.running).take() {
+            r.accept.abort();
+        }
+        for c in lock(&self.shared.clients).values() {
+            c.conn().close_with(DisconnectCause::ServerStopped, false);
+        }
+    }
+}
+
+impl std::fmt::Debug for AsyncServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncServer")
+            .field("addr", &self.local_addr())
+            .field("clients", &self.shared.count.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 /// A Veltix server. Handlers run on the process-wide handler pool (this server claims
 /// `max_workers` threads of it, see [`set_handler_threads`](crate::set_handler_threads));
 /// messages of one connection are handled in arrival order, different connections in parallel.
+///
+/// The blocking face of an [`AsyncServer`], which it owns ([`as_async`](Self::as_async)): every
+/// operation is the async face's, and the calls that wait block the calling thread until the
+/// async face's future is done (or take the blocking fast path of a request, see
+/// [`send_and_wait`](Self::send_and_wait)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -452,18 +804,46 @@ impl Shared {
 /// # Ok::<(), veltix::Error>(())
 /// ```
 pub struct Server {
-    pub(crate) shared: Arc<Shared>,
-    /// This server's claim on the process-wide handler pool's size, released when the server
-    /// is dropped (its connections may still be finishing).
-    _claim: Claim,
+    inner: AsyncServer,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("addr", &self.local_addr())
-            .field("clients", &self.shared.count.load(Ordering::Relaxed))
+            .field("clients", &self.inner.shared.count.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+/// The blocking face of an async server (for code that mixes both). Its calls that wait must
+/// not be made from the tasks of the runtime the server runs on: on a current-thread runtime
+/// they panic (see [`Server::close_all`]), on a multi-threaded one they may never return. Use
+/// the async face there, the blocking one from other threads.
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() {
+/// let server = veltix::Server::from(veltix::AsyncServer::new(veltix::ServerConfig::local()));
+/// assert!(!server.as_async().is_running());
+/// # }
+/// ```
+impl From<AsyncServer> for Server {
+    fn from(inner: AsyncServer) -> Server {
+        Server { inner }
+    }
+}
+
+/// The async face of a blocking server (the same server: routes, clients and counters are kept).
+///
+/// ```
+/// let server = veltix::Server::new(veltix::ServerConfig::local());
+/// let server = veltix::AsyncServer::from(server);
+/// assert!(!server.is_running());
+/// ```
+impl From<Server> for AsyncServer {
+    fn from(server: Server) -> AsyncServer {
+        server.inner
     }
 }
 
@@ -475,109 +855,47 @@ impl Server {
 
     /// A server whose I/O runs on the given tokio runtime.
     pub fn with_handle(config: ServerConfig, rt: Handle) -> Server {
-        let claim = Claim::new(config.settings.max_workers);
-        let broadcast_ids = Mutex::new(IdAllocator::for_server(
-            config.settings.generation,
-            config.id_window,
-        ));
         Server {
-            shared: Arc::new(Shared {
-                handlers: Registry::new(),
-                clients: Mutex::new(HashMap::new()),
-                count: AtomicUsize::new(0),
-                rt,
-                running: Mutex::new(None),
-                last_addr: Mutex::new(None),
-                closed: watch::channel(false).0,
-                conn_ended: Notify::new(),
-                lifecycles: AtomicUsize::new(0),
-                handlers_done: Notify::new(),
-                broadcast_ids,
-                auth: Mutex::new(None),
-                counters: Arc::default(),
-                throttles: ServerThrottles::default(),
-                cluster: OnceLock::new(),
-                config,
-            }),
-            _claim: claim,
+            inner: AsyncServer::with_handle(config, rt),
         }
+    }
+
+    /// The async face of this server: the same server, for `.await`ing its operations and
+    /// registering async handlers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = veltix::Server::new(veltix::ServerConfig::local());
+    /// server.start()?;
+    /// server.as_async().close_all().await;
+    /// assert!(!server.is_running());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn as_async(&self) -> &AsyncServer {
+        &self.inner
     }
 
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
-        &self.shared.config
+        self.inner.config()
     }
 
     /// Binds and starts accepting in the background; returns the bound address (with port 0,
     /// the real port). Errors: invalid config, bind failure, already running.
     pub fn start(&self) -> Result<SocketAddr> {
-        self.shared.config.validate()?;
-        // Certificates and keys are read and checked now: a bad file fails `start()`.
-        let acceptor = match &self.shared.config.tls {
-            Some(t) => Some(t.acceptor()?),
-            None => None,
-        };
-        let mut running = lock(&self.shared.running);
-        if running.is_some() {
-            return Err(Error::AlreadyRunning);
-        }
-        let cfg = &self.shared.config;
-        let want = match *lock(&self.shared.last_addr) {
-            Some(a) => a.to_string(),
-            None => format!("{}:{}", cfg.host, cfg.port),
-        };
-        let bind_err = |source| Error::Bind {
-            addr: want.clone(),
-            source,
-        };
-        let target = std::net::ToSocketAddrs::to_socket_addrs(&want)
-            .map_err(bind_err)?
-            .next()
-            .ok_or_else(|| {
-                bind_err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the host resolves to no address",
-                ))
-            })?;
-        let listener = {
-            let _guard = self.shared.rt.enter();
-            listen(target).map_err(bind_err)?
-        };
-        let addr = listener.local_addr()?;
-        if let Some(c) = &cfg.cluster {
-            if self.shared.cluster.get().is_none() {
-                let node = crate::cluster::Node::new(
-                    c,
-                    Arc::downgrade(&self.shared),
-                    self.shared.rt.clone(),
-                )?;
-                let _ = self.shared.cluster.set(Arc::new(node));
-            }
-            if let Some(node) = self.shared.cluster.get() {
-                let _guard = self.shared.rt.enter();
-                node.start();
-            }
-        }
-        *lock(&self.shared.last_addr) = Some(addr);
-        self.shared.closed.send_replace(false);
-        let weak = Arc::downgrade(&self.shared);
-        let accept = self.shared.rt.spawn(
-            accept_loop(weak, listener, acceptor)
-                .instrument(tracing::info_span!("veltix_server", %addr)),
-        );
-        info!(%addr, generation = %cfg.settings.generation, tls = cfg.tls.is_some(), "veltix server listening");
-        *running = Some(Running { addr, accept });
-        Ok(addr)
+        self.inner.start()
     }
 
     /// The bound address while running.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        lock(&self.shared.running).as_ref().map(|r| r.addr)
+        self.inner.local_addr()
     }
 
     /// True while listening.
     pub fn is_running(&self) -> bool {
-        lock(&self.shared.running).is_some()
+        self.inner.is_running()
     }
 
     /// Registers the handler for a message type (replacing any previous one). It runs on the
@@ -588,20 +906,13 @@ impl Server {
         F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
         R: HandlerResult,
     {
-        let code = message_type.type_code();
-        let f: ServerRoute = Arc::new(move |c: &ClientInfo, m: Response| {
-            if let Err(e) = handler(c, m).into_handler_result() {
-                c.conn()
-                    .handler_failed(&format_args!("handler for type {code}"), &e);
-            }
-        });
-        self.shared.handlers.set_route(code, f);
+        self.inner.route(message_type, handler);
         self
     }
 
     /// Removes the handler of a type; `true` if there was one.
     pub fn unroute(&self, message_type: impl TypeCode) -> bool {
-        self.shared.handlers.remove_route(message_type.type_code())
+        self.inner.unroute(message_type)
     }
 
     /// Sets the authenticate hook (replacing any previous one): every client that completes
@@ -613,14 +924,14 @@ impl Server {
         &self,
         hook: impl Fn(&crate::auth::AuthRequest) -> crate::auth::AuthDecision + Send + Sync + 'static,
     ) -> &Self {
-        *lock(&self.shared.auth) = Some(crate::auth::Authenticator::sync(hook));
+        self.inner.authenticate(hook);
         self
     }
 
     /// How many clients the authenticate hook refused (or did not answer in time for, or
     /// panicked on) since the server was created.
     pub fn auth_failures(&self) -> u64 {
-        self.stats().handshake_failures.auth
+        self.inner.auth_failures()
     }
 
     /// How many TLS handshakes failed or timed out since the server was created.
@@ -630,11 +941,7 @@ impl Server {
     /// assert_eq!((server.auth_failures(), server.tls_failures()), (0, 0));
     /// ```
     pub fn tls_failures(&self) -> u64 {
-        self.stats().handshake_failures.tls
-    }
-
-    pub(crate) fn set_authenticator(&self, a: crate::auth::Authenticator) {
-        *lock(&self.shared.auth) = Some(a);
+        self.inner.tls_failures()
     }
 
     /// The fallback handler for messages whose type has no route (replaces the previous one).
@@ -643,26 +950,21 @@ impl Server {
         F: Fn(&ClientInfo, Response) -> R + Send + Sync + 'static,
         R: HandlerResult,
     {
-        let f: ServerRoute = Arc::new(move |c: &ClientInfo, m: Response| {
-            if let Err(e) = handler(c, m).into_handler_result() {
-                c.conn().handler_failed(&"on_recv handler", &e);
-            }
-        });
-        self.shared.handlers.set_on_recv(f);
+        self.inner.on_recv(handler);
         self
     }
 
     /// Adds a callback run (on the pool, before any message of that client) after a client's
     /// handshake succeeds.
     pub fn on_connect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
-        self.shared.handlers.add_on_connect(Arc::new(f));
+        self.inner.on_connect(f);
         self
     }
 
     /// Adds a callback run once per client that was connected (after its last message).
     /// Unlike Python, clients that never completed the handshake do not trigger it.
     pub fn on_disconnect(&self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) -> &Self {
-        self.shared.handlers.add_on_disconnect(Arc::new(f));
+        self.inner.on_disconnect(f);
         self
     }
 
@@ -685,7 +987,7 @@ impl Server {
     /// });
     /// ```
     pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
-        self.shared.handlers.set_around(Arc::new(f));
+        self.inner.around_handlers(f);
         self
     }
 
@@ -697,7 +999,7 @@ impl Server {
     /// Sends to every connected client except `except`; the frame is encoded once. Returns
     /// how many clients it was queued to (clients whose queue is full are skipped and logged).
     pub fn broadcast(&self, request: impl Borrow<Request>, except: &[ClientInfo]) -> Result<usize> {
-        broadcast(&self.shared, request.borrow(), except)
+        broadcast(&self.inner.shared, request.borrow(), except)
     }
 
     /// Sends and blocks until the client answers with the same request id (any type).
@@ -725,40 +1027,31 @@ impl Server {
         callback: impl FnOnce(Result<Duration>) + Send + 'static,
         timeout: Duration,
     ) {
-        let conn = client.conn().clone();
-        self.shared.rt.spawn(async move {
-            let r = conn.ping(timeout).await;
+        let ping = self.inner.ping_client(client, timeout);
+        self.inner.shared.rt.spawn(async move {
+            let r = ping.await;
             tokio::task::spawn_blocking(move || callback(r));
         });
     }
 
     /// A cheap, cloneable handle that sends and broadcasts from any thread.
     pub fn sender(&self) -> ServerSender {
-        ServerSender {
-            shared: Arc::downgrade(&self.shared),
-        }
+        self.inner.sender()
     }
 
     /// Connected clients (handshake done), in no particular order.
     pub fn clients(&self) -> Vec<ClientInfo> {
-        clients(&self.shared)
+        self.inner.clients()
     }
 
     /// Clients that have tag `name`; with `Some(value)`, only those whose tag equals it.
     pub fn get_clients_by_tag(&self, name: &str, value: Option<&Value>) -> Vec<ClientInfo> {
-        self.clients()
-            .into_iter()
-            .filter(|c| match (c.get_tag(name), value) {
-                (Some(_), None) => true,
-                (Some(v), Some(want)) => &v == want,
-                (None, _) => false,
-            })
-            .collect()
+        self.inner.get_clients_by_tag(name, value)
     }
 
     /// True when `max_connections` is reached.
     pub fn is_full(&self) -> bool {
-        self.shared.is_full()
+        self.inner.is_full()
     }
 
     /// Counters since the server was created: traffic, drops, refusals and handshake failures
@@ -777,51 +1070,34 @@ impl Server {
     /// # Ok::<(), veltix::Error>(())
     /// ```
     pub fn stats(&self) -> Stats {
-        self.shared.stats()
+        self.inner.stats()
     }
 
     /// Closes one client (flushing what was queued to it); `false` if it was not connected.
     pub fn close_client(&self, client: &ClientInfo) -> bool {
-        let known = lock(&self.shared.clients).contains_key(&client.id());
-        if known && client.is_connected() {
-            client.conn().close_locally();
-            true
-        } else {
-            false
-        }
+        self.inner.close_client(client)
     }
 
     /// Stops accepting, closes every client (flushing what was already queued to each, bounded
     /// by `close_timeout`), and waits until all connections are gone and their handlers and
     /// `on_disconnect` callbacks have run (not when called from a handler). Routes and callbacks are
     /// kept; `start()` or `restart()` serve again. Idempotent.
+    ///
+    /// # Panics
+    /// Like every blocking call that waits for the runtime, on the thread of a current-thread
+    /// tokio runtime that runs this server's I/O (it would deadlock): use the async face there.
     pub fn close_all(&self) {
-        crate::rt::block_on(&self.shared.rt, self.shared.clone().close_all());
+        crate::blocking::block_on(&self.inner.shared.rt, self.inner.close_all());
     }
 
     /// `close_all()` then `start()` on the same address; routes and callbacks are kept.
     pub fn restart(&self) -> Result<SocketAddr> {
-        self.close_all();
-        self.start()
+        crate::blocking::block_on(&self.inner.shared.rt, self.inner.restart())
     }
 
     /// Blocks until `close_all()` is called (from another thread or a handler).
     pub fn wait_until_closed(&self) {
-        crate::rt::block_on(&self.shared.rt, self.shared.clone().wait_closed());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(node) = self.shared.cluster.get() {
-            node.stop();
-        }
-        if let Some(r) = lock(&self.shared.running).take() {
-            r.accept.abort();
-        }
-        for c in lock(&self.shared.clients).values() {
-            c.conn().close_with(DisconnectCause::ServerStopped, false);
-        }
+        crate::blocking::block_on(&self.inner.shared.rt, self.inner.wait_until_closed());
     }
 }
 
@@ -874,7 +1150,7 @@ fn clients(shared: &Shared) -> Vec<ClientInfo> {
         .collect()
 }
 
-fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -> Result<usize> {
+pub(crate) fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -> Result<usize> {
     broadcast_where(shared, req, |c| except.contains(c))
 }
 

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use veltix::{AsyncClient, AsyncServer, ClientConfig, ClientInfo, Request, Response, ServerConfig};
+use veltix::{
+    AsyncClient, AsyncServer, Client, ClientConfig, ClientInfo, Request, Response, ServerConfig,
+};
 
 /// Deadline of the whole exchange (generous: it is not a timing assertion).
 const WAIT: Duration = Duration::from_secs(120);
@@ -160,9 +162,10 @@ fn blocking_call_on_a_current_thread_runtime_panics() {
         .build()
         .expect("runtime");
     let r = rt.block_on(async {
-        let client = AsyncClient::new(ClientConfig::new("127.0.0.1", 9));
+        // The blocking face of a client whose I/O runs on this runtime.
+        let client = Client::from(AsyncClient::new(ClientConfig::new("127.0.0.1", 9)));
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            client.as_blocking().wait_until_closed();
+            client.wait_until_closed();
         }))
     });
     let err = r.expect_err("must panic, not deadlock");

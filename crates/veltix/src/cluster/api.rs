@@ -34,7 +34,7 @@ fn by_tag(all: Vec<ClusterClient>, name: &str, value: Option<&Value>) -> Vec<Clu
 
 impl Server {
     fn node(&self) -> Result<Arc<Node>> {
-        node_of(&self.shared)
+        self.as_async().node()
     }
 
     /// This node's id in its cluster (`None` without a cluster setting, or before `start()`).
@@ -44,7 +44,7 @@ impl Server {
     /// assert_eq!(Server::new(ServerConfig::local()).node_id(), None);
     /// ```
     pub fn node_id(&self) -> Option<String> {
-        self.shared.cluster.get().map(|n| n.id().to_string())
+        self.as_async().node_id()
     }
 
     /// Broadcasts to every client of every node except those in `except` (cluster ids, see
@@ -74,7 +74,7 @@ impl Server {
         request: impl Borrow<Request>,
         except: &[ClusterId],
     ) -> Result<usize> {
-        self.node()?.broadcast(request.borrow(), except)
+        self.as_async().broadcast_now(request.borrow(), except)
     }
 
     /// Sends to the client with this cluster id, wherever it is connected; blocks until the
@@ -155,7 +155,7 @@ impl Server {
     /// assert!(server.cluster_stats().is_none());
     /// ```
     pub fn cluster_stats(&self) -> Option<ClusterStats> {
-        self.shared.cluster.get().map(|n| n.stats())
+        self.as_async().cluster_stats()
     }
 
     /// Waits until this node is connected to the broker and subscribed; `false` on timeout
@@ -166,9 +166,9 @@ impl Server {
     /// assert!(server.wait_cluster_up(std::time::Duration::from_secs(5)));
     /// ```
     pub fn wait_cluster_up(&self, timeout: Duration) -> bool {
-        match self.shared.cluster.get() {
-            Some(n) => n.clone().block_on(n.clone().wait_up(timeout)),
-            None => false,
+        match self.node() {
+            Ok(n) => n.clone().block_on(n.wait_up(timeout)),
+            Err(_) => false,
         }
     }
 
@@ -255,7 +255,54 @@ impl ServerSender {
 
 impl AsyncServer {
     fn node(&self) -> Result<Arc<Node>> {
-        node_of(&self.as_blocking().shared)
+        node_of(&self.shared)
+    }
+
+    /// See [`Server::node_id`].
+    ///
+    /// ```
+    /// assert_eq!(veltix::AsyncServer::new(veltix::ServerConfig::local()).node_id(), None);
+    /// ```
+    pub fn node_id(&self) -> Option<String> {
+        self.shared.cluster.get().map(|n| n.id().to_string())
+    }
+
+    /// See [`Server::cluster_stats`].
+    ///
+    /// ```
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// assert!(server.cluster_stats().is_none());
+    /// ```
+    pub fn cluster_stats(&self) -> Option<ClusterStats> {
+        self.shared.cluster.get().map(|n| n.stats())
+    }
+
+    /// The cluster broadcast both faces make (it never waits: the frame is queued).
+    fn broadcast_now(&self, request: &Request, except: &[ClusterId]) -> Result<usize> {
+        self.node()?.broadcast(request, except)
+    }
+
+    /// See [`Server::cluster_leave`].
+    ///
+    /// ```no_run
+    /// # async fn f(server: veltix::AsyncServer) -> veltix::Result<()> {
+    /// server.close_all().await;
+    /// server.cluster_leave().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn cluster_leave(&self) -> Result<()> {
+        self.node()?.leave().await
+    }
+
+    /// See [`Server::cluster_broker_round_trip`].
+    ///
+    /// ```no_run
+    /// # async fn f(server: veltix::AsyncServer) -> veltix::Result<()> {
+    /// println!("{:?}", server.cluster_broker_round_trip().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn cluster_broker_round_trip(&self) -> Result<Duration> {
+        self.node()?.broker_round_trip().await
     }
 
     /// See [`Server::cluster_broadcast`] (it does not wait: the frame is queued).
@@ -270,7 +317,7 @@ impl AsyncServer {
         request: impl Borrow<Request>,
         except: &[ClusterId],
     ) -> Result<usize> {
-        self.node()?.broadcast(request.borrow(), except)
+        self.broadcast_now(request.borrow(), except)
     }
 
     /// See [`Server::cluster_send`].

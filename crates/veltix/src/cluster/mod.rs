@@ -673,7 +673,7 @@ impl Node {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        crate::rt::block_on(&self.rt, fut)
+        crate::blocking::block_on(&self.rt, fut)
     }
 
     fn unavailable(&self, why: &str) -> Error {

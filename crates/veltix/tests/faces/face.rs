@@ -330,7 +330,7 @@ impl ServerApi for AsyncServer {
         })
     }
     fn sender(&self) -> ServerSender {
-        self.as_blocking().sender()
+        AsyncServer::sender(self)
     }
     fn clients(&self) -> Vec<ClientInfo> {
         AsyncServer::clients(self)
@@ -398,7 +398,7 @@ impl ClientApi for AsyncClient {
         rt().block_on(AsyncClient::ping(self, T))
     }
     fn sender(&self) -> ClientSender {
-        self.as_blocking().sender()
+        AsyncClient::sender(self)
     }
 }
 
