@@ -43,10 +43,12 @@ use crate::{Request, Response, Result};
 /// nesting `block_on`, which would panic), and from a handler (through [`pool::blocking`], so
 /// the handler pool is not starved meanwhile).
 ///
-/// Not from a task of `handle`'s own multi-threaded runtime: the task spawned here goes to that
-/// worker's own next-task slot, which the other workers do not steal, and the wait never ends
-/// (seen with a `Server` on `Handle::current()` whose `close_all` is called from a task). The
-/// async face is the way there.
+/// On a worker of a multi-threaded runtime (`handle`'s own or another), the wait runs in
+/// [`tokio::task::block_in_place`]: the worker hands its queue, and the task spawned here that
+/// may sit in it, to another thread before it parks. Without that, a blocking call from a task
+/// of the server's own runtime (a `Server` on `Handle::current()` closed from a task) never
+/// returned: the spawned task waited in that worker's next-task slot, which other workers do not
+/// steal. It still blocks that worker: inside a tokio program the async face is the better way.
 ///
 /// # Panics
 /// On the thread of a current-thread runtime when `handle` is a current-thread runtime too (the
@@ -78,8 +80,13 @@ where
     handle.spawn(async move {
         let _ = tx.send(fut.await);
     });
-    crate::pool::blocking(|| rx.recv())
-        .unwrap_or_else(|_| panic!("veltix runtime task was cancelled"))
+    let wait = || crate::pool::blocking(|| rx.recv());
+    let got = if current.runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
+    };
+    got.unwrap_or_else(|_| panic!("veltix runtime task was cancelled"))
 }
 
 /// A blocking request/response on `conn`: the fast path described in the module doc. Fails
@@ -149,6 +156,29 @@ mod tests {
         let from_worker = user
             .block_on(async move { tokio::spawn(async move { on_io(&h) }).await.expect("task") });
         assert_eq!(from_worker, tokio::runtime::RuntimeFlavor::MultiThread);
+    }
+
+    /// A blocking call from a task of the server's own multi-threaded runtime returns (it hung
+    /// before `block_in_place`: the future's task sat in the calling worker's next-task slot).
+    /// Run on a runtime of one worker, so no other worker could have picked the task up anyway.
+    #[test]
+    fn block_on_from_a_task_of_the_servers_own_runtime_returns() {
+        let rt = runtime(1);
+        let (tx, rx) = mpsc::channel();
+        rt.spawn(async move {
+            let server =
+                Server::with_handle(ServerConfig::local(), tokio::runtime::Handle::current());
+            let started = server.start().is_ok();
+            // From this task: the blocking close_all waits for a future of this runtime.
+            server.close_all();
+            let _ = tx.send(started && !server.is_running());
+        });
+        let got = rx.recv_timeout(T);
+        if got.is_err() {
+            // The task hangs: dropping the runtime would wait for it forever; fail instead.
+            std::mem::forget(rt);
+        }
+        assert_eq!(got, Ok(true));
     }
 
     /// The lone waiter (one request in flight, a plain thread) gets its own reply, whether it

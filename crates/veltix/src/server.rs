@@ -816,10 +816,11 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// The blocking face of an async server (for code that mixes both). Its calls that wait must
-/// not be made from the tasks of the runtime the server runs on: on a current-thread runtime
-/// they panic (see [`Server::close_all`]), on a multi-threaded one they may never return. Use
-/// the async face there, the blocking one from other threads.
+/// The blocking face of an async server (for code that mixes both). Its calls that wait
+/// should not be made from the tasks of the runtime the server runs on: on a current-thread
+/// runtime they panic (see [`Server::close_all`]); on a multi-threaded one they work, but block
+/// that worker thread while they wait (`tokio::task::block_in_place`). Use the async face
+/// there, the blocking one from other threads.
 ///
 /// ```
 /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
