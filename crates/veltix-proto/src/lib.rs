@@ -62,11 +62,11 @@ pub mod frame;
 pub mod handshake;
 pub mod ids;
 pub mod json;
+pub mod keepalive;
+pub mod rules;
 pub mod types;
 
-pub use connection::{
-    CloseReason, Connection, ConnectionConfig, ConnectionStats, Event, KeepAlive,
-};
+pub use connection::{CloseReason, Connection, ConnectionConfig, ConnectionStats, Event};
 pub use decoder::{Decoded, Decoder, DecoderConfig, DecoderStats, Rejection};
 pub use error::{
     Error, FrameError, HandshakeError, JsonError, JsonSyntax, ParseGenerationError, TextEncoding,
@@ -78,6 +78,8 @@ pub use frame::{
 };
 pub use handshake::{Handshake, HandshakeConfig, Role};
 pub use ids::{IdAllocator, PendingTable};
+pub use keepalive::{KeepAlive, KeepAliveAction, KeepAliveTimer};
+pub use rules::{check_outgoing, classify, Inbound};
 pub use types::{
     system_types, MessageType, TypeRegistry, TypeSet, ERROR, HEARTBEAT, HELLO, HELLO_ACK,
     INVALID_REQUEST, PING, PONG,
