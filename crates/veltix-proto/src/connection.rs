@@ -13,8 +13,8 @@
 //! - [`Connection::poll_timeout`] says when to call [`Connection::handle_timeout`] next.
 //!
 //! Its rules are the shared pieces the `veltix` runtime's engine calls too:
-//! [`check_outgoing`](crate::check_outgoing) for every send, [`classify`](crate::classify) for
-//! every received frame, and a [`KeepAliveTimer`](crate::KeepAliveTimer) for keep-alive.
+//! [`check_outgoing`] for every send, [`classify`] for
+//! every received frame, and a [`KeepAliveTimer`] for keep-alive.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
