@@ -57,8 +57,12 @@ fn keepalive_cases() -> [Option<KeepAlive>; 2] {
     ]
 }
 
-#[test]
-fn an_unanswered_async_request_times_out() {
+/// Runs `scenario` with a connected async client of a [`server`], with keep-alive off and on.
+fn with_each_keepalive<F, Fut>(scenario: F)
+where
+    F: Fn(AsyncClient, Option<KeepAlive>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let rt = runtime();
     for ka in keepalive_cases() {
         let (_server, port) = server(ka);
@@ -66,66 +70,64 @@ fn an_unanswered_async_request_times_out() {
         let c = client(port, ka);
         rt.block_on(async {
             c.connect().await.expect("connect");
-            let timeout = Duration::from_millis(200);
-            for _ in 0..3 {
-                let r = tokio::time::timeout(
-                    timeout + MARGIN,
-                    c.send_and_wait(Request::text(&HOLD, "never answered"), timeout),
-                )
-                .await
-                .unwrap_or_else(|_| panic!("keep-alive {ka:?}: the request never timed out"));
-                match r {
-                    Err(Error::Timeout(d)) => assert_eq!(d, timeout),
-                    other => panic!("keep-alive {ka:?}: expected Timeout, got {other:?}"),
-                }
-            }
-            // The link is fine and the timed-out ids were released: requests still work.
-            let r = c
-                .send_and_wait(Request::text(&ECHO, "still here"), MARGIN)
-                .await
-                .expect("echo after the timeouts");
-            assert_eq!(r.text().unwrap(), "still here");
-            // So does an async ping.
-            c.ping(MARGIN).await.expect("ping");
+            scenario(c, ka).await;
         });
     }
 }
 
 #[test]
-fn a_short_timeout_after_a_long_one_wakes_the_timer() {
-    let rt = runtime();
-    for ka in keepalive_cases() {
-        let (_server, port) = server(ka);
-        let _g = rt.enter();
-        let c = client(port, ka);
-        rt.block_on(async {
-            c.connect().await.expect("connect");
-            let long = Duration::from_secs(3600);
-            let short = Duration::from_millis(100);
-            let long_wait = c.send_and_wait(Request::text(&HOLD, "long"), long);
-            tokio::pin!(long_wait);
-            // Registers the long request (the timer task now sleeps on its deadline; a round
-            // trip gives it the time to get there).
-            assert!(futures_poll_once(&mut long_wait).await.is_none());
-            c.send_and_wait(Request::text(&ECHO, "sync"), MARGIN)
-                .await
-                .expect("echo");
+fn an_unanswered_async_request_times_out() {
+    with_each_keepalive(|c, ka| async move {
+        let timeout = Duration::from_millis(200);
+        for _ in 0..3 {
             let r = tokio::time::timeout(
-                MARGIN,
-                c.send_and_wait(Request::text(&HOLD, "short"), short),
+                timeout + MARGIN,
+                c.send_and_wait(Request::text(&HOLD, "never answered"), timeout),
             )
             .await
-            .unwrap_or_else(|_| {
-                panic!("keep-alive {ka:?}: the short request waited for the long one")
-            });
+            .unwrap_or_else(|_| panic!("keep-alive {ka:?}: the request never timed out"));
             match r {
-                Err(Error::Timeout(d)) => assert_eq!(d, short),
+                Err(Error::Timeout(d)) => assert_eq!(d, timeout),
                 other => panic!("keep-alive {ka:?}: expected Timeout, got {other:?}"),
             }
-            // The long one is still waiting, not failed.
-            assert!(futures_poll_once(&mut long_wait).await.is_none());
-        });
-    }
+        }
+        // The link is fine and the timed-out ids were released: requests still work.
+        let r = c
+            .send_and_wait(Request::text(&ECHO, "still here"), MARGIN)
+            .await
+            .expect("echo after the timeouts");
+        assert_eq!(r.text().unwrap(), "still here");
+        // So does an async ping.
+        c.ping(MARGIN).await.expect("ping");
+    });
+}
+
+#[test]
+fn a_short_timeout_after_a_long_one_wakes_the_timer() {
+    with_each_keepalive(|c, ka| async move {
+        let long = Duration::from_secs(3600);
+        let short = Duration::from_millis(100);
+        let long_wait = c.send_and_wait(Request::text(&HOLD, "long"), long);
+        tokio::pin!(long_wait);
+        // Registers the long request (the timer task now sleeps on its deadline; a round
+        // trip gives it the time to get there).
+        assert!(futures_poll_once(&mut long_wait).await.is_none());
+        c.send_and_wait(Request::text(&ECHO, "sync"), MARGIN)
+            .await
+            .expect("echo");
+        let r = tokio::time::timeout(
+            MARGIN,
+            c.send_and_wait(Request::text(&HOLD, "short"), short),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("keep-alive {ka:?}: the short request waited for the long one"));
+        match r {
+            Err(Error::Timeout(d)) => assert_eq!(d, short),
+            other => panic!("keep-alive {ka:?}: expected Timeout, got {other:?}"),
+        }
+        // The long one is still waiting, not failed.
+        assert!(futures_poll_once(&mut long_wait).await.is_none());
+    });
 }
 
 /// Polls a future once: `Some` if it completed.
