@@ -932,10 +932,11 @@ impl Conn {
         });
     }
 
-    /// Stamps a receive (see `last_rx_ns`).
+    /// Stamps a receive (see `last_rx_ns`). A plain store, as cheap as it was: two readers
+    /// racing may leave the older of two stamps nanoseconds apart, which keep-alive ignores.
     fn touch(&self) {
         let ns = self.started.elapsed().as_nanos() as u64;
-        self.last_rx_ns.fetch_max(ns, Ordering::Relaxed);
+        self.last_rx_ns.store(ns, Ordering::Relaxed);
     }
 
     /// When something was last received (or the connection started driving).
