@@ -1093,11 +1093,21 @@ impl Conn {
 /// `close_timeout` to flush. Returns the reason and, for a local close whose queued data was
 /// flushed, the deadline until which the driver lingers (see [`linger`]).
 async fn supervise(
-    conn: &Conn,
+    conn: &Arc<Conn>,
     reader: impl std::future::Future<Output = CloseReason>,
     writer: impl std::future::Future<Output = WriteEnd>,
 ) -> (CloseReason, Option<Instant>) {
-    let keepalive = timer_loop(conn);
+    // The timer is a task of its own: as a branch of this `select!` it would be polled (a lock
+    // of its `Notify`) on every wake-up of the reader and the writer, i.e. on every read and
+    // write; a `JoinHandle` costs an atomic load.
+    let mut timer = AbortOnDrop(tokio::spawn(timer_loop(conn.clone())));
+    let keepalive = async {
+        match (&mut timer.0).await {
+            Ok(r) => r,
+            // Not reached (the task is aborted only by this guard, and does not panic).
+            Err(_) => std::future::pending().await,
+        }
+    };
     tokio::pin!(reader, writer, keepalive);
     tokio::select! {
         r = &mut reader => {
@@ -1440,11 +1450,20 @@ async fn write_loop(conn: &Conn, stream: &OwnedWriteHalf) -> WriteEnd {
     }
 }
 
+/// Aborts a task when dropped (the connection's timer task ends with its `supervise`).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The connection's one timer: keep-alive (`veltix_proto`'s [`KeepAliveTimer`] fed with the
 /// receive stamps) and the deadlines of the async requests in the pending table. Sleeps until
 /// the earlier of the two (or until woken for an earlier request deadline); returns only when
 /// keep-alive gives up on the peer.
-async fn timer_loop(conn: &Conn) -> CloseReason {
+async fn timer_loop(conn: Arc<Conn>) -> CloseReason {
     let mut keepalive = conn.settings.keepalive.map(|ka| {
         let policy = veltix_proto::KeepAlive::new(ka.interval, ka.timeout);
         KeepAliveTimer::new(policy, conn.last_rx())
