@@ -46,7 +46,7 @@
 //!   `ClientSender` and the cluster calls.
 //! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters
 //!   (a [`proto::PendingTable`]), and one timer task; one reader core and one supervisor of
-//!   reader, writer and timer for both transports. Shared by both sides. It keeps its own
+//!   reader, writer and timer task for both transports. Shared by both sides. It keeps its own
 //!   concurrency design (senders write inline, a blocking waiter reads its own reply from the
 //!   socket, handler batches hold their replies) but none of the protocol rules: those are
 //!   `veltix-proto`'s sans-I/O pieces, called where the data is. Every send goes through
