@@ -11,6 +11,10 @@
 //! - [`Connection::poll_event`] gives [`Event`]s: frames for the handlers, replies matched to
 //!   their requests, requests that timed out, and the [`CloseReason`];
 //! - [`Connection::poll_timeout`] says when to call [`Connection::handle_timeout`] next.
+//!
+//! Its rules are the shared pieces the `veltix` runtime's engine calls too:
+//! [`check_outgoing`] for every send, [`classify`] for
+//! every received frame, and a [`KeepAliveTimer`] for keep-alive.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -21,35 +25,11 @@ use crate::decoder::{Decoded, Decoder, DecoderConfig, Rejection};
 use crate::frame::{encode_parts, Frame, Generation};
 use crate::handshake::Role;
 use crate::ids::{IdAllocator, PendingTable};
-use crate::types::{system_types, TypeSet, FIRST_USER_CODE, PING, PONG};
+pub use crate::keepalive::KeepAlive;
+use crate::keepalive::{KeepAliveAction, KeepAliveTimer};
+use crate::rules::{check_outgoing, classify, Inbound};
+use crate::types::{TypeSet, PING, PONG};
 use crate::Error;
-
-/// Keep-alive: after `interval` without receiving anything, send a PING (again every
-/// `interval`); after `timeout` without receiving anything, close the connection.
-///
-/// ```
-/// use std::time::Duration;
-/// use veltix_proto::KeepAlive;
-/// let ka = KeepAlive::new(Duration::from_secs(5), Duration::from_secs(15));
-/// assert_eq!(ka.timeout, Duration::from_secs(15));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeepAlive {
-    /// Idle time before a PING is sent.
-    pub interval: Duration,
-    /// Idle time after which the peer counts as gone.
-    pub timeout: Duration,
-}
-
-impl KeepAlive {
-    /// A keep-alive policy (an `interval` of zero counts as 1 ms).
-    pub fn new(interval: Duration, timeout: Duration) -> Self {
-        KeepAlive {
-            interval: interval.max(Duration::from_millis(1)),
-            timeout,
-        }
-    }
-}
 
 /// Settings of a [`Connection`].
 ///
@@ -235,8 +215,8 @@ pub struct Connection {
     started: Instant,
     /// The latest `now` the caller passed in.
     clock: Instant,
-    last_rx: Instant,
-    last_keepalive_ping: Option<Instant>,
+    /// `Some` when keep-alive is on.
+    keepalive: Option<KeepAliveTimer>,
     closed: Option<CloseReason>,
     stats: ConnectionStats,
 }
@@ -257,6 +237,7 @@ impl Connection {
             max_message_size: config.max_message_size,
             known_types: config.known_types.clone(),
         });
+        let keepalive = config.keepalive.map(|ka| KeepAliveTimer::new(ka, now));
         Connection {
             config,
             decoder,
@@ -266,8 +247,7 @@ impl Connection {
             events: VecDeque::new(),
             started: now,
             clock: now,
-            last_rx: now,
-            last_keepalive_ping: None,
+            keepalive,
             closed: None,
             stats: ConnectionStats::default(),
         }
@@ -310,27 +290,10 @@ impl Connection {
         }
     }
 
-    /// Refuses what the peer would drop: reserved codes other than the generation's system
-    /// types, and frames over `max_message_size`.
+    /// Refuses what the peer would drop (see [`check_outgoing`]).
     fn check_outgoing(&self, message_type: u16, content_len: usize) -> Result<(), Error> {
-        if !self.is_allowed_type(message_type) {
-            return Err(Error::ReservedTypeCode { code: message_type });
-        }
-        let len = self.config.generation.header_len() + content_len;
-        if len > self.config.max_message_size {
-            return Err(Error::FrameTooLarge {
-                len,
-                limit: self.config.max_message_size,
-            });
-        }
-        Ok(())
-    }
-
-    fn is_allowed_type(&self, code: u16) -> bool {
-        code >= FIRST_USER_CODE
-            || system_types(self.config.generation)
-                .iter()
-                .any(|t| t.code() == code)
+        let c = &self.config;
+        check_outgoing(c.generation, c.max_message_size, message_type, content_len)
     }
 
     fn queue(&mut self, message_type: u16, request_id: u32, content: &[u8]) -> Result<(), Error> {
@@ -448,8 +411,9 @@ impl Connection {
             return;
         }
         self.tick(now);
-        self.last_rx = self.last_rx.max(now);
-        self.last_keepalive_ping = None;
+        if let Some(ka) = &mut self.keepalive {
+            ka.on_receive(now);
+        }
         self.decoder.feed(data);
         while self.closed.is_none() {
             match self.decoder.decode() {
@@ -462,28 +426,27 @@ impl Connection {
 
     fn route(&mut self, f: Frame) {
         self.stats.frames_in += 1;
-        if f.message_type == PING.code() {
-            // A system type: always fits, never fails.
-            if self.queue(PONG.code(), f.request_id, &[]).is_ok() {
-                self.stats.pings_answered += 1;
+        let pending = &mut self.pending;
+        match classify(self.config.generation, f.message_type, f.request_id, |id| {
+            pending.remove(id)
+        }) {
+            Inbound::Ping => {
+                // A system type: always fits, never fails.
+                if self.queue(PONG.code(), f.request_id, &[]).is_ok() {
+                    self.stats.pings_answered += 1;
+                }
             }
-            return;
-        }
-        if !self.is_allowed_type(f.message_type) {
-            self.close_with(CloseReason::ReservedType {
+            Inbound::Reserved => self.close_with(CloseReason::ReservedType {
                 message_type: f.message_type,
                 request_id: f.request_id,
-            });
-            return;
-        }
-        match self.pending.remove(f.request_id) {
-            Some(Waiter::Request) => self.events.push_back(Event::Reply {
+            }),
+            Inbound::Reply(Waiter::Request) => self.events.push_back(Event::Reply {
                 request_id: f.request_id,
                 frame: f,
             }),
-            Some(Waiter::KeepAlive) => {}
-            None if f.message_type == PONG.code() => self.stats.stray_pongs += 1,
-            None => self.events.push_back(Event::Message(f)),
+            Inbound::Reply(Waiter::KeepAlive) => {}
+            Inbound::StrayPong => self.stats.stray_pongs += 1,
+            Inbound::Message => self.events.push_back(Event::Message(f)),
         }
     }
 
@@ -531,25 +494,23 @@ impl Connection {
                 self.events.push_back(Event::TimedOut { request_id: id });
             }
         }
-        let Some(ka) = self.config.keepalive else {
+        let Some(ka) = &mut self.keepalive else {
             return;
         };
-        let idle = now.saturating_duration_since(self.last_rx);
-        if idle >= ka.timeout {
-            self.close_with(CloseReason::KeepAliveTimeout { idle });
-        } else if idle >= ka.interval
-            && self
-                .last_keepalive_ping
-                .is_none_or(|t| now.saturating_duration_since(t) >= ka.interval)
-        {
-            let deadline = self.last_rx.checked_add(ka.timeout);
-            if self
-                .register_and_queue(deadline, Waiter::KeepAlive, PING.code(), &[])
-                .is_ok()
-            {
-                self.stats.keepalive_pings += 1;
+        let (action, deadline) = (ka.poll(now), ka.close_deadline());
+        match action {
+            KeepAliveAction::Nothing => {}
+            KeepAliveAction::Close { idle } => {
+                self.close_with(CloseReason::KeepAliveTimeout { idle })
             }
-            self.last_keepalive_ping = Some(now);
+            KeepAliveAction::Ping => {
+                if self
+                    .register_and_queue(deadline, Waiter::KeepAlive, PING.code(), &[])
+                    .is_ok()
+                {
+                    self.stats.keepalive_pings += 1;
+                }
+            }
         }
     }
 
@@ -558,17 +519,10 @@ impl Connection {
         if self.closed.is_some() {
             return None;
         }
-        let keepalive = self.config.keepalive.and_then(|ka| {
-            let close = self.last_rx.checked_add(ka.timeout);
-            let ping = self
-                .last_keepalive_ping
-                .unwrap_or(self.last_rx)
-                .checked_add(ka.interval);
-            match (close, ping) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        });
+        let keepalive = self
+            .keepalive
+            .as_ref()
+            .and_then(KeepAliveTimer::next_deadline);
         match (self.pending.next_deadline(), keepalive) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

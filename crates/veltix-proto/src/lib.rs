@@ -22,11 +22,23 @@
 //!   reserved range, and [`TypeRegistry`] reproducing Python's auto-allocation.
 //! - [`ids`]: [`IdAllocator`] (Gen 3 counters with the client/server split, Gen 1 random ids) and
 //!   [`PendingTable`], a table of waiters with deadlines driven by a caller-supplied clock.
+//! - [`rules`]: the per-frame rules of an established link as pure functions:
+//!   [`check_outgoing`] (reserved codes other than the generation's system types, frames over
+//!   `max_message_size`) and [`classify`] (a received frame is a PING to answer, a reserved
+//!   code, the reply of a waiter, a stray PONG, or a message).
+//! - [`keepalive`]: the [`KeepAlive`] policy and [`KeepAliveTimer`], its sans-I/O state
+//!   machine (receive times and `now` in, [`KeepAliveAction`] and the next deadline out).
 //! - [`connection`]: the sans-I/O [`Connection`] of an established link: bytes and the current
 //!   time in; [`Event`]s (frames for the handlers, replies matched to their requests, request
-//!   timeouts, the [`CloseReason`]), bytes to write and the next timer deadline out. PINGs are
-//!   answered, keep-alive and request deadlines run on the caller's clock, sizes and reserved
-//!   types are checked.
+//!   timeouts, the [`CloseReason`]), bytes to write and the next timer deadline out. Built on
+//!   [`rules`], [`keepalive`] and [`PendingTable`]; request deadlines run on the caller's clock.
+//!
+//! The `veltix` runtime does not run a [`Connection`] behind a lock (that would serialise its
+//! fast paths: inline writes, waiters reading their own reply, handler batches). Its engine
+//! calls the same pieces instead: [`check_outgoing`] on every send, [`classify`] on every
+//! decoded frame, a [`KeepAliveTimer`] and the [`PendingTable`]'s deadlines in one timer task
+//! per connection. So each rule lives here once, tested with a simulated clock; only what to do
+//! with a reserved code differs (`Connection` closes, the runtime drops it like Python).
 //! - [`json`]: JSON written byte-for-byte like Python's `json.dumps`, and read like `json.loads`.
 //! - [`Error`]: the one error type, with nested typed detail ([`HandshakeError`], [`FrameError`],
 //!   [`JsonError`], [`TextEncoding`], [`ParseGenerationError`], [`VersionPayloadError`]); no
@@ -62,11 +74,11 @@ pub mod frame;
 pub mod handshake;
 pub mod ids;
 pub mod json;
+pub mod keepalive;
+pub mod rules;
 pub mod types;
 
-pub use connection::{
-    CloseReason, Connection, ConnectionConfig, ConnectionStats, Event, KeepAlive,
-};
+pub use connection::{CloseReason, Connection, ConnectionConfig, ConnectionStats, Event};
 pub use decoder::{Decoded, Decoder, DecoderConfig, DecoderStats, Rejection};
 pub use error::{
     Error, FrameError, HandshakeError, JsonError, JsonSyntax, ParseGenerationError, TextEncoding,
@@ -78,6 +90,8 @@ pub use frame::{
 };
 pub use handshake::{Handshake, HandshakeConfig, Role};
 pub use ids::{IdAllocator, PendingTable};
+pub use keepalive::{KeepAlive, KeepAliveAction, KeepAliveTimer};
+pub use rules::{check_outgoing, classify, Inbound};
 pub use types::{
     system_types, MessageType, TypeRegistry, TypeSet, ERROR, HEARTBEAT, HELLO, HELLO_ACK,
     INVALID_REQUEST, PING, PONG,

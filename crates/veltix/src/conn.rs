@@ -14,11 +14,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 use veltix_proto::{
-    encode_parts, Decoded, Decoder, DecoderConfig, Frame, Generation, Handshake, IdAllocator,
-    PendingTable, Rejection, PING, PONG,
+    check_outgoing, classify, encode_parts, Decoded, Decoder, DecoderConfig, Frame, Generation,
+    Handshake, IdAllocator, Inbound, KeepAliveAction, KeepAliveTimer, PendingTable, Rejection,
+    PING, PONG,
 };
 
-use crate::config::{KeepAlive, PerformanceMode, Settings};
+use crate::config::{PerformanceMode, Settings};
 use crate::observe::Event;
 use crate::pool::SerialQueue;
 use crate::stats::{add, finish_throttled, throttled, Counters, Throttle};
@@ -39,18 +40,32 @@ enum Stop {
 }
 
 enum Waiter {
+    /// A blocking `send_and_wait`/ping: untimed in the table (see `Conn::request_blocking`).
     Sync(std::sync::mpsc::SyncSender<Response>),
-    Async(oneshot::Sender<Response>),
-    /// Keep-alive PINGs: the PONG is absorbed.
+    /// An async `send_and_wait`/ping: registered with its deadline; the connection's timer
+    /// task (see `timer_loop`) sends it [`AsyncReply::TimedOut`] when the deadline passes.
+    Async(oneshot::Sender<AsyncReply>),
+    /// Keep-alive PINGs (untimed): the PONG is absorbed.
     Ignore,
 }
 
-/// The reply waiters: `veltix_proto`'s table, untimed (each waiter enforces its own timeout on
-/// its channel; keep-alive closes the connection), with the cheap integer hasher.
+/// What an async waiter receives.
+enum AsyncReply {
+    Reply(Response),
+    /// Its deadline passed first (the id is already released).
+    TimedOut,
+}
+
+/// The reply waiters: `veltix_proto`'s table with the cheap integer hasher. Async waiters carry
+/// their deadline; blocking waiters and keep-alive PINGs are untimed.
 struct Pending {
     waiters: PendingTable<Waiter, std::hash::BuildHasherDefault<crate::handlers::CodeHasher>>,
     ids: IdAllocator,
     closed: bool,
+    /// When the timer task will next look at the table (`None`: not before it is woken). A
+    /// waiter registered with an earlier deadline wakes it (`Conn::timer`); with uniform
+    /// timeouts a new deadline is never earlier, so the hot path costs no wake-up.
+    sweep_at: Option<std::time::Instant>,
 }
 
 /// The receiving side of a connection: shared by the reader task and a blocking
@@ -202,9 +217,14 @@ pub(crate) struct Conn {
     /// The first cause of the connection's end (first writer wins), set before `closing` and
     /// before the waiters are failed: what every later send or wait reports.
     cause: OnceLock<DisconnectCause>,
+    /// Wakes the timer task (`timer_loop`) for a deadline earlier than the one it sleeps on.
+    timer: Notify,
     stop: watch::Sender<Stop>,
-    started: Instant,
-    last_rx_ms: AtomicU64,
+    started: std::time::Instant,
+    /// When something was last received, in ns since `started`: stamped lock-free by whoever
+    /// reads the socket (the reader task, a blocking waiter); the keep-alive rule itself is
+    /// `veltix_proto`'s [`KeepAliveTimer`], run by the timer task on these stamps.
+    last_rx_ns: AtomicU64,
     /// The owner's (server's or client's) counters.
     pub(crate) counters: Arc<Counters>,
     /// This connection's repeated events, logged at most once per second each.
@@ -259,13 +279,15 @@ impl Conn {
                 waiters: PendingTable::with_hasher(Default::default()),
                 ids,
                 closed: false,
+                sweep_at: None,
             }),
             waiting: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             cause: OnceLock::new(),
+            timer: Notify::new(),
             stop: watch::channel(Stop::Run).0,
-            started: Instant::now(),
-            last_rx_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+            last_rx_ns: AtomicU64::new(0),
             counters,
             throttles: ConnThrottles::default(),
         })
@@ -356,18 +378,10 @@ impl Conn {
         }
     }
 
-    /// Refuses what the peer would drop: reserved type codes (other than the generation's
-    /// system types) and frames over `max_message_size`.
+    /// Refuses what the peer would drop ([`veltix_proto::check_outgoing`]).
     fn check_outgoing(&self, message_type: u16, content_len: usize) -> Result<()> {
-        check_type(self.settings.generation, message_type)?;
-        let len = self.settings.generation.header_len() + content_len;
-        if len > self.settings.max_message_size {
-            return Err(Error::MessageTooLarge {
-                len,
-                limit: self.settings.max_message_size,
-            });
-        }
-        Ok(())
+        let (g, max) = (self.settings.generation, self.settings.max_message_size);
+        Ok(check_outgoing(g, max, message_type, content_len)?)
     }
 
     /// Appends `len` bytes written by `write` to the outbound buffer, unless the connection is
@@ -551,7 +565,14 @@ impl Conn {
         Ok(id)
     }
 
-    fn register(&self, explicit: Option<u32>, waiter: Waiter) -> Result<u32> {
+    /// Registers a waiter, with its deadline if it has one; wakes the timer task if that
+    /// deadline is earlier than the one it sleeps on.
+    fn register(
+        &self,
+        explicit: Option<u32>,
+        waiter: Waiter,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<u32> {
         let mut p = lock(&self.pending);
         if p.closed {
             return Err(self.disconnected());
@@ -561,8 +582,25 @@ impl Conn {
             None => Self::next_id(&mut p)?,
         };
         // An explicit id that is already pending: `DuplicatePending`.
-        p.waiters.insert_untimed(id, waiter)?;
+        let wake = match deadline {
+            None => {
+                p.waiters.insert_untimed(id, waiter)?;
+                false
+            }
+            Some(d) => {
+                p.waiters.insert(id, d, waiter)?;
+                let earlier = p.sweep_at.is_none_or(|s| d < s);
+                if earlier {
+                    p.sweep_at = Some(d);
+                }
+                earlier
+            }
+        };
         self.mirror_waiting(&p);
+        drop(p);
+        if wake {
+            self.timer.notify_one();
+        }
         Ok(id)
     }
 
@@ -577,9 +615,14 @@ impl Conn {
         self.mirror_waiting(&p);
     }
 
-    fn send_registered(&self, req: &Request, waiter: Waiter) -> Result<u32> {
+    fn send_registered(
+        &self,
+        req: &Request,
+        waiter: Waiter,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<u32> {
         self.check_outgoing(req.message_type(), req.content().len())?;
-        let id = self.register(req.request_id(), waiter)?;
+        let id = self.register(req.request_id(), waiter, deadline)?;
         if let Err(e) = self.push_user_frame(req.message_type(), id, req.content()) {
             self.unregister(id);
             return Err(self.refused(e));
@@ -589,10 +632,13 @@ impl Conn {
         Ok(id)
     }
 
-    /// Blocking request/response.
+    /// Blocking request/response. The waiter is untimed in the table: this thread enforces
+    /// its own timeout with `recv_timeout` (a futex wait with a timeout, no tokio timer), and
+    /// it must wake up on its own anyway, since it parks outside the runtime; going through the
+    /// timer task would add a cross-thread hop to every timeout and nothing to the reply path.
     pub(crate) fn request_blocking(&self, req: &Request, timeout: Duration) -> Result<Response> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let id = self.send_registered(req, Waiter::Sync(tx))?;
+        let id = self.send_registered(req, Waiter::Sync(tx), None)?;
         if let Some(r) = self.spin_for_reply(&rx) {
             return Ok(r);
         }
@@ -657,14 +703,18 @@ impl Conn {
         got
     }
 
-    /// Async request/response. Dropping the future releases the id.
+    /// Async request/response. Dropping the future releases the id. No timer per request: the
+    /// waiter is registered with its deadline and the connection's timer task (`timer_loop`)
+    /// answers it with [`AsyncReply::TimedOut`] (measured: a `tokio::time::timeout` per request
+    /// cost 10 % of `veltix bench reqrep`). A timeout beyond the clock never fires.
     pub(crate) async fn request(
         self: &Arc<Self>,
         req: &Request,
         timeout: Duration,
     ) -> Result<Response> {
         let (tx, rx) = oneshot::channel();
-        let id = self.send_registered(req, Waiter::Async(tx))?;
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        let id = self.send_registered(req, Waiter::Async(tx), deadline)?;
         struct Release<'a>(&'a Conn, u32, bool);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
@@ -674,14 +724,13 @@ impl Conn {
             }
         }
         let mut guard = Release(self, id, false);
-        let r = tokio::time::timeout(timeout, rx).await;
+        let r = rx.await;
+        // Answered either way: the reply and the timeout both took the waiter out of the table.
+        guard.2 = r.is_ok();
         match r {
-            Ok(Ok(resp)) => {
-                guard.2 = true;
-                Ok(resp)
-            }
-            Ok(Err(_)) => Err(self.disconnected()),
-            Err(_) => Err(Error::Timeout(timeout)),
+            Ok(AsyncReply::Reply(resp)) => Ok(resp),
+            Ok(AsyncReply::TimedOut) => Err(Error::Timeout(timeout)),
+            Err(_) => Err(self.disconnected()),
         }
     }
 
@@ -700,49 +749,53 @@ impl Conn {
         Ok(t0.elapsed())
     }
 
-    /// Routes a received frame to its waiter; gives it back if nobody waits for its id.
-    fn deliver(&self, frame: Frame) -> Option<Frame> {
+    /// Takes the waiter of a received frame's id out of the table, if there is one.
+    fn take_waiter(&self, id: u32) -> Option<Waiter> {
         // A waiter is registered before its request is written, so before its reply can be
         // read: if the count is 0 here, nobody waits for this frame.
         if self.waiting.load(Ordering::Acquire) == 0 {
-            return Some(frame);
+            return None;
         }
-        let waiter = {
-            let mut p = lock(&self.pending);
-            if p.waiters.is_empty() {
-                return Some(frame);
-            }
-            let w = p.waiters.remove(frame.request_id);
-            self.mirror_waiting(&p);
-            w
-        };
-        match waiter {
-            None => Some(frame),
-            Some(Waiter::Ignore) => None,
-            Some(Waiter::Sync(tx)) => {
-                let _ = tx.try_send(Response::from_frame(frame));
-                None
-            }
-            Some(Waiter::Async(tx)) => {
-                let _ = tx.send(Response::from_frame(frame));
-                None
-            }
+        let mut p = lock(&self.pending);
+        if p.waiters.is_empty() {
+            return None;
         }
+        let w = p.waiters.remove(id);
+        self.mirror_waiting(&p);
+        w
     }
 
-    /// Answers PINGs and hands replies to their waiters; gives back the frames for the handlers.
+    /// Applies [`veltix_proto::classify`] to a received frame: PINGs answered, replies handed to
+    /// their waiters; gives back the frames for the handlers. Reserved codes and stray PONGs go
+    /// to the handlers too, which drop them as unrouted (counted, logged, link kept), as Python
+    /// Veltix drops them; `veltix_proto::Connection` closes on the first instead.
     fn route_frame(&self, f: Frame) -> Option<Frame> {
-        if f.message_type == PING.code() {
-            let (peer, request_id) = (self.peer, f.request_id);
-            let hook = &self.counters.observer;
-            hook.emit(|| Event::PingReceived { peer, request_id });
-            match self.push_frame(PONG.code(), f.request_id, &[]) {
-                Ok(()) => hook.emit(|| Event::PongSent { peer, request_id }),
-                Err(e) => self.pong_dropped(&e),
+        match classify(
+            self.settings.generation,
+            f.message_type,
+            f.request_id,
+            |id| self.take_waiter(id),
+        ) {
+            Inbound::Ping => {
+                let (peer, request_id) = (self.peer, f.request_id);
+                let hook = &self.counters.observer;
+                hook.emit(|| Event::PingReceived { peer, request_id });
+                match self.push_frame(PONG.code(), f.request_id, &[]) {
+                    Ok(()) => hook.emit(|| Event::PongSent { peer, request_id }),
+                    Err(e) => self.pong_dropped(&e),
+                }
+                None
             }
-            None
-        } else {
-            self.deliver(f)
+            Inbound::Reply(Waiter::Ignore) => None,
+            Inbound::Reply(Waiter::Sync(tx)) => {
+                let _ = tx.try_send(Response::from_frame(f));
+                None
+            }
+            Inbound::Reply(Waiter::Async(tx)) => {
+                let _ = tx.send(AsyncReply::Reply(Response::from_frame(f)));
+                None
+            }
+            Inbound::Reserved | Inbound::StrayPong | Inbound::Message => Some(f),
         }
     }
 
@@ -879,14 +932,45 @@ impl Conn {
         });
     }
 
+    /// Stamps a receive (see `last_rx_ns`). A plain store, as cheap as it was: two readers
+    /// racing may leave the older of two stamps nanoseconds apart, which keep-alive ignores.
     fn touch(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_rx_ms.store(ms, Ordering::Relaxed);
+        let ns = self.started.elapsed().as_nanos() as u64;
+        self.last_rx_ns.store(ns, Ordering::Relaxed);
     }
 
-    fn idle(&self) -> Duration {
-        let now = self.started.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_rx_ms.load(Ordering::Relaxed)))
+    /// When something was last received (or the connection started driving).
+    fn last_rx(&self) -> std::time::Instant {
+        self.started + Duration::from_nanos(self.last_rx_ns.load(Ordering::Relaxed))
+    }
+
+    /// Expires the async waiters due at `now` (each is told its request timed out) and
+    /// returns when the timer task must look again: the earlier of the next request deadline
+    /// and `keepalive` (recorded as `sweep_at`, see [`Conn::register`]).
+    fn expire_requests(
+        &self,
+        now: std::time::Instant,
+        keepalive: Option<std::time::Instant>,
+    ) -> Option<std::time::Instant> {
+        let (expired, next) = {
+            let mut p = lock(&self.pending);
+            let expired = p.waiters.expire(now);
+            if !expired.is_empty() {
+                self.mirror_waiting(&p);
+            }
+            let next = match (p.waiters.next_deadline(), keepalive) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            p.sweep_at = next;
+            (expired, next)
+        };
+        for (_, w) in expired {
+            if let Waiter::Async(tx) = w {
+                let _ = tx.send(AsyncReply::TimedOut);
+            }
+        }
+        next
     }
 
     fn keepalive_ping(&self) {
@@ -907,21 +991,6 @@ impl Conn {
             self.unregister(id);
         }
     }
-}
-
-/// Reserved codes (0..=199) may only be the generation's system types: a Python peer drops
-/// anything else.
-pub(crate) fn check_type(generation: Generation, code: u16) -> Result<()> {
-    if code >= veltix_proto::types::FIRST_USER_CODE {
-        return Ok(());
-    }
-    let system = veltix_proto::system_types(generation)
-        .iter()
-        .any(|t| t.code() == code);
-    if !system {
-        return Err(veltix_proto::Error::ReservedTypeCode { code }.into());
-    }
-    Ok(())
 }
 
 /// Runs a handshake over `stream` (plain TCP or TLS) until it is done, or until a
@@ -964,25 +1033,6 @@ where
         stream.flush().await?;
     }
     Ok(())
-}
-
-/// What keep-alive should do after `idle` without receiving anything.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum KeepAliveAction {
-    Nothing,
-    Ping,
-    Close,
-}
-
-/// The keep-alive rule, a pure function of the idle time (unit-tested without a clock).
-pub(crate) fn keepalive_action(idle: Duration, ka: &KeepAlive) -> KeepAliveAction {
-    if idle >= ka.timeout {
-        KeepAliveAction::Close
-    } else if idle >= ka.interval {
-        KeepAliveAction::Ping
-    } else {
-        KeepAliveAction::Nothing
-    }
 }
 
 /// Drives a connection until it ends: reader, writer and keep-alive. Frames that are neither
@@ -1043,11 +1093,21 @@ impl Conn {
 /// `close_timeout` to flush. Returns the reason and, for a local close whose queued data was
 /// flushed, the deadline until which the driver lingers (see [`linger`]).
 async fn supervise(
-    conn: &Conn,
+    conn: &Arc<Conn>,
     reader: impl std::future::Future<Output = CloseReason>,
     writer: impl std::future::Future<Output = WriteEnd>,
 ) -> (CloseReason, Option<Instant>) {
-    let keepalive = keepalive_loop(conn);
+    // The timer is a task of its own: as a branch of this `select!` it would be polled (a lock
+    // of its `Notify`) on every wake-up of the reader and the writer, i.e. on every read and
+    // write; a `JoinHandle` costs an atomic load.
+    let mut timer = AbortOnDrop(tokio::spawn(timer_loop(conn.clone())));
+    let keepalive = async {
+        match (&mut timer.0).await {
+            Ok(r) => r,
+            // Not reached (the task is aborted only by this guard, and does not panic).
+            Err(_) => std::future::pending().await,
+        }
+    };
     tokio::pin!(reader, writer, keepalive);
     tokio::select! {
         r = &mut reader => {
@@ -1390,46 +1450,46 @@ async fn write_loop(conn: &Conn, stream: &OwnedWriteHalf) -> WriteEnd {
     }
 }
 
-async fn keepalive_loop(conn: &Conn) -> CloseReason {
-    let Some(ka) = conn.settings.keepalive else {
-        return std::future::pending().await;
-    };
-    let tick = (ka.interval / 2).max(Duration::from_millis(10));
-    loop {
-        tokio::time::sleep(tick).await;
-        match keepalive_action(conn.idle(), &ka) {
-            KeepAliveAction::Nothing => {}
-            KeepAliveAction::Ping => conn.keepalive_ping(),
-            KeepAliveAction::Close => return CloseReason::KeepAliveTimeout(ka.timeout),
-        }
+/// Aborts a task when dropped (the connection's timer task ends with its `supervise`).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keepalive_rule() {
-        let ka = KeepAlive {
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(15),
-        };
-        assert_eq!(
-            keepalive_action(Duration::from_secs(4), &ka),
-            KeepAliveAction::Nothing
-        );
-        assert_eq!(
-            keepalive_action(Duration::from_secs(5), &ka),
-            KeepAliveAction::Ping
-        );
-        assert_eq!(
-            keepalive_action(Duration::from_secs(14), &ka),
-            KeepAliveAction::Ping
-        );
-        assert_eq!(
-            keepalive_action(Duration::from_secs(15), &ka),
-            KeepAliveAction::Close
-        );
+/// The connection's one timer: keep-alive (`veltix_proto`'s [`KeepAliveTimer`] fed with the
+/// receive stamps) and the deadlines of the async requests in the pending table. Sleeps until
+/// the earlier of the two (or until woken for an earlier request deadline); returns only when
+/// keep-alive gives up on the peer.
+async fn timer_loop(conn: Arc<Conn>) -> CloseReason {
+    let mut keepalive = conn.settings.keepalive.map(|ka| {
+        let policy = veltix_proto::KeepAlive::new(ka.interval, ka.timeout);
+        KeepAliveTimer::new(policy, conn.last_rx())
+    });
+    loop {
+        let now = std::time::Instant::now();
+        if let Some(ka) = &mut keepalive {
+            let rx = conn.last_rx();
+            if rx > ka.last_receive() {
+                ka.on_receive(rx);
+            }
+            match ka.poll(now) {
+                KeepAliveAction::Nothing => {}
+                KeepAliveAction::Ping => conn.keepalive_ping(),
+                KeepAliveAction::Close { idle } => return CloseReason::KeepAliveTimeout(idle),
+            }
+        }
+        let next = conn.expire_requests(now, keepalive.as_ref().and_then(|k| k.next_deadline()));
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(Instant::from_std(at)) => {}
+                    _ = conn.timer.notified() => {}
+                }
+            }
+            None => conn.timer.notified().await,
+        }
     }
 }

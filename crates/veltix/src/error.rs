@@ -197,6 +197,10 @@ impl From<veltix_proto::Error> for Error {
     fn from(e: veltix_proto::Error) -> Self {
         match e {
             veltix_proto::Error::Handshake(h) => Error::from(h),
+            // `veltix_proto::check_outgoing` refusing a send.
+            veltix_proto::Error::FrameTooLarge { len, limit } => {
+                Error::MessageTooLarge { len, limit }
+            }
             other => Error::Protocol(other),
         }
     }

@@ -45,8 +45,19 @@
 //!   (the lone waiter reads its own reply), used by `Server`, `Client`, `ClientInfo`,
 //!   `ClientSender` and the cluster calls.
 //! - `conn` (private): one connection: outbound buffer and writer, reader and decoder, waiters
-//!   (a [`proto::PendingTable`]), keep-alive; one reader core and one supervisor of reader,
-//!   writer and keep-alive for both transports. Shared by both sides.
+//!   (a [`proto::PendingTable`]), and one timer task; one reader core and one supervisor of
+//!   reader, writer and timer task for both transports. Shared by both sides. It keeps its own
+//!   concurrency design (senders write inline, a blocking waiter reads its own reply from the
+//!   socket, handler batches hold their replies) but none of the protocol rules: those are
+//!   `veltix-proto`'s sans-I/O pieces, called where the data is. Every send goes through
+//!   [`proto::check_outgoing`]; every decoded frame (by the reader task or a waiter thread)
+//!   through [`proto::classify`], whose waiter lookup is a lock-free count and then the pending
+//!   table (PINGs are answered, replies handed over; reserved codes and stray PONGs go to the
+//!   handlers, which drop them as unrouted, as Python does). The timer task runs a
+//!   [`proto::KeepAliveTimer`] on the receive stamps the readers leave in an atomic, and expires
+//!   the deadlines of async `send_and_wait`/ping waiters stored in the pending table (one timer
+//!   per connection, not one per request): it sleeps until the earlier of the two, and a
+//!   waiter with an earlier deadline wakes it. Blocking waits keep their own `recv_timeout`.
 //! - `pool` (private): the process-wide handler pool ([`set_handler_threads`],
 //!   [`handler_threads`], [`wrap_handler_runs`]): a lock-free task channel, one ordered queue per
 //!   connection, runs of queued tasks per worker; async handlers' futures are chained per

@@ -346,16 +346,14 @@ impl Shared {
 
     /// Checks that `req` can be sent by this server (type and size), as `broadcast` does.
     pub(crate) fn check_outgoing(&self, req: &Request) -> Result<()> {
-        let g = self.config.settings.generation;
-        conn::check_type(g, req.message_type())?;
-        let len = g.header_len() + req.content().len();
-        if len > self.config.settings.max_message_size {
-            return Err(Error::MessageTooLarge {
-                len,
-                limit: self.config.settings.max_message_size,
-            });
-        }
-        Ok(())
+        let s = &self.config.settings;
+        let (t, len) = (req.message_type(), req.content().len());
+        Ok(veltix_proto::check_outgoing(
+            s.generation,
+            s.max_message_size,
+            t,
+            len,
+        )?)
     }
 
     /// The one implementation of `close_all` behind both faces.

@@ -1,0 +1,142 @@
+//! Async request deadlines: no tokio timer per request, the connection's one timer task expires
+//! the waiters of its pending table. An async `send_and_wait` that gets no answer must still
+//! fail with `Error::Timeout` (never `Disconnected`), with keep-alive off and on, and a short
+//! timeout issued after a long one must not wait for the long one's deadline.
+//!
+//! Assertions are on the error kind; the only timing is a generous outer bound (a wait that
+//! never times out would otherwise hang the test).
+
+use std::time::Duration;
+
+use veltix::{
+    AsyncClient, ClientConfig, ClientInfo, Error, KeepAlive, MessageType, Request, Response,
+    Server, ServerConfig,
+};
+
+const HOLD: MessageType = MessageType::new(202, "hold");
+const ECHO: MessageType = MessageType::new(201, "echo");
+/// The outer bound on any wait: far above every timeout used here.
+const MARGIN: Duration = Duration::from_secs(20);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A server whose HOLD route never answers and whose ECHO route does.
+fn server(keepalive: Option<KeepAlive>) -> (Server, u16) {
+    let mut cfg = ServerConfig::local();
+    cfg.settings.keepalive = keepalive;
+    let s = Server::new(cfg);
+    s.route(&HOLD, |_c: &ClientInfo, _m: Response| {});
+    s.route(&ECHO, |c: &ClientInfo, m: Response| {
+        c.send(Request::new(ECHO, m.content().clone()).respond(&m))
+    });
+    let addr = s.start().expect("start");
+    (s, addr.port())
+}
+
+fn client(port: u16, keepalive: Option<KeepAlive>) -> AsyncClient {
+    let mut cfg = ClientConfig::new("127.0.0.1", port);
+    cfg.settings.keepalive = keepalive;
+    AsyncClient::new(cfg)
+}
+
+fn keepalive_cases() -> [Option<KeepAlive>; 2] {
+    [
+        None,
+        // Pings every 50 ms: the timer task wakes for keep-alive long before the request's
+        // deadline, and must still expire the request at its own deadline.
+        Some(KeepAlive::new(
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+        )),
+    ]
+}
+
+/// Runs `scenario` with a connected async client of a [`server`], with keep-alive off and on.
+fn with_each_keepalive<F, Fut>(scenario: F)
+where
+    F: Fn(AsyncClient, Option<KeepAlive>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let rt = runtime();
+    for ka in keepalive_cases() {
+        let (_server, port) = server(ka);
+        let _g = rt.enter();
+        let c = client(port, ka);
+        rt.block_on(async {
+            c.connect().await.expect("connect");
+            scenario(c, ka).await;
+        });
+    }
+}
+
+#[test]
+fn an_unanswered_async_request_times_out() {
+    with_each_keepalive(|c, ka| async move {
+        let timeout = Duration::from_millis(200);
+        for _ in 0..3 {
+            let r = tokio::time::timeout(
+                timeout + MARGIN,
+                c.send_and_wait(Request::text(&HOLD, "never answered"), timeout),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("keep-alive {ka:?}: the request never timed out"));
+            match r {
+                Err(Error::Timeout(d)) => assert_eq!(d, timeout),
+                other => panic!("keep-alive {ka:?}: expected Timeout, got {other:?}"),
+            }
+        }
+        // The link is fine and the timed-out ids were released: requests still work.
+        let r = c
+            .send_and_wait(Request::text(&ECHO, "still here"), MARGIN)
+            .await
+            .expect("echo after the timeouts");
+        assert_eq!(r.text().unwrap(), "still here");
+        // So does an async ping.
+        c.ping(MARGIN).await.expect("ping");
+    });
+}
+
+#[test]
+fn a_short_timeout_after_a_long_one_wakes_the_timer() {
+    with_each_keepalive(|c, ka| async move {
+        let long = Duration::from_secs(3600);
+        let short = Duration::from_millis(100);
+        let long_wait = c.send_and_wait(Request::text(&HOLD, "long"), long);
+        tokio::pin!(long_wait);
+        // Registers the long request (the timer task now sleeps on its deadline; a round
+        // trip gives it the time to get there).
+        assert!(futures_poll_once(&mut long_wait).await.is_none());
+        c.send_and_wait(Request::text(&ECHO, "sync"), MARGIN)
+            .await
+            .expect("echo");
+        let r = tokio::time::timeout(
+            MARGIN,
+            c.send_and_wait(Request::text(&HOLD, "short"), short),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("keep-alive {ka:?}: the short request waited for the long one"));
+        match r {
+            Err(Error::Timeout(d)) => assert_eq!(d, short),
+            other => panic!("keep-alive {ka:?}: expected Timeout, got {other:?}"),
+        }
+        // The long one is still waiting, not failed.
+        assert!(futures_poll_once(&mut long_wait).await.is_none());
+    });
+}
+
+/// Polls a future once: `Some` if it completed.
+async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *f).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
