@@ -1,4 +1,6 @@
-//! Server and client settings.
+//! Server and client settings, and the cluster setting of a server ([`ClusterConfig`], also
+//! at `veltix::cluster::ClusterConfig`). This module depends on no other module of the crate
+//! but `util` and the error type: the runtime reads its settings, never the reverse.
 
 use std::time::Duration;
 
@@ -242,7 +244,7 @@ pub struct ServerConfig {
     pub settings: Settings,
     /// Several servers acting as one through a broker (default `None`: this server alone).
     /// See [`crate::cluster`].
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<ClusterConfig>,
     /// TLS on every connection (default `None`: plaintext, as in Python). Certificates and keys
     /// are read and checked by `start()`; see [`ServerTls`](crate::tls::ServerTls).
     pub tls: Option<crate::tls::ServerTls>,
@@ -309,7 +311,7 @@ setters!(ServerConfig {
     /// Sets [`ServerConfig::id_window`].
     id_window: u32 => std::convert::identity;
     /// Joins a cluster ([`ServerConfig::cluster`]).
-    cluster: crate::cluster::ClusterConfig => Some;
+    cluster: ClusterConfig => Some;
     /// Serves TLS ([`ServerConfig::tls`]).
     tls: crate::tls::ServerTls => Some;
 });
@@ -470,3 +472,115 @@ setters!(ClientConfig {
     /// Replaces the hello's `meta` object ([`ClientConfig::meta`]).
     meta: serde_json::Map<String, serde_json::Value> => std::convert::identity;
 });
+
+/// The cluster setting of a [`ServerConfig`](crate::ServerConfig).
+///
+/// ```
+/// use std::time::Duration;
+/// use veltix::cluster::ClusterConfig;
+/// use veltix::ServerConfig;
+/// let config = ServerConfig::local()
+///     .cluster(ClusterConfig::redis("redis://127.0.0.1:6379").node_id("eu-1"));
+/// let cluster = config.cluster.as_ref().unwrap();
+/// assert_eq!(cluster.presence_ttl, Duration::from_secs(3));
+/// assert_eq!(cluster.heartbeat_interval, Duration::from_secs(1));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// Broker URL: `redis://HOST:PORT[/DB]`.
+    pub url: String,
+    /// This node's id (unique in the cluster; no whitespace, at most 100 bytes). `None`:
+    /// `node-` and 8 random hex digits.
+    pub node_id: Option<String>,
+    /// Prefix of every channel and key, so several clusters can share one Redis.
+    pub prefix: String,
+    /// How long a node's presence lives without a heartbeat: a dead node's clients leave the
+    /// cluster view at most this long after its last heartbeat. Default 3 s.
+    pub presence_ttl: Duration,
+    /// How often the node refreshes its presence. Must be shorter than `presence_ttl`.
+    /// Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// Deadline of a cluster operation that waits for the broker (send, list, close).
+    /// Default 2 s.
+    pub op_timeout: Duration,
+    /// Cluster messages waiting to be published; beyond, cluster operations fail with
+    /// [`Error::ClusterUnavailable`] (counted). Default 65,536.
+    pub max_pending: usize,
+}
+
+impl ClusterConfig {
+    /// Defaults for a Redis at `url`.
+    ///
+    /// ```
+    /// let c = veltix::cluster::ClusterConfig::redis("redis://127.0.0.1:6379");
+    /// assert_eq!(c.prefix, "veltix");
+    /// ```
+    pub fn redis(url: impl Into<String>) -> Self {
+        ClusterConfig {
+            url: url.into(),
+            node_id: None,
+            prefix: "veltix".into(),
+            presence_ttl: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_secs(1),
+            op_timeout: Duration::from_secs(2),
+            max_pending: 65_536,
+        }
+    }
+
+    /// Sets [`ClusterConfig::node_id`].
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = Some(id.into());
+        self
+    }
+
+    /// Sets [`ClusterConfig::prefix`].
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.presence_ttl {
+            return bad(format!(
+                "cluster heartbeat_interval ({:?}) must be > 0 and < presence_ttl ({:?})",
+                self.heartbeat_interval, self.presence_ttl
+            ));
+        }
+        if self.op_timeout.is_zero() || self.max_pending == 0 {
+            return bad("cluster op_timeout and max_pending must be > 0".into());
+        }
+        if let Some(id) = &self.node_id {
+            validate_node_id(id)?;
+        }
+        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
+            return bad(format!("invalid cluster prefix {:?}", self.prefix));
+        }
+        // The broker's own parser (what `RedisBroker::new` runs when the node starts).
+        redis::Client::open(self.url.as_str())
+            .map_err(|e| Error::Config(format!("cluster url {:?}: {e}", self.url)))?;
+        Ok(())
+    }
+}
+
+crate::util::setters!(ClusterConfig {
+    /// Sets [`ClusterConfig::presence_ttl`].
+    presence_ttl: Duration => std::convert::identity;
+    /// Sets [`ClusterConfig::heartbeat_interval`].
+    heartbeat_interval: Duration => std::convert::identity;
+    /// Sets [`ClusterConfig::op_timeout`].
+    op_timeout: Duration => std::convert::identity;
+    /// Sets [`ClusterConfig::max_pending`].
+    max_pending: usize => std::convert::identity;
+});
+
+/// A node id: 1 to 100 bytes, no whitespace.
+pub(crate) fn validate_node_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 100 || id.contains(char::is_whitespace) {
+        return Err(Error::Config(format!(
+            "invalid cluster node id {id:?} (1 to 100 bytes, no whitespace)"
+        )));
+    }
+    Ok(())
+}

@@ -65,7 +65,8 @@
 //!   (private): the lock helper and the setters macro, depending on no other module.
 //! - [`config`]: [`ServerConfig`], [`ClientConfig`] (built with setters, `#[non_exhaustive]`),
 //!   the [`Settings`] both embed (one definition, one validation), [`PerformanceMode`],
-//!   [`KeepAlive`].
+//!   [`KeepAlive`], and [`cluster::ClusterConfig`]; it depends on no other module but `util` and
+//!   `error`.
 //! - [`reconnect`]: [`ReconnectPolicy`], [`DisconnectState`].
 //! - [`message`]: [`Request`], [`Response`].
 //! - [`tls`]: [`tls::ServerTls`], [`tls::ClientTls`], [`tls::TlsInfo`]: TLS 1.2/1.3 with
