@@ -523,10 +523,7 @@ impl Connection {
             .keepalive
             .as_ref()
             .and_then(KeepAliveTimer::next_deadline);
-        match (self.pending.next_deadline(), keepalive) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        crate::keepalive::earliest(self.pending.next_deadline(), keepalive)
     }
 
     /// The next event, if any.

@@ -133,10 +133,26 @@ impl KeepAliveTimer {
             .last_ping
             .unwrap_or(self.last_rx)
             .checked_add(self.policy.interval);
-        match (close, ping) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(close, ping)
+    }
+}
+
+/// The earlier of two optional deadlines (`None`: never), as a timer loop combining several
+/// sources of deadlines needs it. (`Option`'s own `min` would take `None` as the earliest.)
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use veltix_proto::earliest;
+/// let t = Instant::now();
+/// let later = t + Duration::from_secs(1);
+/// assert_eq!(earliest(Some(later), Some(t)), Some(t));
+/// assert_eq!(earliest(None, Some(later)), Some(later));
+/// assert_eq!(earliest(None, None), None);
+/// ```
+pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -90,7 +90,7 @@ pub use frame::{
 };
 pub use handshake::{Handshake, HandshakeConfig, Role};
 pub use ids::{IdAllocator, PendingTable};
-pub use keepalive::{KeepAlive, KeepAliveAction, KeepAliveTimer};
+pub use keepalive::{earliest, KeepAlive, KeepAliveAction, KeepAliveTimer};
 pub use rules::{check_outgoing, classify, Inbound};
 pub use types::{
     system_types, MessageType, TypeRegistry, TypeSet, ERROR, HEARTBEAT, HELLO, HELLO_ACK,

@@ -958,10 +958,7 @@ impl Conn {
             if !expired.is_empty() {
                 self.mirror_waiting(&p);
             }
-            let next = match (p.waiters.next_deadline(), keepalive) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = veltix_proto::earliest(p.waiters.next_deadline(), keepalive);
             p.sweep_at = next;
             (expired, next)
         };
