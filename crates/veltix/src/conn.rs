@@ -66,6 +66,23 @@ struct Pending {
     /// waiter registered with an earlier deadline wakes it (`Conn::timer`); with uniform
     /// timeouts a new deadline is never earlier, so the hot path costs no wake-up.
     sweep_at: Option<std::time::Instant>,
+    /// The timer task of a connection without keep-alive (see [`LazyTimer`]).
+    timer: LazyTimer,
+}
+
+/// A connection with keep-alive needs its timer task from the start (`supervise` spawns it);
+/// one without needs it only for the deadlines of async requests, which most connections never
+/// make. So there it is spawned by the first async request (measured: a timer task per
+/// connection cost about 1.3 KB per pair of ends in the Python memory benchmark).
+enum LazyTimer {
+    /// Not driving yet: `supervise` arms it (and spawns at once if a request already waits).
+    NotDriving,
+    /// Driving, no timed waiter so far: the first one spawns the task on this runtime.
+    Armed(tokio::runtime::Handle),
+    /// The task runs; dropping this aborts it.
+    Running(#[allow(dead_code)] AbortOnDrop<CloseReason>),
+    /// The connection's supervisor ended (or keep-alive owns the timer): never spawned again.
+    Ended,
 }
 
 /// The receiving side of a connection: shared by the reader task and a blocking
@@ -280,6 +297,7 @@ impl Conn {
                 ids,
                 closed: false,
                 sweep_at: None,
+                timer: LazyTimer::NotDriving,
             }),
             waiting: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -568,7 +586,7 @@ impl Conn {
     /// Registers a waiter, with its deadline if it has one; wakes the timer task if that
     /// deadline is earlier than the one it sleeps on.
     fn register(
-        &self,
+        self: &Arc<Self>,
         explicit: Option<u32>,
         waiter: Waiter,
         deadline: Option<std::time::Instant>,
@@ -593,7 +611,8 @@ impl Conn {
                 if earlier {
                     p.sweep_at = Some(d);
                 }
-                earlier
+                // A new task reads the table first: no wake-up needed.
+                earlier && !self.spawn_lazy_timer(&mut p)
             }
         };
         self.mirror_waiting(&p);
@@ -602,6 +621,37 @@ impl Conn {
             self.timer.notify_one();
         }
         Ok(id)
+    }
+
+    /// Spawns the lazily started timer task if it is armed (called with the pending lock
+    /// held, after a timed waiter was added); returns whether it did.
+    fn spawn_lazy_timer(self: &Arc<Self>, p: &mut Pending) -> bool {
+        let LazyTimer::Armed(rt) = &p.timer else {
+            return false;
+        };
+        let task = rt.spawn(timer_loop(self.clone()));
+        p.timer = LazyTimer::Running(AbortOnDrop(task));
+        true
+    }
+
+    /// Called by `supervise` on a connection without keep-alive: the first timed waiter will
+    /// spawn the timer task on this runtime (at once if one already waits).
+    fn arm_lazy_timer(self: &Arc<Self>) {
+        let mut p = lock(&self.pending);
+        if p.closed || !matches!(p.timer, LazyTimer::NotDriving) {
+            return;
+        }
+        p.timer = LazyTimer::Armed(tokio::runtime::Handle::current());
+        if p.waiters.next_deadline().is_some() {
+            self.spawn_lazy_timer(&mut p);
+        }
+    }
+
+    /// Called when `supervise` ends: stops a lazily started timer task and never starts one.
+    fn end_lazy_timer(&self) {
+        let ended = std::mem::replace(&mut lock(&self.pending).timer, LazyTimer::Ended);
+        // Aborted outside the lock (dropping the guard aborts the task).
+        drop(ended);
     }
 
     /// Updates `waiting` after a change of `p.waiters` (called with the lock held).
@@ -616,7 +666,7 @@ impl Conn {
     }
 
     fn send_registered(
-        &self,
+        self: &Arc<Self>,
         req: &Request,
         waiter: Waiter,
         deadline: Option<std::time::Instant>,
@@ -636,7 +686,11 @@ impl Conn {
     /// its own timeout with `recv_timeout` (a futex wait with a timeout, no tokio timer), and
     /// it must wake up on its own anyway, since it parks outside the runtime; going through the
     /// timer task would add a cross-thread hop to every timeout and nothing to the reply path.
-    pub(crate) fn request_blocking(&self, req: &Request, timeout: Duration) -> Result<Response> {
+    pub(crate) fn request_blocking(
+        self: &Arc<Self>,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let id = self.send_registered(req, Waiter::Sync(tx), None)?;
         if let Some(r) = self.spin_for_reply(&rx) {
@@ -735,7 +789,7 @@ impl Conn {
     }
 
     /// Blocking ping: round-trip time measured locally.
-    pub(crate) fn ping_blocking(&self, timeout: Duration) -> Result<Duration> {
+    pub(crate) fn ping_blocking(self: &Arc<Self>, timeout: Duration) -> Result<Duration> {
         let t0 = std::time::Instant::now();
         self.request_blocking(&Request::new(PING, bytes::Bytes::new()), timeout)?;
         Ok(t0.elapsed())
@@ -1096,17 +1150,28 @@ async fn supervise(
 ) -> (CloseReason, Option<Instant>) {
     // The timer is a task of its own: as a branch of this `select!` it would be polled (a lock
     // of its `Notify`) on every wake-up of the reader and the writer, i.e. on every read and
-    // write; a `JoinHandle` costs an atomic load.
-    let mut timer = AbortOnDrop(tokio::spawn(timer_loop(conn.clone())));
+    // write; a `JoinHandle` costs an atomic load. Without keep-alive it is spawned by the first
+    // async request with a deadline, if any (see `LazyTimer`).
+    let mut timer = match conn.settings.keepalive {
+        Some(_) => Some(AbortOnDrop(tokio::spawn(timer_loop(conn.clone())))),
+        None => {
+            conn.arm_lazy_timer();
+            None
+        }
+    };
     let keepalive = async {
-        match (&mut timer.0).await {
-            Ok(r) => r,
-            // Not reached (the task is aborted only by this guard, and does not panic).
-            Err(_) => std::future::pending().await,
+        match &mut timer {
+            Some(t) => match (&mut t.0).await {
+                Ok(r) => r,
+                // Not reached (the task is aborted only by this guard, and does not panic).
+                Err(_) => std::future::pending().await,
+            },
+            // Without keep-alive the timer never closes the connection.
+            None => std::future::pending().await,
         }
     };
     tokio::pin!(reader, writer, keepalive);
-    tokio::select! {
+    let end = tokio::select! {
         r = &mut reader => {
             conn.close_with(r.cause(), matches!(r, CloseReason::Io(_)));
             let deadline = Instant::now() + conn.settings.close_timeout;
@@ -1146,7 +1211,9 @@ async fn supervise(
                 }
             }
         }
-    }
+    };
+    conn.end_lazy_timer();
+    end
 }
 
 /// The reader's side of a connection, shared by the plaintext and TLS read loops: what is

@@ -2,6 +2,7 @@
 //! the waiters of its pending table. An async `send_and_wait` that gets no answer must still
 //! fail with `Error::Timeout` (never `Disconnected`), with keep-alive off and on, and a short
 //! timeout issued after a long one must not wait for the long one's deadline.
+//! Without keep-alive the timer task is spawned by the first timed request and ends with the link.
 //!
 //! Assertions are on the error kind; the only timing is a generous outer bound (a wait that
 //! never times out would otherwise hang the test).
@@ -139,4 +140,57 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<
         })
     })
     .await
+}
+
+/// Without keep-alive a connection's timer task is spawned by its first async request with a
+/// deadline, once, and ends with the connection (it holds the connection's state: a task left
+/// behind would keep it alive forever). Counted with the runtime's live-task metric; the
+/// client's connection runs on this runtime, the server on the shared one.
+#[test]
+fn without_keepalive_the_timer_task_starts_with_the_first_timed_request_and_ends_with_the_link() {
+    let rt = runtime();
+    let (_server, port) = server(None);
+    let alive = || rt.metrics().num_alive_tasks();
+    let before = alive();
+    let c = {
+        let _g = rt.enter();
+        client(port, None)
+    };
+    rt.block_on(async {
+        c.connect().await.expect("connect");
+        let connected = alive();
+        // A plain send needs no timer.
+        c.send(Request::text(&HOLD, "plain")).await.expect("send");
+        c.send_and_wait(Request::text(&ECHO, "first"), MARGIN)
+            .await
+            .expect("echo");
+        assert_eq!(
+            alive(),
+            connected + 1,
+            "the first timed request spawns one timer task"
+        );
+        for _ in 0..3 {
+            c.send_and_wait(Request::text(&ECHO, "again"), MARGIN)
+                .await
+                .expect("echo");
+        }
+        let r = c
+            .send_and_wait(
+                Request::text(&HOLD, "never answered"),
+                Duration::from_millis(50),
+            )
+            .await;
+        assert!(matches!(r, Err(Error::Timeout(_))), "got {r:?}");
+        assert_eq!(alive(), connected + 1, "later requests reuse it");
+        c.disconnect().await;
+        let give_up = std::time::Instant::now() + MARGIN;
+        while alive() > before {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "{} tasks still alive after the disconnect (before the client: {before})",
+                alive()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
 }
