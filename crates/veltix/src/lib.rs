@@ -125,14 +125,14 @@ pub mod stats;
 pub mod tls;
 mod util;
 
-pub use asynch::{AsyncClient, AsyncServer, Incoming};
-pub use client::{Client, ClientSender};
+pub use asynch::Incoming;
+pub use client::{AsyncClient, Client, ClientSender};
 pub use config::{ClientConfig, Generation, KeepAlive, PerformanceMode, ServerConfig, Settings};
 pub use error::{DisconnectCause, Error, HandshakeError, Result};
 pub use message::{Request, Response, TypeCode};
 pub use pool::{handler_threads, set_handler_threads, wrap_handler_runs, DEFAULT_HANDLER_THREADS};
 pub use reconnect::{Backoff, DisconnectReason, DisconnectState, ReconnectPolicy};
-pub use server::{ClientInfo, Server, ServerSender};
+pub use server::{AsyncServer, ClientInfo, Server, ServerSender};
 pub use stats::Stats;
 pub use veltix_proto as proto;
 pub use veltix_proto::{MessageType, TypeRegistry, PING, PONG};

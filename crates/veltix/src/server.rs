@@ -2,6 +2,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -24,8 +25,7 @@ use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, finish_throttled, throttled, Counters, Stats, Throttle};
 use crate::util::lock;
 use crate::{
-    AsyncServer, DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig,
-    TypeCode,
+    DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode,
 };
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
@@ -520,10 +520,25 @@ impl Shared {
     }
 }
 
+/// The async face of a Veltix server, and its owner: it holds the server's core and its claim on
+/// the handler pool, implements every operation, and stops the server when dropped. Create it
+/// inside a tokio runtime: its I/O runs there. The blocking [`Server`] wraps one.
+pub struct AsyncServer {
+    pub(crate) shared: Arc<Shared>,
+    /// This server's claim on the process-wide handler pool's size, released when the server
+    /// is dropped (its connections may still be finishing).
+    pub(crate) _claim: Claim,
+}
+
 /// The operations of the async face that need the core's state: [`AsyncServer`] owns the core
 /// (and the blocking [`Server`] wraps an `AsyncServer`), so this is their one implementation.
 /// The rest of `AsyncServer` (async handlers, streams, the futures) is in [`asynch`](crate::asynch).
 impl AsyncServer {
+    /// A server on the current tokio runtime (or the shared one outside any runtime).
+    pub fn new(config: ServerConfig) -> Self {
+        AsyncServer::with_handle(config, crate::rt::current_or_shared())
+    }
+
     /// A server whose I/O runs on the given tokio runtime (see [`Server::with_handle`]).
     ///
     /// ```
@@ -747,6 +762,78 @@ impl AsyncServer {
         } else {
             false
         }
+    }
+
+    /// Sends to one client (never waits for the network).
+    pub async fn send(&self, request: impl Borrow<Request>, client: &ClientInfo) -> Result<()> {
+        client.send(request)
+    }
+
+    /// Broadcasts (see [`Server::broadcast`]).
+    pub async fn broadcast(
+        &self,
+        request: impl Borrow<Request>,
+        except: &[ClientInfo],
+    ) -> Result<usize> {
+        broadcast(&self.shared, request.borrow(), except)
+    }
+
+    /// Request/response with one client. Cancellation-safe: dropping the future releases the id.
+    pub async fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> Result<Response> {
+        client.conn().request(request.borrow(), timeout).await
+    }
+
+    /// Round-trip time of a PING to a client. The future borrows neither the server nor the
+    /// client (it can be spawned).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, ServerConfig};
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local());
+    /// let (tx, mut joined) = tokio::sync::mpsc::unbounded_channel();
+    /// server.on_connect(move |c| {
+    ///     let _ = tx.send(c.clone());
+    /// });
+    /// let addr = server.start()?;
+    /// let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// client.connect().await?;
+    /// let c = joined.recv().await.expect("connected");
+    /// let rtt = tokio::spawn(server.ping_client(&c, Duration::from_secs(5))).await.expect("task")?;
+    /// assert!(rtt < Duration::from_secs(5));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ping_client(
+        &self,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Duration>> + Send + 'static {
+        let conn = client.conn().clone();
+        async move { conn.ping(timeout).await }
+    }
+
+    /// Graceful shutdown: resolves when every connection is closed (queued data flushed,
+    /// bounded by `close_timeout`; see [`Server::close_all`]). The future does not borrow the
+    /// server.
+    pub fn close_all(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().close_all()
+    }
+
+    /// `close_all` then `start` on the same address (the future does not borrow the server).
+    pub fn restart(&self) -> impl Future<Output = Result<SocketAddr>> + Send + 'static {
+        self.shared.clone().restart()
+    }
+
+    /// Resolves once `close_all` was called (the future does not borrow the server).
+    pub fn wait_until_closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().wait_closed()
     }
 }
 
