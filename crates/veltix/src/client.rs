@@ -636,6 +636,20 @@ impl AsyncClient {
         self
     }
 
+    /// Sets the observer of this client's connection events; the same as
+    /// [`Client::on_event`] (the observer runs inline on I/O threads).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")] async fn main() {
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 1));
+    /// client.on_event(|e| eprintln!("{e:?}"));
+    /// # }
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.shared.counters.observer.replace(Arc::new(f));
+        self
+    }
+
     /// A cloneable handle that sends from any thread or task (see [`ClientSender`]).
     ///
     /// ```
@@ -940,6 +954,20 @@ impl Client {
     /// ```
     pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
         self.inner.around_handlers(f);
+        self
+    }
+
+    /// Sets the observer of this client's connection events ([`Event`]: handshakes of each
+    /// (re)connect, PINGs from the server and their PONGs, protocol violations), replacing any
+    /// previous one. It runs inline on I/O threads: keep it short and non-blocking. See
+    /// [`crate::observe`].
+    ///
+    /// ```
+    /// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 8080));
+    /// client.on_event(|e| eprintln!("{e:?}"));
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.as_async().on_event(f);
         self
     }
 

@@ -722,6 +722,20 @@ impl AsyncServer {
         self
     }
 
+    /// Sets the observer of this server's connection events; the same as
+    /// [`Server::on_event`] (the observer runs inline on I/O threads).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")] async fn main() {
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// server.on_event(|e| eprintln!("{e:?}"));
+    /// # }
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.shared.counters.observer.replace(Arc::new(f));
+        self
+    }
+
     /// A cheap, cloneable handle that sends and broadcasts from any thread or task (see
     /// [`ServerSender`]).
     ///
@@ -1074,6 +1088,19 @@ impl Server {
     /// ```
     pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
         self.inner.around_handlers(f);
+        self
+    }
+
+    /// Sets the observer of this server's connection events ([`Event`]), replacing any previous
+    /// one. It runs inline on I/O threads: keep it short and non-blocking. Kept across
+    /// `restart()`. See [`crate::observe`].
+    ///
+    /// ```
+    /// let server = veltix::Server::new(veltix::ServerConfig::local());
+    /// server.on_event(|e| eprintln!("{e:?}"));
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.as_async().on_event(f);
         self
     }
 
