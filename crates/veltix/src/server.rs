@@ -18,6 +18,7 @@ use tracing::{debug, info, warn, Instrument};
 use veltix_proto::handshake::server_full_message;
 use veltix_proto::{encode_parts, Generation, IdAllocator};
 
+use crate::cluster::LocalClients;
 use crate::conn::{self, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
 use crate::observe::Event;
@@ -27,6 +28,8 @@ use crate::util::lock;
 use crate::{
     DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode,
 };
+
+mod cluster_ops;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -493,7 +496,9 @@ impl Shared {
         let addr = listener.local_addr()?;
         if let Some(c) = &cfg.cluster {
             if self.cluster.get().is_none() {
-                let node = crate::cluster::Node::new(c, Arc::downgrade(self), self.rt.clone())?;
+                // The node sees this core as its `LocalClients`, weakly.
+                let me: Weak<Shared> = Arc::downgrade(self);
+                let node = crate::cluster::Node::new(c, me, self.rt.clone())?;
                 let _ = self.cluster.set(Arc::new(node));
             }
             if let Some(node) = self.cluster.get() {
@@ -1267,21 +1272,44 @@ pub(crate) fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -
     broadcast_where(shared, req, |c| except.contains(c))
 }
 
-/// The connected clients (handshake done); for the cluster's presence.
-pub(crate) fn client_list(shared: &Shared) -> Vec<ClientInfo> {
-    clients(shared)
-}
-
 /// A connected client by its id.
-pub(crate) fn client_by_id(shared: &Shared, id: u64) -> Option<ClientInfo> {
+fn client_by_id(shared: &Shared, id: u64) -> Option<ClientInfo> {
     lock(&shared.clients)
         .get(&id)
         .filter(|c| c.handshake_done())
         .cloned()
 }
 
+/// What this server's cluster node uses of it: its connected clients.
+impl LocalClients for Shared {
+    fn check_outgoing(&self, req: &Request) -> Result<()> {
+        Shared::check_outgoing(self, req)
+    }
+
+    fn broadcast_except(&self, req: &Request, except: &[u64]) -> Result<usize> {
+        broadcast_where(self, req, |c| except.contains(&c.id()))
+    }
+
+    fn send_to(&self, id: u64, req: Request) -> Option<Result<()>> {
+        client_by_id(self, id).map(|c| c.send(req))
+    }
+
+    fn close(&self, id: u64) -> bool {
+        client_by_id(self, id)
+            .map(|c| c.conn().close_locally())
+            .is_some()
+    }
+
+    fn presence(&self) -> Vec<(u64, SocketAddr, HashMap<String, Value>)> {
+        clients(self)
+            .iter()
+            .map(|c| (c.id(), c.addr(), c.tag_map()))
+            .collect()
+    }
+}
+
 /// Local broadcast to every connected client for which `skip` is false (encoded once).
-pub(crate) fn broadcast_where(
+fn broadcast_where(
     shared: &Shared,
     req: &Request,
     skip: impl Fn(&ClientInfo) -> bool,
