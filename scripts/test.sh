@@ -7,6 +7,8 @@
 # scripts/install-redis.sh). This is the command README.md and .ci/run use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No module cycles in crates/veltix/src (issue #14): prints the graph, fails on a cycle.
+python3 scripts/modgraph.py
 bash scripts/setup-python.sh
 bash scripts/setup-stunnel.sh
 # The cluster tests (crates/veltix/tests/cluster.rs, crates/veltix-cli/tests/cluster.rs) need it.

@@ -10,9 +10,11 @@
 //! `connect`, `disconnect`, `close_all` are futures, and dropping a `send_and_wait` future
 //! releases its request id at once.
 //!
-//! The operations that need the core's state are implemented next to it (`impl AsyncServer`
-//! in [`server`](crate::server), `impl AsyncClient` in [`client`](crate::client)); this module
-//! has the types, the futures, the async handlers and the [`Incoming`] streams.
+//! The types live next to the core they own, with their operations and futures
+//! ([`AsyncServer`] in [`server`](crate::server), [`AsyncClient`] in [`client`](crate::client),
+//! re-exported here); this module adds what only the async face has: async handlers
+//! (`route_async`, `on_recv_async`, `authenticate_async`) and the [`Incoming`] streams. It
+//! depends on `server` and `client`, never the reverse.
 //!
 //! **Which API?** Use the blocking [`Server`]/[`Client`] in ordinary threaded programs (scripts,
 //! game loops, tools): no runtime to set up. Use [`AsyncServer`]/[`AsyncClient`] inside an
@@ -43,27 +45,19 @@
 //! # }
 //! ```
 
-use std::borrow::Borrow;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::pool::Claim;
+pub use crate::client::AsyncClient;
+pub use crate::server::AsyncServer;
 #[cfg(doc)]
 use crate::{Client, Server};
-use crate::{
-    ClientConfig, ClientInfo, HandlerResult, Request, Response, Result, ServerConfig, TypeCode,
-};
-
-fn current_or_shared() -> Handle {
-    Handle::try_current().unwrap_or_else(|_| crate::rt::handle())
-}
+use crate::{ClientInfo, HandlerResult, Response, TypeCode};
 
 /// Queues `item` for an [`Incoming`] stream; when it is full, the connection's chain awaits the
 /// send (its next messages wait: backpressure), on the runtime, holding no handler thread.
@@ -127,22 +121,7 @@ impl<T> futures_core::Stream for Incoming<T> {
     }
 }
 
-/// The async face of a Veltix server, and its owner: it holds the server's core and its claim on
-/// the handler pool, implements every operation, and stops the server when dropped. Create it
-/// inside a tokio runtime: its I/O runs there. The blocking [`Server`] wraps one.
-pub struct AsyncServer {
-    pub(crate) shared: Arc<crate::server::Shared>,
-    /// This server's claim on the process-wide handler pool's size, released when the server
-    /// is dropped (its connections may still be finishing).
-    pub(crate) _claim: Claim,
-}
-
 impl AsyncServer {
-    /// A server on the current tokio runtime (or the shared one outside any runtime).
-    pub fn new(config: ServerConfig) -> Self {
-        AsyncServer::with_handle(config, current_or_shared())
-    }
-
     /// An async handler. Its future runs as a task on the server's runtime (it holds no handler
     /// thread while it awaits, and any number of connections' futures are in flight at once);
     /// messages of one connection are still handled in arrival order: the next one (sync or
@@ -243,102 +222,9 @@ impl AsyncServer {
         });
         Incoming { rx }
     }
-
-    /// Sends to one client (never waits for the network).
-    pub async fn send(&self, request: impl Borrow<Request>, client: &ClientInfo) -> Result<()> {
-        client.send(request)
-    }
-
-    /// Broadcasts (see [`Server::broadcast`]).
-    pub async fn broadcast(
-        &self,
-        request: impl Borrow<Request>,
-        except: &[ClientInfo],
-    ) -> Result<usize> {
-        crate::server::broadcast(&self.shared, request.borrow(), except)
-    }
-
-    /// Request/response with one client. Cancellation-safe: dropping the future releases the id.
-    pub async fn send_and_wait(
-        &self,
-        request: impl Borrow<Request>,
-        client: &ClientInfo,
-        timeout: Duration,
-    ) -> Result<Response> {
-        client.conn().request(request.borrow(), timeout).await
-    }
-
-    /// Round-trip time of a PING to a client. The future borrows neither the server nor the
-    /// client (it can be spawned).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, ServerConfig};
-    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-    /// # async fn main() -> veltix::Result<()> {
-    /// let server = AsyncServer::new(ServerConfig::local());
-    /// let (tx, mut joined) = tokio::sync::mpsc::unbounded_channel();
-    /// server.on_connect(move |c| {
-    ///     let _ = tx.send(c.clone());
-    /// });
-    /// let addr = server.start()?;
-    /// let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
-    /// client.connect().await?;
-    /// let c = joined.recv().await.expect("connected");
-    /// let rtt = tokio::spawn(server.ping_client(&c, Duration::from_secs(5))).await.expect("task")?;
-    /// assert!(rtt < Duration::from_secs(5));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn ping_client(
-        &self,
-        client: &ClientInfo,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Duration>> + Send + 'static {
-        let conn = client.conn().clone();
-        async move { conn.ping(timeout).await }
-    }
-
-    /// Graceful shutdown: resolves when every connection is closed (queued data flushed,
-    /// bounded by `close_timeout`; see [`Server::close_all`]). The future does not borrow the
-    /// server.
-    pub fn close_all(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.shared.clone().close_all()
-    }
-
-    /// `close_all` then `start` on the same address (the future does not borrow the server).
-    pub fn restart(&self) -> impl Future<Output = Result<SocketAddr>> + Send + 'static {
-        self.shared.clone().restart()
-    }
-
-    /// Resolves once `close_all` was called (the future does not borrow the server).
-    pub fn wait_until_closed(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.shared.clone().wait_closed()
-    }
-}
-
-/// The async face of a Veltix client, and its owner: it holds the client's core and its claim on
-/// the handler pool, implements every operation, and closes the link when dropped. Create it
-/// inside a tokio runtime: its I/O runs there. The blocking [`Client`] wraps one.
-pub struct AsyncClient {
-    pub(crate) shared: Arc<crate::client::Shared>,
-    /// This client's claim on the process-wide handler pool's size, released when the client
-    /// is dropped (its connections may still be finishing).
-    pub(crate) _claim: Claim,
 }
 
 impl AsyncClient {
-    /// A client on the current tokio runtime (or the shared one outside any runtime).
-    pub fn new(config: ClientConfig) -> Self {
-        AsyncClient::with_handle(config, current_or_shared())
-    }
-
-    /// Connects and handshakes (running the reconnect policy on failure, see [`Client::connect`]).
-    /// The future does not borrow the client.
-    pub fn connect(&self) -> impl Future<Output = Result<()>> + Send + 'static {
-        self.shared.clone().connect()
-    }
-
     /// An async handler: its future runs as a task on the client's runtime; messages are still
     /// handled in arrival order (the next one starts when this future ended). See
     /// [`AsyncServer::route_async`].
@@ -413,37 +299,5 @@ impl AsyncClient {
         let rt = self.shared.rt_handle();
         self.on_recv(move |m: Response| forward(&rt, &tx, m));
         Incoming { rx }
-    }
-
-    /// Sends a message (never waits for the network).
-    pub async fn send(&self, request: impl Borrow<Request>) -> Result<()> {
-        self.shared.send(request.borrow())
-    }
-
-    /// Request/response. Cancellation-safe: dropping the future releases the id.
-    pub async fn send_and_wait(
-        &self,
-        request: impl Borrow<Request>,
-        timeout: Duration,
-    ) -> Result<Response> {
-        let conn = self.shared.conn()?;
-        conn.request(request.borrow(), timeout).await
-    }
-
-    /// Round-trip time of a PING to the server.
-    pub async fn ping(&self, timeout: Duration) -> Result<Duration> {
-        let conn = self.shared.conn()?;
-        conn.ping(timeout).await
-    }
-
-    /// Closes (flushing what was queued) and cancels reconnects (see [`Client::disconnect`]).
-    /// The future does not borrow the client.
-    pub fn disconnect(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.shared.clone().disconnect()
-    }
-
-    /// Resolves once disconnected for good (the future does not borrow the client).
-    pub fn wait_until_closed(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.shared.clone().wait_closed()
     }
 }

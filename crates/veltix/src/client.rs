@@ -1,6 +1,7 @@
 //! The Veltix client: connect + handshake, routes, request/response, ping, reconnects.
 
 use std::borrow::Borrow;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -20,8 +21,8 @@ use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, Counters, Stats};
 use crate::util::lock;
 use crate::{
-    AsyncClient, ClientConfig, DisconnectCause, DisconnectReason, DisconnectState, Error,
-    HandlerResult, Request, Response, Result, TypeCode,
+    ClientConfig, DisconnectCause, DisconnectReason, DisconnectState, Error, HandlerResult,
+    Request, Response, Result, TypeCode,
 };
 
 type ClientRoute = Arc<dyn Fn(Response) + Send + Sync>;
@@ -486,10 +487,31 @@ impl Shared {
     }
 }
 
+/// The async face of a Veltix client, and its owner: it holds the client's core and its claim on
+/// the handler pool, implements every operation, and closes the link when dropped. Create it
+/// inside a tokio runtime: its I/O runs there. The blocking [`Client`] wraps one.
+pub struct AsyncClient {
+    pub(crate) shared: Arc<Shared>,
+    /// This client's claim on the process-wide handler pool's size, released when the client
+    /// is dropped (its connections may still be finishing).
+    pub(crate) _claim: Claim,
+}
+
 /// The operations of the async face that need the core's state: [`AsyncClient`] owns the core
 /// (and the blocking [`Client`] wraps an `AsyncClient`), so this is their one implementation.
 /// The rest of `AsyncClient` (async handlers, streams, the futures) is in [`asynch`](crate::asynch).
 impl AsyncClient {
+    /// A client on the current tokio runtime (or the shared one outside any runtime).
+    pub fn new(config: ClientConfig) -> Self {
+        AsyncClient::with_handle(config, crate::rt::current_or_shared())
+    }
+
+    /// Connects and handshakes (running the reconnect policy on failure, see [`Client::connect`]).
+    /// The future does not borrow the client.
+    pub fn connect(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.shared.clone().connect()
+    }
+
     /// A client whose I/O runs on the given tokio runtime (see [`Client::with_handle`]).
     ///
     /// ```
@@ -614,6 +636,20 @@ impl AsyncClient {
         self
     }
 
+    /// Sets the observer of this client's connection events; the same as
+    /// [`Client::on_event`] (the observer runs inline on I/O threads).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")] async fn main() {
+    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 1));
+    /// client.on_event(|e| eprintln!("{e:?}"));
+    /// # }
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.shared.counters.observer.replace(Arc::new(f));
+        self
+    }
+
     /// A cloneable handle that sends from any thread or task (see [`ClientSender`]).
     ///
     /// ```
@@ -672,6 +708,38 @@ impl AsyncClient {
         self.shared.rt.spawn(async move {
             let _ = retry_loop(shared, DisconnectReason::Error, n).await;
         });
+    }
+
+    /// Sends a message (never waits for the network).
+    pub async fn send(&self, request: impl Borrow<Request>) -> Result<()> {
+        self.shared.send(request.borrow())
+    }
+
+    /// Request/response. Cancellation-safe: dropping the future releases the id.
+    pub async fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        timeout: Duration,
+    ) -> Result<Response> {
+        let conn = self.shared.conn()?;
+        conn.request(request.borrow(), timeout).await
+    }
+
+    /// Round-trip time of a PING to the server.
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let conn = self.shared.conn()?;
+        conn.ping(timeout).await
+    }
+
+    /// Closes (flushing what was queued) and cancels reconnects (see [`Client::disconnect`]).
+    /// The future does not borrow the client.
+    pub fn disconnect(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().disconnect()
+    }
+
+    /// Resolves once disconnected for good (the future does not borrow the client).
+    pub fn wait_until_closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().wait_closed()
     }
 }
 
@@ -886,6 +954,20 @@ impl Client {
     /// ```
     pub fn around_handlers(&self, f: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> &Self {
         self.inner.around_handlers(f);
+        self
+    }
+
+    /// Sets the observer of this client's connection events ([`Event`]: handshakes of each
+    /// (re)connect, PINGs from the server and their PONGs, protocol violations), replacing any
+    /// previous one. It runs inline on I/O threads: keep it short and non-blocking. See
+    /// [`crate::observe`].
+    ///
+    /// ```
+    /// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 8080));
+    /// client.on_event(|e| eprintln!("{e:?}"));
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.as_async().on_event(f);
         self
     }
 

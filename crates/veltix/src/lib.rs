@@ -30,16 +30,34 @@
 //! ```
 //!
 //! ## Layout
-//! - [`asynch`]: [`AsyncServer`], [`AsyncClient`], [`Incoming`]: the async face, and the
-//!   implementation. An `AsyncServer`/`AsyncClient` owns its core (the `Shared` of `server` or
-//!   `client`), its claim on the handler pool and the `Drop` that stops the server or closes the
-//!   link; its operations are the only ones. Here: the types, their futures, async handlers,
-//!   streams (when to use which face: see that module).
-//! - [`server`]: the server core (accept loop, per-connection task, `impl AsyncServer` for the
-//!   operations on its state), [`ClientInfo`] (tags, per-client send), [`ServerSender`], and
-//!   [`Server`], the blocking face: it owns an `AsyncServer` and delegates to it.
-//! - [`client`]: the client core (connect, the reconnect loop, `impl AsyncClient`),
-//!   [`ClientSender`], and [`Client`], the blocking face wrapping an `AsyncClient`.
+//! The modules form layers, each depending only on those below it (no module cycles;
+//! `scripts/modgraph.py`, run by the test command, prints the graph and fails on a cycle):
+//! the leaves (`util`, `error`, `message`, `config`, `tls`, `auth`, `reconnect`, `stats`,
+//! `observe`, `pool`, `rt`, `handlers`, which name no module above them) -> the connection (`conn`, `secure`, `blocking`) ->
+//! [`cluster`] -> the cores and both faces ([`server`], [`client`]) -> [`asynch`]. The cluster
+//! sits below the server: the server owns its node and offers the cluster operations; the node
+//! reaches the server's clients only through a small trait (`cluster::LocalClients`).
+//! - [`server`]: the server core (accept loop, per-connection task), [`ClientInfo`] (tags,
+//!   per-client send), [`ServerSender`], [`AsyncServer`] and [`Server`]. `AsyncServer` is the
+//!   implementation: it owns the core (`server::Shared`), its claim on the handler pool and the
+//!   `Drop` that stops the server, and has every operation and future (`start`, `close_all`,
+//!   `send_and_wait`, `on_event`...); `Server`, the blocking face, owns an `AsyncServer` and
+//!   delegates to it. `server::cluster_ops` (private) has the cluster operations of both faces
+//!   and of `ServerSender`, thin calls into the node.
+//! - [`client`]: the client core (connect, the reconnect loop), [`ClientSender`],
+//!   [`AsyncClient`] (the implementation, as on the server side) and [`Client`], the blocking
+//!   face wrapping an `AsyncClient`.
+//! - [`asynch`]: what only the async face has: async handlers (`route_async`,
+//!   `on_recv_async`, `authenticate_async`) and [`Incoming`] streams, as `impl AsyncServer` /
+//!   `impl AsyncClient` blocks; it re-exports both types (`veltix::asynch::AsyncServer`) and
+//!   says when to use which face.
+//! - [`cluster`]: several servers as one through Redis (docs/cluster.md): [`cluster::ClusterId`],
+//!   [`cluster::ClusterClient`], [`cluster::ClusterStats`], the broker, and the node (`Node`,
+//!   owned by its server's core) with its publisher and supervisor tasks. It names no server
+//!   type: what it needs of its server is `cluster::LocalClients`, implemented by
+//!   `server::Shared`.
+//! - [`observe`]: [`observe::Event`] and the observer slot of a server or client (`Hook`),
+//!   depending only on `error`; the faces' `on_event` methods are in `server` and `client`.
 //! - `blocking` (private): how the blocking face waits, in one place: `block_on` (an async
 //!   face's future, on its runtime, from any thread) and the fast path of a blocking request
 //!   (the lone waiter reads its own reply), used by `Server`, `Client`, `ClientInfo`,
@@ -65,8 +83,8 @@
 //!   (private): the lock helper and the setters macro, depending on no other module.
 //! - [`config`]: [`ServerConfig`], [`ClientConfig`] (built with setters, `#[non_exhaustive]`),
 //!   the [`Settings`] both embed (one definition, one validation), [`PerformanceMode`],
-//!   [`KeepAlive`], and [`cluster::ClusterConfig`]; it depends on no other module but `util` and
-//!   `error`.
+//!   [`KeepAlive`], and [`cluster::ClusterConfig`]; it depends only on `util`, `error`,
+//!   `reconnect` and `tls`.
 //! - [`reconnect`]: [`ReconnectPolicy`], [`DisconnectState`].
 //! - [`message`]: [`Request`], [`Response`].
 //! - [`tls`]: [`tls::ServerTls`], [`tls::ClientTls`], [`tls::TlsInfo`]: TLS 1.2/1.3 with
@@ -125,14 +143,14 @@ pub mod stats;
 pub mod tls;
 mod util;
 
-pub use asynch::{AsyncClient, AsyncServer, Incoming};
-pub use client::{Client, ClientSender};
+pub use asynch::Incoming;
+pub use client::{AsyncClient, Client, ClientSender};
 pub use config::{ClientConfig, Generation, KeepAlive, PerformanceMode, ServerConfig, Settings};
 pub use error::{DisconnectCause, Error, HandshakeError, Result};
 pub use message::{Request, Response, TypeCode};
 pub use pool::{handler_threads, set_handler_threads, wrap_handler_runs, DEFAULT_HANDLER_THREADS};
 pub use reconnect::{Backoff, DisconnectReason, DisconnectState, ReconnectPolicy};
-pub use server::{ClientInfo, Server, ServerSender};
+pub use server::{AsyncServer, ClientInfo, Server, ServerSender};
 pub use stats::Stats;
 pub use veltix_proto as proto;
 pub use veltix_proto::{MessageType, TypeRegistry, PING, PONG};

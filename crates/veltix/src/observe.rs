@@ -2,11 +2,15 @@
 //! accept errors and protocol violations, as they happen (the events Python Veltix 3.3.0 puts
 //! on its bus, which `veltix_rs` forwards).
 //!
-//! Set one observer per [`Server`] or [`Client`] with [`Server::on_event`] /
-//! [`Client::on_event`]. It is called **inline on the I/O thread** that saw the event, so it
-//! must be quick and must not block (hand the event to a channel if it needs to do more). Until
-//! one is set, each call site costs one atomic load; events are only built when an observer
-//! exists. A panic in the observer is logged and contained.
+//! Set one observer per [`Server`](crate::Server) or [`Client`](crate::Client) with
+//! [`Server::on_event`](crate::Server::on_event) / [`Client::on_event`](crate::Client::on_event).
+//! It is called **inline on the I/O thread** that saw the event, so it must be quick and must
+//! not block (hand the event to a channel if it needs to do more). Until one is set, each call
+//! site costs one atomic load; events are only built when an observer exists. A panic in the
+//! observer is logged and contained.
+//!
+//! This module defines the events and the observer slot (`Hook`) and depends on nothing but
+//! `error`: the faces' `on_event` methods live with the faces, in `server` and `client`.
 //!
 //! ```
 //! use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,7 +41,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::{AsyncClient, AsyncServer, Client, Error, Server};
+use crate::Error;
 
 /// Something that happened on a connection (or on a server's listener). Borrowed: copy out what
 /// you keep. More variants may be added.
@@ -103,10 +107,11 @@ pub enum Event<'a> {
         /// What was wrong with the frame.
         reason: &'a crate::proto::Rejection,
     },
-    /// Client: a reconnect attempt succeeded after [`Client::stop_retry`] (or `disconnect()`)
-    /// was called during it, so the new connection was closed again at once (Python Veltix
-    /// 3.3.0's `ReconnectEvent.CANCELLED`). A `stop_retry()` between attempts ends the loop
-    /// without this event.
+    /// Client: a reconnect attempt succeeded after
+    /// [`Client::stop_retry`](crate::Client::stop_retry) (or `disconnect()`) was called during
+    /// it, so the new connection was closed again at once (Python Veltix 3.3.0's
+    /// `ReconnectEvent.CANCELLED`). A `stop_retry()` between attempts ends the loop without this
+    /// event.
     ReconnectCancelled {
         /// The server.
         peer: SocketAddr,
@@ -161,71 +166,9 @@ impl Hook {
         }
     }
 
-    fn replace(&self, f: Observer) {
+    /// Sets the observer (`on_event` of each face), replacing any previous one.
+    pub(crate) fn replace(&self, f: Observer) {
         *self.observer.write().unwrap_or_else(|p| p.into_inner()) = Some(f);
         self.set.store(true, Ordering::Release);
-    }
-}
-
-impl Server {
-    /// Sets the observer of this server's connection events ([`Event`]), replacing any previous
-    /// one. It runs inline on I/O threads: keep it short and non-blocking. Kept across
-    /// `restart()`. See [`crate::observe`].
-    ///
-    /// ```
-    /// let server = veltix::Server::new(veltix::ServerConfig::local());
-    /// server.on_event(|e| eprintln!("{e:?}"));
-    /// ```
-    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
-        self.as_async().on_event(f);
-        self
-    }
-}
-
-impl Client {
-    /// Sets the observer of this client's connection events ([`Event`]: handshakes of each
-    /// (re)connect, PINGs from the server and their PONGs, protocol violations), replacing any
-    /// previous one. It runs inline on I/O threads: keep it short and non-blocking. See
-    /// [`crate::observe`].
-    ///
-    /// ```
-    /// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 8080));
-    /// client.on_event(|e| eprintln!("{e:?}"));
-    /// ```
-    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
-        self.as_async().on_event(f);
-        self
-    }
-}
-
-impl AsyncServer {
-    /// Sets the observer of this server's connection events; the same as
-    /// [`Server::on_event`] (the observer runs inline on I/O threads).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "multi_thread")] async fn main() {
-    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
-    /// server.on_event(|e| eprintln!("{e:?}"));
-    /// # }
-    /// ```
-    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
-        self.shared.counters.observer.replace(Arc::new(f));
-        self
-    }
-}
-
-impl AsyncClient {
-    /// Sets the observer of this client's connection events; the same as
-    /// [`Client::on_event`] (the observer runs inline on I/O threads).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "multi_thread")] async fn main() {
-    /// let client = veltix::AsyncClient::new(veltix::ClientConfig::new("127.0.0.1", 1));
-    /// client.on_event(|e| eprintln!("{e:?}"));
-    /// # }
-    /// ```
-    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
-        self.shared.counters.observer.replace(Arc::new(f));
-        self
     }
 }

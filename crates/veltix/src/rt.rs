@@ -5,6 +5,12 @@ use std::sync::OnceLock;
 
 use tokio::runtime::{Handle, Runtime};
 
+/// The runtime a new async server or client runs on: the current tokio runtime, or the shared
+/// one ([`handle`]) outside any runtime.
+pub(crate) fn current_or_shared() -> Handle {
+    Handle::try_current().unwrap_or_else(|_| handle())
+}
+
 /// The process-wide runtime used by the blocking API: one multi-threaded runtime for every
 /// `Server` and `Client`, so a program with many clients does not pay a runtime each.
 ///

@@ -2,6 +2,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -17,6 +18,7 @@ use tracing::{debug, info, warn, Instrument};
 use veltix_proto::handshake::server_full_message;
 use veltix_proto::{encode_parts, Generation, IdAllocator};
 
+use crate::cluster::LocalClients;
 use crate::conn::{self, CloseReason, Conn};
 use crate::handlers::{HandlerSet, Registry};
 use crate::observe::Event;
@@ -24,9 +26,10 @@ use crate::pool::{guarded, Claim, Runner, SerialQueue};
 use crate::stats::{add, finish_throttled, throttled, Counters, Stats, Throttle};
 use crate::util::lock;
 use crate::{
-    AsyncServer, DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig,
-    TypeCode,
+    DisconnectCause, Error, HandlerResult, Request, Response, Result, ServerConfig, TypeCode,
 };
+
+mod cluster_ops;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -493,7 +496,9 @@ impl Shared {
         let addr = listener.local_addr()?;
         if let Some(c) = &cfg.cluster {
             if self.cluster.get().is_none() {
-                let node = crate::cluster::Node::new(c, Arc::downgrade(self), self.rt.clone())?;
+                // The node sees this core as its `LocalClients`, weakly.
+                let me: Weak<Shared> = Arc::downgrade(self);
+                let node = crate::cluster::Node::new(c, me, self.rt.clone())?;
                 let _ = self.cluster.set(Arc::new(node));
             }
             if let Some(node) = self.cluster.get() {
@@ -520,10 +525,25 @@ impl Shared {
     }
 }
 
+/// The async face of a Veltix server, and its owner: it holds the server's core and its claim on
+/// the handler pool, implements every operation, and stops the server when dropped. Create it
+/// inside a tokio runtime: its I/O runs there. The blocking [`Server`] wraps one.
+pub struct AsyncServer {
+    pub(crate) shared: Arc<Shared>,
+    /// This server's claim on the process-wide handler pool's size, released when the server
+    /// is dropped (its connections may still be finishing).
+    pub(crate) _claim: Claim,
+}
+
 /// The operations of the async face that need the core's state: [`AsyncServer`] owns the core
 /// (and the blocking [`Server`] wraps an `AsyncServer`), so this is their one implementation.
 /// The rest of `AsyncServer` (async handlers, streams, the futures) is in [`asynch`](crate::asynch).
 impl AsyncServer {
+    /// A server on the current tokio runtime (or the shared one outside any runtime).
+    pub fn new(config: ServerConfig) -> Self {
+        AsyncServer::with_handle(config, crate::rt::current_or_shared())
+    }
+
     /// A server whose I/O runs on the given tokio runtime (see [`Server::with_handle`]).
     ///
     /// ```
@@ -707,6 +727,20 @@ impl AsyncServer {
         self
     }
 
+    /// Sets the observer of this server's connection events; the same as
+    /// [`Server::on_event`] (the observer runs inline on I/O threads).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")] async fn main() {
+    /// let server = veltix::AsyncServer::new(veltix::ServerConfig::local());
+    /// server.on_event(|e| eprintln!("{e:?}"));
+    /// # }
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.shared.counters.observer.replace(Arc::new(f));
+        self
+    }
+
     /// A cheap, cloneable handle that sends and broadcasts from any thread or task (see
     /// [`ServerSender`]).
     ///
@@ -747,6 +781,78 @@ impl AsyncServer {
         } else {
             false
         }
+    }
+
+    /// Sends to one client (never waits for the network).
+    pub async fn send(&self, request: impl Borrow<Request>, client: &ClientInfo) -> Result<()> {
+        client.send(request)
+    }
+
+    /// Broadcasts (see [`Server::broadcast`]).
+    pub async fn broadcast(
+        &self,
+        request: impl Borrow<Request>,
+        except: &[ClientInfo],
+    ) -> Result<usize> {
+        broadcast(&self.shared, request.borrow(), except)
+    }
+
+    /// Request/response with one client. Cancellation-safe: dropping the future releases the id.
+    pub async fn send_and_wait(
+        &self,
+        request: impl Borrow<Request>,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> Result<Response> {
+        client.conn().request(request.borrow(), timeout).await
+    }
+
+    /// Round-trip time of a PING to a client. The future borrows neither the server nor the
+    /// client (it can be spawned).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use veltix::{AsyncClient, AsyncServer, ClientConfig, ServerConfig};
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> veltix::Result<()> {
+    /// let server = AsyncServer::new(ServerConfig::local());
+    /// let (tx, mut joined) = tokio::sync::mpsc::unbounded_channel();
+    /// server.on_connect(move |c| {
+    ///     let _ = tx.send(c.clone());
+    /// });
+    /// let addr = server.start()?;
+    /// let client = AsyncClient::new(ClientConfig::new("127.0.0.1", addr.port()));
+    /// client.connect().await?;
+    /// let c = joined.recv().await.expect("connected");
+    /// let rtt = tokio::spawn(server.ping_client(&c, Duration::from_secs(5))).await.expect("task")?;
+    /// assert!(rtt < Duration::from_secs(5));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ping_client(
+        &self,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Duration>> + Send + 'static {
+        let conn = client.conn().clone();
+        async move { conn.ping(timeout).await }
+    }
+
+    /// Graceful shutdown: resolves when every connection is closed (queued data flushed,
+    /// bounded by `close_timeout`; see [`Server::close_all`]). The future does not borrow the
+    /// server.
+    pub fn close_all(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().close_all()
+    }
+
+    /// `close_all` then `start` on the same address (the future does not borrow the server).
+    pub fn restart(&self) -> impl Future<Output = Result<SocketAddr>> + Send + 'static {
+        self.shared.clone().restart()
+    }
+
+    /// Resolves once `close_all` was called (the future does not borrow the server).
+    pub fn wait_until_closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.clone().wait_closed()
     }
 }
 
@@ -990,6 +1096,19 @@ impl Server {
         self
     }
 
+    /// Sets the observer of this server's connection events ([`Event`]), replacing any previous
+    /// one. It runs inline on I/O threads: keep it short and non-blocking. Kept across
+    /// `restart()`. See [`crate::observe`].
+    ///
+    /// ```
+    /// let server = veltix::Server::new(veltix::ServerConfig::local());
+    /// server.on_event(|e| eprintln!("{e:?}"));
+    /// ```
+    pub fn on_event(&self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> &Self {
+        self.as_async().on_event(f);
+        self
+    }
+
     /// Sends to one client.
     pub fn send(&self, request: impl Borrow<Request>, client: &ClientInfo) -> Result<()> {
         client.send(request)
@@ -1153,21 +1272,44 @@ pub(crate) fn broadcast(shared: &Shared, req: &Request, except: &[ClientInfo]) -
     broadcast_where(shared, req, |c| except.contains(c))
 }
 
-/// The connected clients (handshake done); for the cluster's presence.
-pub(crate) fn client_list(shared: &Shared) -> Vec<ClientInfo> {
-    clients(shared)
-}
-
 /// A connected client by its id.
-pub(crate) fn client_by_id(shared: &Shared, id: u64) -> Option<ClientInfo> {
+fn client_by_id(shared: &Shared, id: u64) -> Option<ClientInfo> {
     lock(&shared.clients)
         .get(&id)
         .filter(|c| c.handshake_done())
         .cloned()
 }
 
+/// What this server's cluster node uses of it: its connected clients.
+impl LocalClients for Shared {
+    fn check_outgoing(&self, req: &Request) -> Result<()> {
+        Shared::check_outgoing(self, req)
+    }
+
+    fn broadcast_except(&self, req: &Request, except: &[u64]) -> Result<usize> {
+        broadcast_where(self, req, |c| except.contains(&c.id()))
+    }
+
+    fn send_to(&self, id: u64, req: Request) -> Option<Result<()>> {
+        client_by_id(self, id).map(|c| c.send(req))
+    }
+
+    fn close(&self, id: u64) -> bool {
+        client_by_id(self, id)
+            .map(|c| c.conn().close_locally())
+            .is_some()
+    }
+
+    fn presence(&self) -> Vec<(u64, SocketAddr, HashMap<String, Value>)> {
+        clients(self)
+            .iter()
+            .map(|c| (c.id(), c.addr(), c.tag_map()))
+            .collect()
+    }
+}
+
 /// Local broadcast to every connected client for which `skip` is false (encoded once).
-pub(crate) fn broadcast_where(
+fn broadcast_where(
     shared: &Shared,
     req: &Request,
     skip: impl Fn(&ClientInfo) -> bool,

@@ -25,12 +25,12 @@
 //! Local operations ([`Server::broadcast`](crate::Server::broadcast),
 //! [`ClientInfo::send`](crate::ClientInfo::send)) never touch the broker.
 
-mod api;
 mod redis;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,7 +47,6 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use self::redis::RedisBroker;
-use crate::server::{self, ClientInfo, Shared};
 use crate::stats::{add, throttled, Throttle};
 use crate::util::lock;
 use crate::{DisconnectCause, Error, Request, Result};
@@ -107,7 +106,7 @@ use crate::config::validate_node_id;
 pub use crate::config::ClusterConfig;
 
 /// A client's cluster-wide id: the node it is connected to and its id there
-/// ([`ClientInfo::id`]). Written `NODE:LOCAL`.
+/// ([`ClientInfo::id`](crate::ClientInfo::id)). Written `NODE:LOCAL`.
 ///
 /// ```
 /// use veltix::cluster::ClusterId;
@@ -451,12 +450,29 @@ struct Throttles {
     undeliverable: Throttle,
 }
 
+/// What a node needs from its server: its local clients. The server's core implements it
+/// (`server::Shared`) and the node holds it weakly, so the cluster never names the server: the
+/// server owns the node, and its cluster operations are thin calls into it (server -> cluster).
+pub(crate) trait LocalClients: Send + Sync {
+    /// Checks that `req` can be sent by this server (type and size under its settings).
+    fn check_outgoing(&self, req: &Request) -> Result<()>;
+    /// Sends `req` (encoded once) to every connected client whose id is not in `except`;
+    /// how many it was queued to.
+    fn broadcast_except(&self, req: &Request, except: &[u64]) -> Result<usize>;
+    /// Sends `req` to the connected client `id`; `None` when there is no such client.
+    fn send_to(&self, id: u64, req: Request) -> Option<Result<()>>;
+    /// Closes the connected client `id` (flushing what was queued); `false` when there is none.
+    fn close(&self, id: u64) -> bool;
+    /// The connected clients (handshake done): id, address and tags, for the presence entry.
+    fn presence(&self) -> Vec<(u64, SocketAddr, HashMap<String, Value>)>;
+}
+
 /// This server's membership of a cluster: its broker, background tasks and counters.
 pub(crate) struct Node {
     id: Arc<str>,
     config: ClusterConfig,
     broker: Arc<dyn Broker>,
-    server: Weak<Shared>,
+    server: Weak<dyn LocalClients>,
     rt: Handle,
     all_channel: Arc<str>,
     up: watch::Sender<bool>,
@@ -471,7 +487,11 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(config: &ClusterConfig, server: Weak<Shared>, rt: Handle) -> Result<Self> {
+    pub(crate) fn new(
+        config: &ClusterConfig,
+        server: Weak<dyn LocalClients>,
+        rt: Handle,
+    ) -> Result<Self> {
         config.validate()?;
         let id: Arc<str> = match &config.node_id {
             Some(id) => id.as_str().into(),
@@ -608,7 +628,7 @@ impl Node {
             .map_err(|_| self.unavailable("the cluster publishing queue is full"))
     }
 
-    fn check_request(&self, req: &Request) -> Result<Arc<Shared>> {
+    fn check_request(&self, req: &Request) -> Result<Arc<dyn LocalClients>> {
         let shared = self
             .server
             .upgrade()
@@ -640,13 +660,7 @@ impl Node {
             .filter(|c| *c.node == *self.id)
             .map(|c| c.local)
             .collect();
-        server::broadcast_where(&shared, req, |c| local.contains(&c.id()))
-    }
-
-    fn local_client(&self, local: u64) -> Option<ClientInfo> {
-        self.server
-            .upgrade()
-            .and_then(|s| server::client_by_id(&s, local))
+        shared.broadcast_except(req, &local)
     }
 
     /// Publishes a node-targeted message and waits until the broker took it.
@@ -680,10 +694,11 @@ impl Node {
     /// there as `unknown_target`).
     pub(crate) async fn send(self: Arc<Self>, target: ClusterId, req: Request) -> Result<()> {
         if *target.node == *self.id {
-            let c = self
-                .local_client(target.local)
+            return self
+                .server
+                .upgrade()
+                .and_then(|s| s.send_to(target.local, req))
                 .ok_or_else(|| Error::ClusterClientGone(target.to_string()))?;
-            return c.send(req);
         }
         self.check_request(&req)?;
         self.targeted(KIND_SEND, &target, Some(&req)).await
@@ -692,11 +707,12 @@ impl Node {
     /// Closes a client anywhere.
     pub(crate) async fn close(self: Arc<Self>, target: ClusterId) -> Result<()> {
         if *target.node == *self.id {
-            let c = self
-                .local_client(target.local)
-                .ok_or_else(|| Error::ClusterClientGone(target.to_string()))?;
-            c.conn().close_locally();
-            return Ok(());
+            let closed = self.server.upgrade().is_some_and(|s| s.close(target.local));
+            return if closed {
+                Ok(())
+            } else {
+                Err(Error::ClusterClientGone(target.to_string()))
+            };
         }
         self.targeted(KIND_CLOSE, &target, None).await
     }
@@ -901,16 +917,16 @@ impl Node {
         let clients = self
             .server
             .upgrade()
-            .map(|s| server::client_list(&s))
+            .map(|s| s.presence())
             .unwrap_or_default();
         let p = Presence {
             node: self.id.to_string(),
             clients: clients
-                .iter()
-                .map(|c| PresentClient {
-                    id: c.id(),
-                    addr: c.addr().to_string(),
-                    tags: c.tag_map(),
+                .into_iter()
+                .map(|(id, addr, tags)| PresentClient {
+                    id,
+                    addr: addr.to_string(),
+                    tags,
                 })
                 .collect(),
         };
@@ -953,30 +969,33 @@ impl Node {
                     .map(|c| c.local)
                     .collect();
                 // Refusals (full queues) are counted per connection.
-                if let Err(e) = server::broadcast_where(&shared, &req, |c| local.contains(&c.id()))
-                {
+                if let Err(e) = shared.broadcast_except(&req, &local) {
                     self.undeliverable(&env.origin, &e);
                 }
             }
-            KIND_SEND | KIND_CLOSE => match server::client_by_id(&shared, env.target) {
-                Some(c) if env.kind == KIND_SEND => match c.send(req) {
-                    Ok(()) | Err(Error::QueueFull { .. } | Error::Disconnected(_)) => {}
-                    Err(e) => self.undeliverable(&env.origin, &e),
-                },
-                Some(c) => c.conn().close_locally(),
-                None => {
-                    add(&self.counters.unknown_target, 1);
-                    throttled!(
-                        self.throttles.unknown_target,
-                        env.origin,
-                        summary: "{count} cluster messages for clients gone from this node in {secs} s",
-                        "cluster message for client {} which is not on this node: dropped",
-                        env.target
-                    );
-                }
+            KIND_SEND => match shared.send_to(env.target, req) {
+                Some(Ok(()) | Err(Error::QueueFull { .. } | Error::Disconnected(_))) => {}
+                Some(Err(e)) => self.undeliverable(&env.origin, &e),
+                None => self.unknown_target(&env.origin, env.target),
             },
+            KIND_CLOSE => {
+                if !shared.close(env.target) {
+                    self.unknown_target(&env.origin, env.target);
+                }
+            }
             _ => self.malformed("message kind"),
         }
+    }
+
+    /// A send or close for a client that is not on this node (any more): dropped.
+    fn unknown_target(&self, origin: &str, target: u64) {
+        add(&self.counters.unknown_target, 1);
+        throttled!(
+            self.throttles.unknown_target,
+            origin,
+            summary: "{count} cluster messages for clients gone from this node in {secs} s",
+            "cluster message for client {target} which is not on this node: dropped"
+        );
     }
 }
 

@@ -1,4 +1,6 @@
-//! The cluster operations of [`Server`], [`ServerSender`] and [`AsyncServer`].
+//! The cluster operations of [`Server`], [`ServerSender`] and [`AsyncServer`]: thin calls into
+//! the server's [`Node`] (the server owns its node; the node sees the server only through
+//! [`LocalClients`](crate::cluster::LocalClients), so `cluster` never names `server`).
 
 use std::borrow::Borrow;
 use std::sync::Arc;
@@ -6,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{ClusterClient, ClusterId, ClusterStats, Node};
-use crate::server::Shared;
-use crate::{AsyncServer, DisconnectCause, Error, Request, Result, Server, ServerSender};
+use super::{AsyncServer, Server, ServerSender, Shared};
+use crate::cluster::{ClusterClient, ClusterId, ClusterStats, Node};
+use crate::{DisconnectCause, Error, Request, Result};
 
 fn node_of(shared: &Shared) -> Result<Arc<Node>> {
     if shared.config_ref().cluster.is_none() {
