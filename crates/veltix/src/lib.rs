@@ -76,6 +76,8 @@
 //!   the deadlines of async `send_and_wait`/ping waiters stored in the pending table (one timer
 //!   per connection, not one per request): it sleeps until the earlier of the two, and a
 //!   waiter with an earlier deadline wakes it. Blocking waits keep their own `recv_timeout`.
+//!   With keep-alive the timer task starts with the connection; without it (the default), the
+//!   first async request with a deadline starts it, and most connections never need one.
 //! - `pool` (private): the process-wide handler pool ([`set_handler_threads`],
 //!   [`handler_threads`], [`wrap_handler_runs`]): a lock-free task channel, one ordered queue per
 //!   connection, runs of queued tasks per worker; async handlers' futures are chained per
