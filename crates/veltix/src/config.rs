@@ -38,16 +38,24 @@ pub enum PerformanceMode {
     High,
 }
 
+/// Parses `low`, `balanced` or `high` (any case); anything else is [`Error::Config`].
+///
+/// ```
+/// use veltix::{Error, PerformanceMode};
+/// assert_eq!("High".parse::<PerformanceMode>()?, PerformanceMode::High);
+/// assert!(matches!("fast".parse::<PerformanceMode>(), Err(Error::Config(_))));
+/// # Ok::<(), veltix::Error>(())
+/// ```
 impl std::str::FromStr for PerformanceMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
         match s.to_ascii_lowercase().as_str() {
             "low" => Ok(PerformanceMode::Low),
             "balanced" => Ok(PerformanceMode::Balanced),
             "high" => Ok(PerformanceMode::High),
-            o => Err(format!(
+            o => Err(Error::Config(format!(
                 "unknown performance mode {o:?} (low, balanced, high)"
-            )),
+            ))),
         }
     }
 }

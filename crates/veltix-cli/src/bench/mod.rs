@@ -195,7 +195,7 @@ pub struct Args {
     internal_tls_key: Option<PathBuf>,
 }
 
-fn parse_mode(s: &str) -> Result<PerformanceMode, String> {
+fn parse_mode(s: &str) -> Result<PerformanceMode, veltix::Error> {
     s.parse()
 }
 
