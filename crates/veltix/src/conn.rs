@@ -76,12 +76,13 @@ struct Pending {
 /// connection cost about 1.3 KB per pair of ends in the Python memory benchmark).
 enum LazyTimer {
     /// Not driving yet: `supervise` arms it (and spawns at once if a request already waits).
+    /// Stays so with keep-alive, whose timer task `supervise` owns.
     NotDriving,
     /// Driving, no timed waiter so far: the first one spawns the task on this runtime.
     Armed(tokio::runtime::Handle),
-    /// The task runs; dropping this aborts it.
-    Running(#[allow(dead_code)] AbortOnDrop<CloseReason>),
-    /// The connection's supervisor ended (or keep-alive owns the timer): never spawned again.
+    /// The task runs; dropping the guard aborts it.
+    Running { _task: AbortOnDrop<CloseReason> },
+    /// The connection's supervisor ended: never spawned again.
     Ended,
 }
 
@@ -611,8 +612,10 @@ impl Conn {
                 if earlier {
                     p.sweep_at = Some(d);
                 }
-                // A new task reads the table first: no wake-up needed.
-                earlier && !self.spawn_lazy_timer(&mut p)
+                // Whatever `sweep_at` says (it may predate the task), an armed timer is
+                // spawned now; a new task reads the table first, so it needs no wake-up.
+                let spawned = self.spawn_lazy_timer(&mut p);
+                earlier && !spawned
             }
         };
         self.mirror_waiting(&p);
@@ -630,7 +633,9 @@ impl Conn {
             return false;
         };
         let task = rt.spawn(timer_loop(self.clone()));
-        p.timer = LazyTimer::Running(AbortOnDrop(task));
+        p.timer = LazyTimer::Running {
+            _task: AbortOnDrop(task),
+        };
         true
     }
 
