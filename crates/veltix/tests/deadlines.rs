@@ -81,16 +81,7 @@ fn an_unanswered_async_request_times_out() {
     with_each_keepalive(|c, ka| async move {
         let timeout = Duration::from_millis(200);
         for _ in 0..3 {
-            let r = tokio::time::timeout(
-                timeout + MARGIN,
-                c.send_and_wait(Request::text(&HOLD, "never answered"), timeout),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("keep-alive {ka:?}: the request never timed out"));
-            match r {
-                Err(Error::Timeout(d)) => assert_eq!(d, timeout),
-                other => panic!("keep-alive {ka:?}: expected Timeout, got {other:?}"),
-            }
+            assert_times_out(&c, timeout, timeout + MARGIN, &format!("keep-alive {ka:?}")).await;
         }
         // The link is fine and the timed-out ids were released: requests still work.
         let r = c
@@ -116,19 +107,32 @@ fn a_short_timeout_after_a_long_one_wakes_the_timer() {
         c.send_and_wait(Request::text(&ECHO, "sync"), MARGIN)
             .await
             .expect("echo");
-        let r = tokio::time::timeout(
+        // Within MARGIN: it must not wait for the long one's deadline.
+        assert_times_out(
+            &c,
+            short,
             MARGIN,
-            c.send_and_wait(Request::text(&HOLD, "short"), short),
+            &format!("keep-alive {ka:?}, short after long"),
         )
-        .await
-        .unwrap_or_else(|_| panic!("keep-alive {ka:?}: the short request waited for the long one"));
-        match r {
-            Err(Error::Timeout(d)) => assert_eq!(d, short),
-            other => panic!("keep-alive {ka:?}: expected Timeout, got {other:?}"),
-        }
+        .await;
         // The long one is still waiting, not failed.
         assert!(futures_poll_once(&mut long_wait).await.is_none());
     });
+}
+
+/// Sends a HOLD request (never answered) with `timeout` and asserts that it fails with exactly
+/// `Error::Timeout(timeout)` within `within` (`what` names the case in a failure).
+async fn assert_times_out(c: &AsyncClient, timeout: Duration, within: Duration, what: &str) {
+    let r = tokio::time::timeout(
+        within,
+        c.send_and_wait(Request::text(&HOLD, "never answered"), timeout),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the request did not time out within {within:?}"));
+    match r {
+        Err(Error::Timeout(d)) => assert_eq!(d, timeout, "{what}"),
+        other => panic!("{what}: expected Timeout, got {other:?}"),
+    }
 }
 
 /// Polls a future once: `Some` if it completed.
@@ -174,13 +178,8 @@ fn without_keepalive_the_timer_task_starts_with_the_first_timed_request_and_ends
                 .await
                 .expect("echo");
         }
-        let r = c
-            .send_and_wait(
-                Request::text(&HOLD, "never answered"),
-                Duration::from_millis(50),
-            )
-            .await;
-        assert!(matches!(r, Err(Error::Timeout(_))), "got {r:?}");
+        let timeout = Duration::from_millis(50);
+        assert_times_out(&c, timeout, timeout + MARGIN, "no keep-alive").await;
         assert_eq!(alive(), connected + 1, "later requests reuse it");
         c.disconnect().await;
         let give_up = std::time::Instant::now() + MARGIN;
