@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 import zlib
 
 import pytest
@@ -13,7 +14,7 @@ import veltix_rs as vx
 from veltix_rs.events import ClientEvent, ErrorEvent, ServerEvent
 from veltix_rs.internal.events import ServerEvent as ServerEvent2
 
-from conftest import ECHO
+from conftest import ECHO, T
 
 
 def test_exports_match_veltix_3_3_0():
@@ -115,6 +116,44 @@ def test_request_payloads_and_validation():
             vx.Request(ECHO, b"", request_id=rid)  # type: ignore[arg-type]
     r = vx.Request(ECHO, b"x" * 30, request_id=7)
     assert "request_id=7" in repr(r) and "..." in repr(r)
+
+
+def test_request_fields_copy_pickle_and_mutation(echo_server, make_client):
+    """The fields live in the native base: they read back, copy and pickle, cannot be joined
+    by new attributes, and a send reads what was set last (or refuses what makes no message)."""
+    import copy
+    import pickle
+
+    r = vx.Request(ECHO, b"abc", request_id=5)
+    for c in (copy.copy(r), copy.deepcopy(r), pickle.loads(pickle.dumps(r))):
+        assert type(c) is vx.Request
+        assert (c.type, c.content, c.request_id, c.flags) == (ECHO, b"abc", 5, 0)
+    with pytest.raises(AttributeError):
+        r.other = 1  # type: ignore[attr-defined]
+    client = make_client(echo_server.port)
+    assert client.connect()
+    r.content = b"second"
+    reply = client.send_and_wait(r, timeout=T)
+    assert reply is not None and reply.content == b"echo:second"
+
+    class Index:
+        """An int-like id whose conversion reads the request (Python code during the send)."""
+
+        def __index__(self) -> int:
+            return 40000 + len(holder.content)
+
+    holder = vx.Request(ECHO, b"ab")
+    holder.request_id = Index()
+    # No deadlock: the id is converted outside the native lock (a hang fails, not blocks).
+    sent: list[bool] = []
+    worker = threading.Thread(target=lambda: sent.append(client.send(holder)), daemon=True)
+    worker.start()
+    worker.join(T)
+    assert sent == [True], "a send of a request with an int-like id did not return"
+    for bad in (("content", "not bytes"), ("type", object()), ("request_id", -1)):
+        broken = vx.Request(ECHO, b"x")
+        setattr(broken, *bad)
+        assert client.send(broken) is False, bad
 
 
 def test_request_compile_is_the_gen3_frame():

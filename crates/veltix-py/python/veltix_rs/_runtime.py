@@ -15,9 +15,7 @@ from .exceptions import InvalidContentError
 
 log = logging.getLogger("veltix_rs")
 
-from .request import Request  # noqa: E402
-
-_native.init(type_for_code, InvalidContentError, Request)
+_native.init(type_for_code, InvalidContentError)
 
 #: Live servers and clients, closed at interpreter exit.
 _live: "weakref.WeakSet[Any]" = weakref.WeakSet()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json as _json
 from typing import Any
 
-from ._native import Response
+from ._native import RequestBase, Response
 from ._types import MessageType
 from .exceptions import RequestError
 
@@ -15,7 +15,7 @@ _UNSET: Any = object()
 _MAX_CONTENT = 2**32 - 1
 
 
-class Request:
+class Request(RequestBase):
     """An outgoing message: ``Request(TYPE, b"bytes")``, ``Request(TYPE, text="hi")`` or
     ``Request(TYPE, json={...})``; exactly one payload.
 
@@ -25,7 +25,12 @@ class Request:
     reply on the request. Raises ``RequestError`` for invalid arguments.
     """
 
-    __slots__ = ("type", "content", "request_id", "flags")
+    # The four fields live in the native base (a send reads them without attribute lookups).
+    __slots__ = ()
+    type: MessageType
+    content: bytes
+    request_id: "int | None"
+    flags: int
 
     def __init__(
         self,
