@@ -53,7 +53,6 @@ use veltix::{
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 /// `code -> MessageType` resolver installed by the package (`veltix_rs._types`).
 static TYPE_FACTORY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-/// `veltix_rs.Request`: `send_request` refuses anything else (as Veltix's `send` does).
 /// `veltix_rs.exceptions.InvalidContentError`.
 static INVALID_CONTENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -426,7 +425,7 @@ fn request(code: u16, content: &[u8], request_id: Option<u32>) -> Request {
 /// The fields of an outgoing message, the native base class of `veltix_rs.Request` (and so of
 /// `veltix_rs.v1.Request`). The package's `Request.__init__` validates and sets them; a send
 /// reads them here under one lock instead of four Python attribute lookups (`type`, `type.code`,
-/// `content`, `request_id`), which were a fifth of a send's time under the GIL.
+/// `content`, `request_id`), all made under the GIL. Sends refuse anything that is not one.
 #[pyclass(module = "veltix_rs._native", name = "RequestBase", subclass, frozen)]
 pub struct RequestBase {
     fields: Mutex<RequestFields>,
