@@ -535,21 +535,16 @@ impl RequestBase {
 
 /// Reads a `veltix_rs.Request` (any [`RequestBase`]); None if it is not one or its fields do not
 /// make a message (a type without a `u16` code, content that is not `bytes`, a bad id). A 1.6 id
-/// (4 bytes) becomes its big-endian `u32`.
-fn read_request(req: &Bound<'_, PyAny>) -> Option<(u16, Vec<u8>, Option<u32>)> {
+/// (4 bytes) becomes its big-endian `u32`. The content is the request's own `bytes` object (one
+/// more reference, no copy): a send encodes straight from it.
+fn read_request(req: &Bound<'_, PyAny>) -> Option<(u16, Py<PyBytes>, Option<u32>)> {
     let py = req.py();
     let base = req.cast::<RequestBase>().ok()?;
-    // No Python code runs while the lock is held (a type check and a copy); the id is
+    // No Python code runs while the lock is held (a type check and two increfs); the id is
     // converted after it is released (`__index__` of an int-like id is Python code).
     let (code, content, rid) = {
         let f = lock(&base.get().fields);
-        let content = f
-            .content
-            .bind(py)
-            .cast::<PyBytes>()
-            .ok()?
-            .as_bytes()
-            .to_vec();
+        let content = f.content.bind(py).cast::<PyBytes>().ok()?.clone().unbind();
         (f.code?, content, f.request_id.clone_ref(py))
     };
     let rid = rid.bind(py);
@@ -564,20 +559,21 @@ fn read_request(req: &Bound<'_, PyAny>) -> Option<(u16, Vec<u8>, Option<u32>)> {
     Some((code, content, rid))
 }
 
-fn send_owned(
+/// Sends one message from borrowed parts with `send(code, request_id, content)` (a core
+/// `send_slice`), releasing the GIL around it for a large payload. `content` is a `bytes`
+/// object's buffer (immutable, and kept alive by the caller for the whole call), so reading it
+/// with the GIL released is sound.
+fn send_parts(
     py: Python<'_>,
-    send: impl FnOnce(Request) -> bool + Send,
-    (code, content, rid): (u16, Vec<u8>, Option<u32>),
+    send: impl FnOnce(u16, Option<u32>, &[u8]) -> bool + Send,
+    code: u16,
+    request_id: Option<u32>,
+    content: &[u8],
 ) -> bool {
-    let big = content.len() >= DETACH_SEND_BYTES;
-    let mut r = Request::new(code, content);
-    if let Some(id) = rid {
-        r = r.with_request_id(id);
-    }
-    if big {
-        py.detach(move || send(r))
+    if content.len() >= DETACH_SEND_BYTES {
+        py.detach(move || send(code, request_id, content))
     } else {
-        send(r)
+        send(code, request_id, content)
     }
 }
 
@@ -1165,27 +1161,24 @@ impl ClientHandle {
     /// invalid (reserved type, too large). Large payloads release the GIL.
     #[pyo3(signature = (code, content, request_id = None))]
     fn send(&self, py: Python<'_>, code: u16, content: &[u8], request_id: Option<u32>) -> bool {
-        if content.len() >= DETACH_SEND_BYTES {
-            let content = content.to_vec();
-            let inner = self.inner.clone();
-            return py.detach(move || {
-                let mut r = Request::new(code, content);
-                if let Some(id) = request_id {
-                    r = r.with_request_id(id);
-                }
-                inner.send(r).is_ok()
-            });
-        }
-        self.inner.send(request(code, content, request_id)).is_ok()
+        let inner = &self.inner;
+        send_parts(
+            py,
+            |c, id, b| inner.send_slice(c, id, b).is_ok(),
+            code,
+            request_id,
+            content,
+        )
     }
 
     /// Sends a `Request` object (the fast path of `Server.send`); False if it is not a valid
     /// request or cannot be queued.
     fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> bool {
         match read_request(request) {
-            Some(parts) => {
-                let inner = self.inner.clone();
-                send_owned(py, move |r| inner.send(r).is_ok(), parts)
+            Some((code, content, id)) => {
+                let inner = &self.inner;
+                let send = |c: u16, id: Option<u32>, b: &[u8]| inner.send_slice(c, id, b).is_ok();
+                send_parts(py, send, code, id, content.as_bytes(py))
             }
             None => false,
         }
@@ -1779,21 +1772,24 @@ impl NativeClient {
     /// Queues one frame; False when not connected or the message is invalid.
     #[pyo3(signature = (code, content, request_id = None))]
     fn send(&self, py: Python<'_>, code: u16, content: &[u8], request_id: Option<u32>) -> bool {
-        if content.len() >= DETACH_SEND_BYTES {
-            let req = request(code, content, request_id);
-            let client = self.client.clone();
-            return py.detach(move || client.send(req).is_ok());
-        }
-        self.client.send(request(code, content, request_id)).is_ok()
+        let client = &self.client;
+        send_parts(
+            py,
+            |c, id, b| client.send_slice(c, id, b).is_ok(),
+            code,
+            request_id,
+            content,
+        )
     }
 
     /// Sends a `Request` object (the fast path of `Client.send`); False if it is not a valid
     /// request, or when not connected.
     fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> bool {
         match read_request(request) {
-            Some(parts) => {
-                let client = self.client.clone();
-                send_owned(py, move |r| client.send(r).is_ok(), parts)
+            Some((code, content, id)) => {
+                let client = &self.client;
+                let send = |c: u16, id: Option<u32>, b: &[u8]| client.send_slice(c, id, b).is_ok();
+                send_parts(py, send, code, id, content.as_bytes(py))
             }
             None => false,
         }

@@ -485,6 +485,18 @@ impl Shared {
     pub(crate) fn send(&self, req: &Request) -> Result<()> {
         self.conn()?.send(req).map(|_| ())
     }
+
+    /// [`Shared::send`] from borrowed parts (see [`Client::send_slice`]).
+    pub(crate) fn send_slice(
+        &self,
+        message_type: u16,
+        request_id: Option<u32>,
+        content: &[u8],
+    ) -> Result<()> {
+        self.conn()?
+            .send_slice(message_type, request_id, content)
+            .map(|_| ())
+    }
 }
 
 /// The async face of a Veltix client, and its owner: it holds the client's core and its claim on
@@ -976,6 +988,33 @@ impl Client {
     /// `connect()` and while reconnecting, else the cause that ended the link.
     pub fn send(&self, request: impl Borrow<Request>) -> Result<()> {
         self.inner.shared.send(request.borrow())
+    }
+
+    /// [`Client::send`] from a borrowed payload: `content` is encoded straight into the
+    /// connection's outbound buffer, so no [`Request`] (and no copy of the payload) is made.
+    /// For callers that hold their bytes elsewhere (a language binding, a reused buffer).
+    /// `request_id: None` assigns a client-range id, as `send` does for a request without one.
+    ///
+    /// ```no_run
+    /// let client = veltix::Client::new(veltix::ClientConfig::new("127.0.0.1", 9000));
+    /// client.connect()?;
+    /// let mut buf = Vec::new();
+    /// for i in 0..3u8 {
+    ///     buf.clear();
+    ///     buf.extend_from_slice(&[i; 16]);
+    ///     client.send_slice(200u16, None, &buf)?;
+    /// }
+    /// # Ok::<(), veltix::Error>(())
+    /// ```
+    pub fn send_slice(
+        &self,
+        message_type: impl crate::TypeCode,
+        request_id: Option<u32>,
+        content: &[u8],
+    ) -> Result<()> {
+        self.inner
+            .shared
+            .send_slice(message_type.type_code(), request_id, content)
     }
 
     /// Sends and blocks until the server answers with the same request id. Fails with

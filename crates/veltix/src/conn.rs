@@ -574,12 +574,22 @@ impl Conn {
 
     /// Sends a request (allocating an id if it has none). Returns the id used.
     pub(crate) fn send(&self, req: &Request) -> Result<u32> {
-        self.check_outgoing(req.message_type(), req.content().len())?;
-        let id = match req.request_id() {
+        self.send_slice(req.message_type(), req.request_id(), req.content())
+    }
+
+    /// [`Conn::send`] from borrowed parts: the content is encoded straight into the outbox.
+    pub(crate) fn send_slice(
+        &self,
+        message_type: u16,
+        request_id: Option<u32>,
+        content: &[u8],
+    ) -> Result<u32> {
+        self.check_outgoing(message_type, content.len())?;
+        let id = match request_id {
             Some(id) => id,
             None => Self::next_id(&mut lock(&self.pending))?,
         };
-        self.push_user_frame(req.message_type(), id, req.content())
+        self.push_user_frame(message_type, id, content)
             .map_err(|e| self.refused(e))?;
         Ok(id)
     }

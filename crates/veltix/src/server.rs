@@ -139,6 +139,28 @@ impl ClientInfo {
         self.inner.conn.send(request.borrow()).map(|_| ())
     }
 
+    /// [`ClientInfo::send`] from a borrowed payload: `content` is encoded straight into the
+    /// connection's outbound buffer, no [`Request`] (and no copy of the payload) is made.
+    /// `request_id: None` assigns a server-range id.
+    ///
+    /// ```no_run
+    /// # fn f(client: &veltix::ClientInfo) -> veltix::Result<()> {
+    /// let frame_of_state = [0u8; 32];
+    /// client.send_slice(300u16, None, &frame_of_state)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send_slice(
+        &self,
+        message_type: impl crate::TypeCode,
+        request_id: Option<u32>,
+        content: &[u8],
+    ) -> Result<()> {
+        self.inner
+            .conn
+            .send_slice(message_type.type_code(), request_id, content)
+            .map(|_| ())
+    }
+
     /// Sends and blocks until the client answers with the same request id.
     pub fn send_and_wait(
         &self,

@@ -66,6 +66,75 @@ both_faces!(
     scenario_keepalive_detects_a_silent_peer,
 );
 
+// ------------------------------------------------------------- blocking only
+
+/// `send_slice` (a borrowed payload, no `Request`) on both sides: the peer gets the same
+/// frames as from `send` (content, explicit or assigned id, order), and it refuses what `send`
+/// refuses (a reserved type, a dead link) with the same typed errors.
+#[test]
+fn send_slice_sends_borrowed_payloads_like_send() {
+    use std::sync::mpsc::channel;
+    use veltix::{ClientInfo, DisconnectCause, Error, Response};
+
+    let s = Blocking::server(ServerConfig::local());
+    let (tx, got) = channel();
+    let f = forward(tx);
+    s.route(&NOTE, move |c: &ClientInfo, m: Response| {
+        f((m.content().to_vec(), m.request_id()));
+        // Answer from a borrowed buffer too, with the request's id.
+        c.send_slice(&ECHO, Some(m.request_id()), &m.content()[..])
+    });
+    let connects = connects(&s);
+    let gone = disconnects(&s);
+    let addr = ServerApi::start(&s);
+    let c = veltix::Client::new(ClientConfig::new("127.0.0.1", addr.port()));
+    let (etx, echoes) = channel();
+    let f = forward(etx);
+    c.route(&ECHO, move |m: Response| f((m.content().to_vec(), m.request_id())));
+    c.connect().unwrap();
+    let info = recv(&connects);
+    let mut buf = Vec::new();
+    for i in 0..50u16 {
+        buf.clear();
+        buf.extend_from_slice(format!("slice {i}").as_bytes());
+        let id = (i % 2 == 0).then_some(1000 + u32::from(i));
+        c.send_slice(&NOTE, id, &buf).unwrap();
+    }
+    for i in 0..50u16 {
+        let (content, id) = recv(&got);
+        assert_eq!(content, format!("slice {i}").as_bytes());
+        if i % 2 == 0 {
+            assert_eq!(id, 1000 + u32::from(i));
+        }
+        assert_eq!(recv(&echoes), (content, id));
+    }
+    // Server -> client from a borrowed payload, with an assigned id.
+    let (ntx, notes) = channel();
+    let f = forward(ntx);
+    c.route(&NOTE, move |m: Response| f(m.content().to_vec()));
+    info.send_slice(&NOTE, None, b"to you").unwrap();
+    assert_eq!(recv(&notes), b"to you");
+    // What send refuses, send_slice refuses the same way.
+    let e = c.send_slice(150u16, None, b"reserved").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Protocol(veltix::proto::Error::ReservedTypeCode { .. })
+        ),
+        "{e}"
+    );
+    c.disconnect();
+    let e = c.send_slice(&NOTE, None, b"late").unwrap_err();
+    assert!(
+        matches!(e, Error::Disconnected(DisconnectCause::ClosedLocally)),
+        "{e:?}"
+    );
+    recv(&gone);
+    let e = info.send_slice(&NOTE, None, b"late").unwrap_err();
+    assert!(matches!(e, Error::Disconnected(_)), "{e:?}");
+    s.close_all();
+}
+
 // ---------------------------------------------------------------- async only
 
 #[test]
