@@ -173,87 +173,166 @@ fn invalid_content(py: Python<'_>, msg: String) -> PyErr {
 /// A received message: `type`, `content`, `request_id`, and the lazily decoded, cached `text` and
 /// `json` (3.3.0's `Response`). On the Gen 1 wire (`veltix_rs.v1`), `request_id` is the 4-byte
 /// `bytes` id of 1.6.9 and `timestamp`, `received_at`, `latency` and `hash` are available too.
+///
+/// Its state sits behind one lock so that a dispatcher can reuse the object for the next
+/// message when the callback kept no reference to it (see [`PyResponse::for_dispatch`]): a
+/// burst then allocates and frees no Python object per message.
 #[pyclass(module = "veltix_rs._native", name = "Response", frozen)]
 pub struct PyResponse {
+    s: Mutex<RespState>,
+}
+
+struct RespState {
     code: u16,
-    type_obj: PyOnceLock<Py<PyAny>>,
+    request_id: u32,
+    gen1: bool,
+    type_obj: Option<Py<PyAny>>,
     /// The payload as `bytes`, made on first use: a handler that never reads `content`
     /// costs no copy. Until then `raw` holds the core's frame (a view of the read buffer), which
     /// [`PyResponse::materialize`] releases when the object outlives its callback.
-    content: PyOnceLock<Py<PyBytes>>,
-    raw: Mutex<Option<Response>>,
-    request_id: u32,
-    gen1: bool,
-    text: PyOnceLock<Result<Py<PyAny>, String>>,
-    json: PyOnceLock<Result<Py<PyAny>, String>>,
+    content: Option<Py<PyBytes>>,
+    raw: Option<Response>,
+    text: Option<Result<Py<PyAny>, String>>,
+    json: Option<Result<Py<PyAny>, String>>,
+}
+
+impl RespState {
+    fn of(m: Response, gen1: bool) -> RespState {
+        RespState {
+            code: m.message_type(),
+            request_id: m.request_id(),
+            gen1,
+            type_obj: None,
+            content: None,
+            raw: Some(m),
+            text: None,
+            json: None,
+        }
+    }
+
+    fn content(&mut self, py: Python<'_>) -> Py<PyBytes> {
+        if let Some(c) = &self.content {
+            return c.clone_ref(py);
+        }
+        let bytes: &[u8] = self.raw.as_ref().map(|m| &m.content()[..]).unwrap_or(&[]);
+        let c = PyBytes::new(py, bytes).unbind();
+        self.content = Some(c.clone_ref(py));
+        c
+    }
+}
+
+thread_local! {
+    /// A `Response` that a callback on this thread did not keep, ready for the next message
+    /// (see [`PyResponse::for_dispatch`]).
+    static SPARE: std::cell::RefCell<Option<Py<PyResponse>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl PyResponse {
-    fn from_core(py: Python<'_>, m: &Response, gen1: bool) -> PyResult<Py<PyResponse>> {
+    fn from_core(py: Python<'_>, m: Response, gen1: bool) -> PyResult<Py<PyResponse>> {
         Py::new(
             py,
             PyResponse {
-                code: m.message_type(),
-                type_obj: PyOnceLock::new(),
-                content: PyOnceLock::new(),
-                raw: Mutex::new(Some(m.clone())),
-                request_id: m.request_id(),
-                gen1,
-                text: PyOnceLock::new(),
-                json: PyOnceLock::new(),
+                s: Mutex::new(RespState::of(m, gen1)),
             },
         )
     }
 
     /// A received message for a Python caller that keeps it (the payload copied now).
     fn from_core_owned(py: Python<'_>, m: &Response, gen1: bool) -> PyResult<Py<PyResponse>> {
-        let r = Self::from_core(py, m, gen1)?;
+        let r = Self::from_core(py, m.clone(), gen1)?;
         r.get().materialize(py);
         Ok(r)
     }
 
-    fn content_obj(&self, py: Python<'_>) -> &Py<PyBytes> {
-        self.content.get_or_init(py, || {
-            let raw = lock(&self.raw);
-            let bytes: &[u8] = raw.as_ref().map(|m| &m.content()[..]).unwrap_or(&[]);
-            PyBytes::new(py, bytes).unbind()
-        })
+    /// The `Response` handed to a callback: this thread's spare one refilled with `m` if there
+    /// is one that nobody else references, else a new one. Give it back with
+    /// [`PyResponse::after_dispatch`] once the callback returned.
+    // `get_refcnt` is deprecated in favour of `ffi::Py_REFCNT`, which is unsafe; a count is all
+    // this needs.
+    #[allow(deprecated)]
+    fn for_dispatch(py: Python<'_>, m: Response, gen1: bool) -> PyResult<Py<PyResponse>> {
+        let spare = SPARE.try_with(|s| s.borrow_mut().take()).ok().flatten();
+        match spare {
+            // With the GIL held, a count of 1 means this thread holds the only reference (the
+            // type has no weak references), and nobody can take another meanwhile.
+            Some(r) if r.get_refcnt(py) == 1 => {
+                let old = std::mem::replace(&mut *lock(&r.get().s), RespState::of(m, gen1));
+                drop(old);
+                Ok(r)
+            }
+            _ => Self::from_core(py, m, gen1),
+        }
+    }
+
+    /// After a callback got `resp`: if it kept a reference (stored it, or an exception's
+    /// traceback holds it), the payload is materialized (see [`PyResponse::materialize`]);
+    /// otherwise its state is cleared (the read buffer released) and it becomes this thread's
+    /// spare for the next message.
+    #[allow(deprecated)]
+    fn after_dispatch(py: Python<'_>, resp: Py<PyResponse>) {
+        if resp.get_refcnt(py) > 1 {
+            resp.get().materialize(py);
+            return;
+        }
+        let old = {
+            let mut s = lock(&resp.get().s);
+            RespState {
+                code: s.code,
+                request_id: s.request_id,
+                gen1: s.gen1,
+                type_obj: s.type_obj.take(),
+                content: s.content.take(),
+                raw: s.raw.take(),
+                text: s.text.take(),
+                json: s.json.take(),
+            }
+        };
+        drop(old);
+        let previous = SPARE
+            .try_with(|s| s.borrow_mut().replace(resp))
+            .ok()
+            .flatten();
+        drop(previous);
+    }
+
+    fn content_obj(&self, py: Python<'_>) -> Py<PyBytes> {
+        lock(&self.s).content(py)
     }
 
     /// Copies the payload into `bytes` (if not done yet) and lets go of the core's frame, so a
     /// Response kept by Python pins no read buffer.
     fn materialize(&self, py: Python<'_>) {
-        self.content_obj(py);
-        let frame = lock(&self.raw).take();
+        let frame = {
+            let mut s = lock(&self.s);
+            s.content(py);
+            s.raw.take()
+        };
         drop(frame);
     }
 
-    /// After a callback got `resp`: if it kept a reference (stored it, or an exception's
-    /// traceback holds it), the payload is materialized (see [`PyResponse::materialize`]).
-    // `get_refcnt` is deprecated in favour of `ffi::Py_REFCNT`, which is unsafe (forbidden
-    // here); a reference count is all this needs.
-    #[allow(deprecated)]
-    fn after_call(py: Python<'_>, resp: &Py<PyResponse>) {
-        if resp.get_refcnt(py) > 1 {
-            resp.get().materialize(py);
+    fn text_cached(&self, py: Python<'_>) -> Result<Py<PyAny>, String> {
+        // No Python code runs under the lock (a UTF-8 check and a `str` allocation).
+        let mut s = lock(&self.s);
+        if let Some(t) = &s.text {
+            return t.as_ref().map(|t| t.clone_ref(py)).map_err(Clone::clone);
         }
+        let content = s.content(py);
+        let text = match std::str::from_utf8(content.as_bytes(py)) {
+            Ok(t) => Ok(pyo3::types::PyString::new(py, t).into_any().unbind()),
+            Err(e) => Err(format!("content is not valid UTF-8: {e}")),
+        };
+        let out = text.as_ref().map(|t| t.clone_ref(py)).map_err(Clone::clone);
+        s.text = Some(text);
+        out
     }
 
-    fn text_cached(&self, py: Python<'_>) -> &Result<Py<PyAny>, String> {
-        self.text.get_or_init(py, || {
-            match std::str::from_utf8(self.content_obj(py).as_bytes(py)) {
-                Ok(s) => Ok(pyo3::types::PyString::new(py, s).into_any().unbind()),
-                Err(e) => Err(format!("content is not valid UTF-8: {e}")),
-            }
-        })
-    }
-
-    fn json_cached(&self, py: Python<'_>) -> &Result<Py<PyAny>, String> {
-        self.json.get_or_init(py, || {
-            let text = match self.text_cached(py) {
-                Ok(t) => t.clone_ref(py),
-                Err(e) => return Err(e.clone()),
-            };
+    fn json_cached(&self, py: Python<'_>) -> Result<Py<PyAny>, String> {
+        if let Some(j) = &lock(&self.s).json {
+            return j.as_ref().map(|j| j.clone_ref(py)).map_err(Clone::clone);
+        }
+        // `json.loads` is Python code: it runs without the lock; the first result stored wins.
+        let parsed = self.text_cached(py).and_then(|text| {
             let loads = py
                 .import("json")
                 .and_then(|m| m.getattr("loads"))
@@ -262,7 +341,10 @@ impl PyResponse {
                 .call1((text,))
                 .map(|v| v.unbind())
                 .map_err(|e| format!("content is not valid JSON: {e}"))
-        })
+        });
+        let mut s = lock(&self.s);
+        let j = s.json.get_or_insert(parsed);
+        j.as_ref().map(|j| j.clone_ref(py)).map_err(Clone::clone)
     }
 }
 
@@ -272,7 +354,6 @@ impl PyResponse {
     #[new]
     #[pyo3(signature = (_type, content, _hash = None, _request_id = 0, request_id = None))]
     fn new(
-        py: Python<'_>,
         _type: Bound<'_, PyAny>,
         content: Bound<'_, PyBytes>,
         _hash: Option<Bound<'_, PyAny>>,
@@ -280,51 +361,55 @@ impl PyResponse {
         request_id: Option<u32>,
     ) -> PyResult<Self> {
         let code: u16 = _type.getattr("code")?.extract()?;
-        let type_obj = PyOnceLock::new();
-        let _ = type_obj.set(py, _type.unbind());
-        let content_lock = PyOnceLock::new();
-        let _ = content_lock.set(py, content.unbind());
         Ok(PyResponse {
-            code,
-            type_obj,
-            content: content_lock,
-            raw: Mutex::new(None),
-            request_id: request_id.unwrap_or(_request_id),
-            gen1: false,
-            text: PyOnceLock::new(),
-            json: PyOnceLock::new(),
+            s: Mutex::new(RespState {
+                code,
+                request_id: request_id.unwrap_or(_request_id),
+                gen1: false,
+                type_obj: Some(_type.unbind()),
+                content: Some(content.unbind()),
+                raw: None,
+                text: None,
+                json: None,
+            }),
         })
     }
 
     /// The message type (a `MessageType`).
     #[getter(r#type)]
     fn get_type(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let Some(t) = self.type_obj.get(py) {
-            return Ok(t.clone_ref(py));
-        }
+        let code = {
+            let s = lock(&self.s);
+            if let Some(t) = &s.type_obj {
+                return Ok(t.clone_ref(py));
+            }
+            s.code
+        };
+        // The factory is Python code: called without the lock; the first result stored wins.
         let factory = TYPE_FACTORY
             .get(py)
             .ok_or_else(|| PyRuntimeError::new_err("veltix_rs is not initialised"))?;
-        let t = factory.call1(py, (self.code,))?;
-        Ok(self.type_obj.get_or_init(py, || t).clone_ref(py))
+        let t = factory.call1(py, (code,))?;
+        Ok(lock(&self.s).type_obj.get_or_insert(t).clone_ref(py))
     }
 
     /// The raw payload.
     #[getter]
     fn content(&self, py: Python<'_>) -> Py<PyBytes> {
-        self.content_obj(py).clone_ref(py)
+        self.content_obj(py)
     }
 
     /// The correlation id: an `int` (0-65535) on the Gen 3 wire, 4 `bytes` on Gen 1.
     #[getter]
     fn request_id(&self, py: Python<'_>) -> Py<PyAny> {
-        if self.gen1 {
-            PyBytes::new(py, &self.request_id.to_be_bytes())
-                .into_any()
-                .unbind()
+        let (id, gen1) = {
+            let s = lock(&self.s);
+            (s.request_id, s.gen1)
+        };
+        if gen1 {
+            PyBytes::new(py, &id.to_be_bytes()).into_any().unbind()
         } else {
-            self.request_id
-                .into_pyobject(py)
+            id.into_pyobject(py)
                 .map(|v| v.into_any().unbind())
                 .unwrap_or_else(|e| match e {})
         }
@@ -333,25 +418,19 @@ impl PyResponse {
     /// The numeric type code.
     #[getter]
     fn type_code(&self) -> u16 {
-        self.code
+        lock(&self.s).code
     }
 
     /// The content decoded as UTF-8 (cached). Raises `InvalidContentError` if it is not UTF-8.
     #[getter]
     fn text(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        match self.text_cached(py) {
-            Ok(t) => Ok(t.clone_ref(py)),
-            Err(e) => Err(invalid_content(py, e.clone())),
-        }
+        self.text_cached(py).map_err(|e| invalid_content(py, e))
     }
 
     /// The content parsed as JSON (cached). Raises `InvalidContentError` if it is not JSON.
     #[getter]
     fn json(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        match self.json_cached(py) {
-            Ok(t) => Ok(t.clone_ref(py)),
-            Err(e) => Err(invalid_content(py, e.clone())),
-        }
+        self.json_cached(py).map_err(|e| invalid_content(py, e))
     }
 
     /// True if the content is valid UTF-8 (never raises).
@@ -395,13 +474,16 @@ impl PyResponse {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let c = self.content_obj(py).as_bytes(py);
+        let content = self.content_obj(py);
+        let c = content.as_bytes(py);
         let shown = &c[..c.len().min(20)];
         let more = if c.len() > 20 { "..." } else { "" };
+        let (code, id) = {
+            let s = lock(&self.s);
+            (s.code, s.request_id)
+        };
         format!(
-            "Response(type={}, request_id={}, content={}{more})",
-            self.code,
-            self.request_id,
+            "Response(type={code}, request_id={id}, content={}{more})",
             PyBytes::new(py, shown)
                 .repr()
                 .map(|r| r.to_string())
@@ -1358,7 +1440,7 @@ impl NativeServer {
                     .as_ref()
                     .map(|(f, rev)| (f.clone_ref(py), *rev));
                 match fallback {
-                    Some((func, rev)) => dispatch(py, &st, &func, rev, c, &m, "on_recv"),
+                    Some((func, rev)) => dispatch(py, &st, &func, rev, c, m, "on_recv"),
                     None => {
                         if let Err(e) = observe(py, &st, c, &m, "unhandled") {
                             report(py, &st.on_error, &st.on_observe, e);
@@ -1437,7 +1519,7 @@ impl NativeServer {
     fn route(&self, code: u16, func: Py<PyAny>, reversed_args: bool) {
         let st = self.state.clone();
         self.server.route(code, move |c: &ClientInfo, m: Response| {
-            with_python(|py| dispatch(py, &st, &func, reversed_args, c, &m, "registered"))
+            with_python(|py| dispatch(py, &st, &func, reversed_args, c, m, "registered"))
         });
     }
 
@@ -1553,15 +1635,15 @@ fn dispatch(
     func: &Py<PyAny>,
     reversed_args: bool,
     c: &ClientInfo,
-    m: &Response,
+    m: Response,
     kind: &str,
 ) {
-    if let Err(e) = observe(py, st, c, m, kind) {
+    if let Err(e) = observe(py, st, c, &m, kind) {
         report(py, &st.on_error, &st.on_observe, e);
     }
-    let r = (|| -> PyResult<()> {
+    let r = (move || -> PyResult<()> {
         let client = st.py_client_cached(py, c)?;
-        let resp = PyResponse::from_core(py, m, st.gen1)?;
+        let resp = PyResponse::for_dispatch(py, m, st.gen1)?;
         let arg = resp.clone_ref(py);
         // Rust tuples of Python objects go through vectorcall (no argument tuple is built).
         let called = if reversed_args {
@@ -1569,7 +1651,7 @@ fn dispatch(
         } else {
             func.call1(py, (client, arg))
         };
-        PyResponse::after_call(py, &resp);
+        PyResponse::after_dispatch(py, resp);
         called.map(drop)
     })();
     if let Err(e) = r {
@@ -1610,11 +1692,11 @@ impl ClientState {
         }
     }
 
-    fn dispatch(&self, py: Python<'_>, func: &Py<PyAny>, m: &Response, kind: &str) {
-        self.observe(py, m, kind);
-        let r = PyResponse::from_core(py, m, self.gen1).and_then(|resp| {
+    fn dispatch(&self, py: Python<'_>, func: &Py<PyAny>, m: Response, kind: &str) {
+        self.observe(py, &m, kind);
+        let r = PyResponse::for_dispatch(py, m, self.gen1).and_then(|resp| {
             let called = func.call1(py, (resp.clone_ref(py),));
-            PyResponse::after_call(py, &resp);
+            PyResponse::after_dispatch(py, resp);
             called
         });
         if let Err(e) = r {
@@ -1692,7 +1774,7 @@ impl NativeClient {
             with_python(|py| {
                 let fallback = lock(&st.on_recv).as_ref().map(|f| f.clone_ref(py));
                 match fallback {
-                    Some(func) => st.dispatch(py, &func, &m, "on_recv"),
+                    Some(func) => st.dispatch(py, &func, m, "on_recv"),
                     None => st.observe(py, &m, "unhandled"),
                 }
             })
@@ -1750,7 +1832,7 @@ impl NativeClient {
     fn route(&self, code: u16, func: Py<PyAny>) {
         let st = self.state.clone();
         self.client.route(code, move |m: Response| {
-            with_python(|py| st.dispatch(py, &func, &m, "registered"))
+            with_python(|py| st.dispatch(py, &func, m, "registered"))
         });
     }
 

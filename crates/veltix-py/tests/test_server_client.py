@@ -539,3 +539,57 @@ def test_responses_kept_past_their_callback_keep_their_content(make_server, make
     assert done.get()
     assert [m.content for m in kept] == [b"m%05d" % i + b"." * (i % 50) for i in range(2000)]
     assert kept[7].text == "m00007" + "." * 7 and kept[7].type == ECHO
+
+
+def test_a_response_the_callback_did_not_keep_is_reused_without_mixing_messages(
+    make_server, make_client
+):
+    """A dispatcher refills a Response that its callback did not keep with the next message
+    (no Python object is allocated per message); every callback still sees its own message
+    (content, text, json, type, request_id), on both sides, and the ones kept, every 7th,
+    keep theirs and stay distinct objects."""
+    import json
+
+    n = 3000
+    s = make_server()
+    seen: list = []
+    kept: list = []
+    done = Inbox()
+
+    @s.route(ECHO)
+    def on_server(client, msg):
+        i = msg.json["i"]
+        seen.append((i, msg.text == json.dumps({"i": i, "pad": "x" * (i % 40)}), msg.type == ECHO,
+                     msg.request_id == 1000 + i))
+        if i % 7 == 0:
+            kept.append(msg)
+        s.send(vx.Request(NOTE, b"r%05d" % i), client)
+        if i == n - 1:
+            done.put(True)
+
+    s.start()
+    c = make_client(s.port)
+    got: list = []
+    c_kept: list = []
+    c_done = Inbox()
+
+    @c.route(NOTE)
+    def on_client(msg):
+        got.append(msg.content)
+        if len(got) % 5 == 0:
+            c_kept.append(msg)
+        if len(got) == n:
+            c_done.put(True)
+
+    assert c.connect()
+    for i in range(n):
+        body = json.dumps({"i": i, "pad": "x" * (i % 40)}).encode()
+        assert c.send(vx.Request(ECHO, body, request_id=1000 + i))
+    assert done.get() and c_done.get()
+    assert seen == [(i, True, True, True) for i in range(n)]
+    assert [m.json["i"] for m in kept] == list(range(0, n, 7))
+    assert all(m.text == json.dumps({"i": m.json["i"], "pad": "x" * (m.json["i"] % 40)}) for m in kept)
+    assert len({id(m) for m in kept}) == len(kept)
+    assert got == [b"r%05d" % i for i in range(n)]
+    assert [m.content for m in c_kept] == [b"r%05d" % i for i in range(4, n, 5)]
+    assert len({id(m) for m in c_kept}) == len(c_kept)
