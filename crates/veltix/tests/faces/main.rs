@@ -90,7 +90,9 @@ fn send_slice_sends_borrowed_payloads_like_send() {
     let c = veltix::Client::new(ClientConfig::new("127.0.0.1", addr.port()));
     let (etx, echoes) = channel();
     let f = forward(etx);
-    c.route(&ECHO, move |m: Response| f((m.content().to_vec(), m.request_id())));
+    c.route(&ECHO, move |m: Response| {
+        f((m.content().to_vec(), m.request_id()))
+    });
     c.connect().unwrap();
     let info = recv(&connects);
     let mut buf = Vec::new();
