@@ -182,6 +182,8 @@ pub struct PyResponse {
     s: Mutex<RespState>,
 }
 
+/// (`Default` is the cleared state of a spare, never seen by Python.)
+#[derive(Default)]
 struct RespState {
     code: u16,
     request_id: u32,
@@ -275,19 +277,7 @@ impl PyResponse {
             resp.get().materialize(py);
             return;
         }
-        let old = {
-            let mut s = lock(&resp.get().s);
-            RespState {
-                code: s.code,
-                request_id: s.request_id,
-                gen1: s.gen1,
-                type_obj: s.type_obj.take(),
-                content: s.content.take(),
-                raw: s.raw.take(),
-                text: s.text.take(),
-                json: s.json.take(),
-            }
-        };
+        let old = std::mem::take(&mut *lock(&resp.get().s));
         drop(old);
         let previous = SPARE
             .try_with(|s| s.borrow_mut().replace(resp))
@@ -1257,11 +1247,7 @@ impl ClientHandle {
     /// request or cannot be queued.
     fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> bool {
         match read_request(request) {
-            Some((code, content, id)) => {
-                let inner = &self.inner;
-                let send = |c: u16, id: Option<u32>, b: &[u8]| inner.send_slice(c, id, b).is_ok();
-                send_parts(py, send, code, id, content.as_bytes(py))
-            }
+            Some((code, content, id)) => self.send(py, code, content.as_bytes(py), id),
             None => false,
         }
     }
@@ -1868,11 +1854,7 @@ impl NativeClient {
     /// request, or when not connected.
     fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> bool {
         match read_request(request) {
-            Some((code, content, id)) => {
-                let client = &self.client;
-                let send = |c: u16, id: Option<u32>, b: &[u8]| client.send_slice(c, id, b).is_ok();
-                send_parts(py, send, code, id, content.as_bytes(py))
-            }
+            Some((code, content, id)) => self.send(py, code, content.as_bytes(py), id),
             None => false,
         }
     }

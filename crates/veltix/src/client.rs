@@ -483,7 +483,7 @@ impl Shared {
     /// the network (from a thread outside the runtime, an isolated send to an idle link is
     /// written inline, see `Conn::send`).
     pub(crate) fn send(&self, req: &Request) -> Result<()> {
-        self.conn()?.send(req).map(|_| ())
+        self.send_slice(req.message_type(), req.request_id(), req.content())
     }
 
     /// [`Shared::send`] from borrowed parts (see [`Client::send_slice`]).
