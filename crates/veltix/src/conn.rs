@@ -114,8 +114,9 @@ const MAX_BACKLOG: usize = 1024;
 /// Without it, one read of 64 replies wakes 64 requesters whose 64 next requests leave in one
 /// write once all are decoded: client and server then take turns, each idle while the other
 /// works on the whole batch. Passes of 16 keep both ends busy: `veltix bench reqrep` (64 in
-/// flight, one connection) went from 0.34-0.47 M to 0.6-0.7 M req/s on a current-thread
-/// runtime (BENCHMARKS.md). Blocking waiters are OS threads that run at once; they do not count.
+/// flight, one connection, current-thread runtime) went from a median of 414k to 689k req/s
+/// (BENCHMARKS.md, "Replies in passes of 16"). Blocking waiters are OS threads that run at
+/// once; they do not count.
 const REPLIES_PER_PASS: usize = 16;
 
 /// What one `Conn::decode_buffered` pass left.
